@@ -1,0 +1,43 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+# Torch is installed first, pinned through TORCH_SPEC (default: the CPU wheel 2.13.0); for a
+# CUDA machine, e.g.  make demo TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.geoseg-installed
+
+.PHONY: install demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the land-cover demo: a local Ray, the built-in model, generated scenes -> demo-output/
+demo: $(STAMP)
+	$(BIN)/geoseg demo landcover --out demo-output
+
+## Lint, type-check and run the whole test suite (Ray tests included)
+test: $(STAMP)
+	$(BIN)/ruff check geoseg_pipeline tests benchmarks scripts
+	$(BIN)/mypy geoseg_pipeline
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+## Tests without the slow ones
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check geoseg_pipeline tests benchmarks scripts
+	$(BIN)/mypy geoseg_pipeline
+
+## The side-by-side performance benchmark (see benchmarks/README.md)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/landcover_bench.py
+
+clean:
+	rm -rf demo-output bench-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,64 @@
+"""The library API: run a workflow, or a one-off prediction, from Python without the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .runtime import JobResult, run_job
+from .spec import WorkflowSpec, load_workflow, parse_workflow
+
+
+def run_workflow(
+    workflow: WorkflowSpec | str | Path, address: str | None = None, progress: bool | None = None
+) -> JobResult:
+    """Run a workflow (a spec, or the path of a YAML file).
+
+    Args:
+        workflow: the workflow.
+        address: ``None`` starts a local Ray for the job; ``"auto"`` or ``HOST:PORT`` joins a cluster.
+        progress: force progress bars on or off (default: on a terminal only).
+    """
+    spec = workflow if isinstance(workflow, WorkflowSpec) else load_workflow(workflow)
+    return run_job(spec, address=address, progress=progress)
+
+
+def model_section(model: str) -> dict[str, Any]:
+    """``landcover-demo`` or ``builtin:NAME`` -> a built-in model; anything else is a TorchScript path."""
+    from .inference_names import BUILTIN_MODEL_NAMES
+
+    name = model.removeprefix("builtin:")
+    if model.startswith("builtin:") or (name in BUILTIN_MODEL_NAMES and not Path(model).exists()):
+        return {"type": "builtin", "name": name}
+    return {"type": "torchscript", "path": model}
+
+
+def predict(
+    inputs: Sequence[str | Path],
+    model: str,
+    out: str | Path,
+    *,
+    roi_size: int | Sequence[int] = 256,
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    batch_size: int = 8,
+    workers: int | None = None,
+    classes: Sequence[str] | None = None,
+    formats: Sequence[str] = ("cog",),
+    address: str | None = None,
+    progress: bool | None = None,
+) -> JobResult:
+    """Segment ``inputs`` with ``model`` into ``out`` without a workflow file."""
+    data: dict[str, Any] = {
+        "name": "predict",
+        "inputs": {"paths": [str(p) for p in inputs]},
+        "model": model_section(model),
+        "tiling": {"roi_size": roi_size, "overlap": overlap, "blend": blend, "batch_size": batch_size},
+        "output": {"directory": str(out), "formats": list(formats)},
+        "resources": {"workers": workers},
+    }
+    if classes:
+        data["classes"] = [{"name": c} for c in classes]
+    spec = parse_workflow(data, Path.cwd(), "geoseg predict")
+    return run_job(spec, address=address, progress=progress)

@@ -1,0 +1,144 @@
+"""``geoseg``: a thin command line over :mod:`geoseg_pipeline.api`. The only module that parses
+arguments; ``main(argv)`` is testable and returns the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import GeosegError, SpecError
+
+log = logging.getLogger("geoseg")
+
+
+def _roi(text: str) -> list[int]:
+    parts = [p for p in text.replace("x", ",").split(",") if p]
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"roi size must be N or N,N, got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="geoseg", description="Batch segmentation of rasters on Ray.")
+    p.add_argument("--version", action="version", version=f"geoseg {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a workflow file")
+    run.add_argument("workflow", type=Path)
+    run.add_argument("--address", help="Ray cluster address (auto or HOST:PORT); default: a local Ray")
+
+    val = sub.add_parser("validate", help="check a workflow file and list every problem")
+    val.add_argument("workflow", type=Path)
+
+    pred = sub.add_parser("predict", help="segment files without a workflow file")
+    pred.add_argument("inputs", nargs="+")
+    pred.add_argument("--model", required=True, help="TorchScript file, or a built-in name (landcover-demo)")
+    pred.add_argument("--out", required=True, type=Path)
+    pred.add_argument("--roi-size", type=_roi, default=[256], metavar="N[,N]")
+    pred.add_argument("--overlap", type=float, default=0.25)
+    pred.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian")
+    pred.add_argument("--batch-size", type=int, default=8)
+    pred.add_argument("--workers", type=int, default=None)
+    pred.add_argument("--classes", help="comma-separated class names, in label order")
+    pred.add_argument("--logits", action="store_true", help="also write the blended logits (logits.tif)")
+    pred.add_argument("--address")
+
+    demo = sub.add_parser("demo", help="run a built-in demo on generated data")
+    demo.add_argument("which", choices=["landcover"])
+    demo.add_argument("--out", type=Path, default=Path("demo-output"))
+    demo.add_argument("--address")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns 0 only when every item succeeded."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    progress = False if args.no_progress else None
+    try:
+        if args.command == "validate":
+            return _validate(args.workflow)
+        if args.command == "run":
+            from .api import run_workflow
+
+            result = run_workflow(args.workflow, address=args.address, progress=progress)
+        elif args.command == "predict":
+            from .api import predict
+
+            roi = args.roi_size[0] if len(args.roi_size) == 1 else args.roi_size
+            result = predict(
+                args.inputs, args.model, args.out, roi_size=roi, overlap=args.overlap, blend=args.blend,
+                batch_size=args.batch_size, workers=args.workers,
+                classes=args.classes.split(",") if args.classes else None,
+                formats=("cog", "logits") if args.logits else ("cog",), address=args.address,
+                progress=progress,
+            )
+        else:
+            from .demo.run import run_landcover_demo
+
+            result = run_landcover_demo(args.out, address=args.address, progress=progress)
+    except SpecError as exc:
+        print(f"geoseg: invalid workflow: {exc}", file=sys.stderr)
+        return 2
+    except GeosegError as exc:
+        print(f"geoseg: {exc}", file=sys.stderr)
+        return 1
+    return _report(result)
+
+
+def _validate(path: Path) -> int:
+    from .spec import load_workflow
+
+    try:
+        spec = load_workflow(path)
+    except SpecError as exc:
+        print(f"{path}: invalid", file=sys.stderr)
+        for field, message in exc.problems:
+            print(f"  {field}: {message}", file=sys.stderr)
+        return 2
+    from .sources.discovery import expand_inputs
+
+    items, unmatched = expand_inputs(spec.inputs.paths)
+    problems = [("inputs.paths", m) for m in unmatched]
+    problems += [("inputs.paths", f"{i.path}: no such file") for i in items if not Path(i.path).exists()]
+    if spec.model.path is not None and not spec.model.path.is_file():
+        problems.append(("model.path", f"{spec.model.path}: no such file"))
+    if problems:
+        print(f"{path}: invalid", file=sys.stderr)
+        for field, message in problems:
+            print(f"  {field}: {message}", file=sys.stderr)
+        return 2
+    print(f"{path}: valid ({len(items)} item(s), model {spec.model.name or spec.model.path}, "
+          f"output {spec.output.directory})")
+    return 0
+
+
+def _report(result: object) -> int:
+    from .runtime import JobResult
+
+    assert isinstance(result, JobResult)
+    ok = [o for o in result.outcomes if o.status == "ok"]
+    failed = [o for o in result.outcomes if o.status != "ok"]
+    print(f"{len(ok)} item(s) done, {len(failed)} failed in {result.seconds:.1f} s")
+    for o in ok:
+        print(f"  {o.item}: {Path(o.outputs[0]).parent}/")
+    for o in failed:
+        print(f"  FAILED {o.item}: {o.error}")
+    print(f"summary: {result.summary_paths[0]}")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

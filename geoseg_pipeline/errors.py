@@ -1,0 +1,44 @@
+"""One error hierarchy for the whole package.
+
+Every error derives from :class:`GeosegError` *and* from the closest built-in, so callers can
+catch either (``except GeosegError`` or ``except ValueError``), as rasterio does.
+"""
+
+from __future__ import annotations
+
+
+class GeosegError(Exception):
+    """Root of all geoseg-pipeline errors."""
+
+
+class SpecError(GeosegError, ValueError):
+    """A workflow file or option is invalid.
+
+    ``problems`` holds one ``(field_path, message)`` pair per problem, so that a CLI can list
+    every error at once instead of the first one only.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[tuple[str, str]] = problems or []
+
+
+class SourceError(GeosegError, OSError):
+    """An input item cannot be opened or read (missing, unreadable, corrupt, unsupported)."""
+
+
+class InputDataError(GeosegError, ValueError):
+    """An input item opens but its content cannot be segmented as configured
+    (band count, dtype, NaN pixels, size)."""
+
+
+class ModelError(GeosegError, RuntimeError):
+    """A model cannot be loaded, or disagrees with the workflow or the data."""
+
+
+class SinkError(GeosegError, OSError):
+    """An output cannot be written."""
+
+
+class JobError(GeosegError, RuntimeError):
+    """The job as a whole failed (for example Ray could not be started)."""

@@ -1,0 +1,96 @@
+"""Run one tile task: read its region, predict its windows, blend them into one partial sum.
+
+This is the work an inference actor does; it is a plain class so tests call it directly.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from ..geometry import full_window, intersection
+from ..preprocess import to_model_input, valid_mask
+from ..sources import RasterSource, open_raster_source
+from ..spec import ModelSpec
+from ..stitching.weights import importance_map
+from ..tasks import ItemJob, TileResult
+from ..tiling import TileTask
+from .loading import ModelInfo
+from .predictor import Predictor
+
+
+class TileExecutor:
+    """Holds a :class:`Predictor` and the open sources; processes tile tasks."""
+
+    def __init__(self, model: ModelSpec, device: str | None = None, threads: int | None = None) -> None:
+        self.predictor = Predictor(model, device=device, threads=threads)
+        self._sources: OrderedDict[str, RasterSource] = OrderedDict()
+
+    def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
+        """The model's channels and classes (one probe forward pass)."""
+        return self.predictor.describe(in_channels, roi, fallback)
+
+    def _source(self, job: ItemJob) -> RasterSource:
+        src = self._sources.get(job.path)
+        if src is None:
+            src = open_raster_source(job.path, job.format)
+            self._sources[job.path] = src
+            while len(self._sources) > 4:
+                self._sources.popitem(last=False)[1].close()
+        else:
+            self._sources.move_to_end(job.path)
+        return src
+
+    def release(self, path: str) -> None:
+        """Close ``path`` if it is open (after its item is done)."""
+        src = self._sources.pop(path, None)
+        if src is not None:
+            src.close()
+
+    def run(self, job: ItemJob, task: TileTask) -> TileResult:
+        """Read, predict and blend the windows of ``task``."""
+        src = self._source(job)
+        prep = job.preprocessing
+        region = task.region
+        inside = intersection(region, full_window(src.grid.shape))
+        if inside is None:  # cannot happen for a plan of this grid
+            raise ValueError(f"{job.name}: task {task.index} lies outside the image")
+        data = src.read(inside, prep.bands)
+        valid_in = valid_mask(data, prep.nodata)
+        x_in = to_model_input(data, valid_in, prep, job.name)
+
+        # Windows may reach into MONAI's zero padding around a small image.
+        x = np.zeros((len(prep.bands), *region.size), dtype=np.float32)
+        valid = np.zeros(region.size, dtype=bool)
+        sl = inside.slices(region.start)
+        x[(slice(None), *sl)] = x_in
+        valid[sl] = valid_in
+
+        runnable = [w for w in task.windows if valid[w.slices(region.start)].any()]
+        weights_map = importance_map(job.roi_size, job.blend, job.sigma_scale).to(self.predictor.device)
+        logits: torch.Tensor | None = None
+        wsum = torch.zeros(region.size, dtype=torch.float32, device=self.predictor.device)
+        for b in range(0, len(runnable), job.batch_size):
+            batch_windows = runnable[b : b + job.batch_size]
+            batch = np.stack([x[(slice(None), *w.slices(region.start))] for w in batch_windows])
+            pred = self.predictor.predict(batch)
+            if logits is None:
+                logits = torch.zeros((pred.shape[1], *region.size), dtype=torch.float32, device=pred.device)
+            for p, w in zip(pred, batch_windows, strict=True):
+                s = w.slices(region.start)
+                logits[(slice(None), *s)] += p * weights_map
+                wsum[s] += weights_map
+        if logits is None:
+            logits = torch.zeros((0, *region.size), dtype=torch.float32)
+        crop = (slice(None), *sl)
+        return TileResult(
+            task_index=task.index,
+            region=inside,
+            logits=logits[crop].cpu().numpy() if logits.shape[0] else np.zeros((0, *inside.size), np.float32),
+            weights=wsum[sl].cpu().numpy(),
+            valid=valid[sl],
+            windows_run=len(runnable),
+            windows_skipped=len(task.windows) - len(runnable),
+        )

@@ -1,0 +1,74 @@
+"""From stored pixels to model input: validity masks, band order, normalization. Pure."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputDataError
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What happens to a window between the reader and the model.
+
+    ``bands`` are 1-based; ``mean``/``std`` (optional) normalize each selected band; ``nodata``
+    is the stored value that marks invalid pixels (``nan`` allowed).
+    """
+
+    bands: tuple[int, ...]
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    nodata: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std go together")
+        if self.mean is not None and len(self.mean) != len(self.bands):
+            raise ValueError(f"{len(self.mean)} normalization entries for {len(self.bands)} bands")
+
+
+def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Pixels that are not nodata: a pixel is invalid when *every* band holds ``nodata``.
+
+    Args:
+        data: ``(bands, rows, cols)`` stored values.
+        nodata: the nodata value, ``nan`` or ``None`` (everything valid).
+    """
+    if nodata is None:
+        return np.ones(data.shape[1:], dtype=bool)
+    if math.isnan(nodata):
+        if not np.issubdtype(data.dtype, np.floating):
+            return np.ones(data.shape[1:], dtype=bool)
+        mask: np.ndarray = ~np.isnan(data).all(axis=0)
+        return mask
+    mask = ~(data == np.asarray(nodata).astype(data.dtype)).all(axis=0)
+    return mask
+
+
+def to_model_input(data: np.ndarray, valid: np.ndarray, prep: Preprocessing, item: str) -> np.ndarray:
+    """Cast to float32 and normalize; invalid pixels become 0 only where they are non-finite.
+
+    Raises:
+        InputDataError: a valid pixel holds NaN or ±inf (declare ``inputs.nodata: .nan`` to
+            treat NaN as nodata).
+    """
+    x = data.astype(np.float32, copy=True)
+    if np.issubdtype(data.dtype, np.floating):
+        finite = np.isfinite(x)
+        bad = ~finite & valid[None]
+        if bad.any():
+            band, row, col = (int(v[0]) for v in np.nonzero(bad))
+            raise InputDataError(
+                f"{item}: {int(bad.sum())} valid pixel value(s) are NaN or infinite "
+                f"(first: band {prep.bands[band]}, window row {row}, col {col}); set inputs.nodata "
+                "(for example .nan) if they mark missing data"
+            )
+        x[~finite] = 0.0
+    if prep.mean is not None and prep.std is not None:
+        mean = np.asarray(prep.mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(prep.std, dtype=np.float32)[:, None, None]
+        x = (x - mean) / std
+    return x

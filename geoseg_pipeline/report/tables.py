@@ -1,0 +1,99 @@
+"""``stats.json`` / ``stats.csv`` per item and ``summary.csv`` / ``summary.json`` per job."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..sinks import atomic_write_text
+from ..statistics import ItemStats
+
+_CLASS_COLUMNS = ["class_index", "class_name", "pixels", "area_m2", "area_ha", "share"]
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """How one item ended: ``ok`` with its stats, or ``failed`` with the reason."""
+
+    item: str
+    source: str
+    status: str
+    stats: ItemStats | None = None
+    error: str = ""
+    outputs: tuple[str, ...] = ()
+    seconds: float = 0.0
+    windows: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _class_rows(stats: ItemStats) -> list[dict[str, Any]]:
+    return [
+        {
+            "class_index": c.index,
+            "class_name": c.name,
+            "pixels": c.pixels,
+            "area_m2": c.area_m2,
+            "area_ha": c.area_ha,
+            "share": c.share,
+        }
+        for c in stats.classes
+    ]
+
+
+def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def write_item_stats(out_dir: Path, source: str, stats: ItemStats, meta: dict[str, Any]) -> list[Path]:
+    """Write ``stats.json`` and ``stats.csv`` for one item; returns their paths."""
+    doc = {
+        "item": stats.item,
+        "source": source,
+        "valid_pixels": stats.valid_pixels,
+        "nodata_pixels": stats.nodata_pixels,
+        "valid_area_m2": stats.valid_area_m2,
+        "valid_area_ha": None if stats.valid_area_m2 is None else stats.valid_area_m2 / 10_000.0,
+        "area_method": stats.area_method,
+        "area_note": stats.area_note,
+        "share_of": "valid area" if stats.valid_area_m2 else "valid pixels",
+        **meta,
+        "classes": _class_rows(stats),
+    }
+    json_path, csv_path = out_dir / "stats.json", out_dir / "stats.csv"
+    atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(csv_path, _csv(_class_rows(stats), _CLASS_COLUMNS))
+    return [json_path, csv_path]
+
+
+def write_summary(out_root: Path, outcomes: Sequence[ItemOutcome], job: dict[str, Any]) -> list[Path]:
+    """``summary.csv`` (one row per item and class; one row per failed item) and
+    ``summary.json`` (the job record)."""
+    columns = ["item", "status", *_CLASS_COLUMNS, "source", "error"]
+    rows: list[dict[str, Any]] = []
+    for o in outcomes:
+        if o.stats is not None:
+            rows += [{"item": o.item, "status": o.status, "source": o.source, **r} for r in _class_rows(o.stats)]
+        else:
+            rows.append({"item": o.item, "status": o.status, "source": o.source, "error": o.error})
+    doc = {
+        **job,
+        "items": [
+            {"item": o.item, "source": o.source, "status": o.status, "error": o.error or None,
+             "seconds": round(o.seconds, 3), "windows": o.windows, "outputs": list(o.outputs), **o.extra}
+            for o in outcomes
+        ],
+    }
+    csv_path, json_path = out_root / "summary.csv", out_root / "summary.json"
+    atomic_write_text(csv_path, _csv(rows, columns))
+    atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
+    return [csv_path, json_path]

@@ -1,0 +1,385 @@
+"""The job driver: plan each item, stream its tile tasks through the actor pool with bounded
+in-flight work (backpressure), stitch finished blocks, write them, tally statistics.
+
+The driver holds one band of open blocks per active item and at most
+``workers × max_tasks_in_flight`` task results, never a whole image, and never imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from ..errors import GeosegError, InputDataError, JobError, ModelError
+from ..geometry import Grid
+from ..preprocess import Preprocessing
+from ..report import ItemOutcome, write_item_stats, write_summary
+from ..sinks import ClassLegend, CogLabelSink
+from ..sources import open_raster_source
+from ..sources.discovery import Item, expand_inputs
+from ..spec import WorkflowSpec
+from ..statistics import ClassTally, pixel_areas
+from ..stitching import BlockStitcher
+from ..tasks import ItemJob, TileResult
+from ..tiling import TilePlan, TileTask, plan_tiles
+from .actors import start_actors, worker_count
+from .cluster import ray_session
+from .progress import Progress, make_progress
+
+log = logging.getLogger("geoseg")
+
+#: Colours for classes the workflow does not name (tab10-like).
+DEFAULT_COLOURS = (
+    "#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a job produced: one outcome per item, and where the summary is."""
+
+    outcomes: tuple[ItemOutcome, ...]
+    out_dir: Path
+    summary_paths: tuple[Path, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every item succeeded."""
+        return bool(self.outcomes) and all(o.status == "ok" for o in self.outcomes)
+
+
+@dataclass
+class _ItemState:
+    item: Item
+    job: ItemJob
+    grid: Grid
+    plan: TilePlan
+    tasks: Iterator[TileTask]
+    stitcher: BlockStitcher
+    sink: CogLabelSink
+    tally: ClassTally
+    started: float = field(default_factory=time.monotonic)
+    inflight: int = 0
+    exhausted: bool = False
+    windows_run: int = 0
+    windows_skipped: int = 0
+    small: bool = False
+    failed: str | None = None
+
+
+class _Legend:
+    def __init__(self, spec: WorkflowSpec, num_classes: int) -> None:
+        if spec.classes is not None:
+            if len(spec.classes) != num_classes:
+                raise ModelError(
+                    f"the model predicts {num_classes} classes but the workflow lists {len(spec.classes)}"
+                )
+            names = tuple(c.name for c in spec.classes)
+            colours = tuple(c.colour for c in spec.classes)
+        else:
+            names = tuple(f"class_{i}" for i in range(num_classes))
+            colours = tuple(DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)] for i in range(num_classes))
+        self.legend = ClassLegend(names, colours)
+
+
+def run_job(spec: WorkflowSpec, address: str | None = None, progress: bool | None = None) -> JobResult:
+    """Run a workflow: every item to ``OUT/<item>/``, then ``OUT/summary.csv``.
+
+    Args:
+        spec: the validated workflow.
+        address: ``None`` for a local Ray started for the job, ``"auto"`` or ``HOST:PORT``.
+        progress: force progress bars on/off (default: bars on a terminal).
+
+    Raises:
+        JobError: Ray cannot be reached, or no input matches.
+    """
+    started = time.monotonic()
+    out_dir = spec.output.directory
+    items, unmatched = expand_inputs(spec.inputs.paths)
+    for msg in unmatched:
+        log.warning("%s", msg)
+    if not items:
+        raise JobError("no input items: " + "; ".join(unmatched or ["inputs.paths is empty"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with ray_session(address):
+        outcomes = _Scheduler(spec, items, make_progress(len(items), progress)).run()
+    job = {
+        "workflow": spec.name,
+        "items_total": len(outcomes),
+        "items_ok": sum(o.status == "ok" for o in outcomes),
+        "items_failed": sum(o.status != "ok" for o in outcomes),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    paths = write_summary(out_dir, outcomes, job)
+    return JobResult(tuple(outcomes), out_dir, tuple(paths), time.monotonic() - started)
+
+
+class _Scheduler:
+    """Feeds tile tasks of all items to the actors, keeping a bounded number in flight."""
+
+    def __init__(self, spec: WorkflowSpec, items: list[Item], progress: Progress) -> None:
+        self.spec = spec
+        self.items = items
+        self.progress = progress
+        self.outcomes: dict[str, ItemOutcome] = {}
+        self.pending: deque[Item] = deque(items)
+        self.active: list[_ItemState] = []
+        self.inflight: dict[Any, tuple[_ItemState, Any]] = {}
+        self.actor_load: dict[int, int] = {}
+        self.finalizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-commit")
+        self.commits: list[tuple[_ItemState, Future[ItemOutcome]]] = []
+        names = Counter(i.name for i in items)
+        self.duplicates = {n for n, c in names.items() if c > 1}
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def run(self) -> list[ItemOutcome]:
+        spec = self.spec
+        count = worker_count(spec.resources)
+        log.info("starting %d inference actor(s)", count)
+        self.actors = start_actors(spec.model, spec.resources, count)
+        self.actor_load = {i: 0 for i in range(count)}
+        in_channels = len(spec.preprocessing.bands) if spec.preprocessing.bands else spec.model.in_channels
+        try:
+            info = ray.get(self.actors[0].describe.remote(in_channels, spec.tiling.roi_size, self._first_band_count()))
+            if spec.model.num_classes is not None and info.num_classes != spec.model.num_classes:
+                raise ModelError(
+                    f"the model predicts {info.num_classes} classes but model.num_classes is "
+                    f"{spec.model.num_classes}"
+                )
+            self.info = info
+            self.legend = _Legend(spec, info.num_classes).legend
+        except (RayTaskError, RayActorError, GeosegError) as exc:
+            reason = _reason(exc)
+            log.error("model: %s", reason)
+            self.progress.close()
+            for actor in self.actors:
+                ray.kill(actor)
+            return [ItemOutcome(i.name, i.path, "failed", error=f"model: {reason}") for i in self.items]
+        try:
+            self._loop()
+        finally:
+            self.progress.close()
+            self.finalizer.shutdown(wait=True)
+            for actor in self.actors:
+                ray.kill(actor)
+        return [self.outcomes[i.name] if i.name not in self.duplicates else self._dup(i) for i in self.items]
+
+    def _first_band_count(self) -> int | None:
+        """Bands of the first item that opens: the input channels of a parameter-free model."""
+        for item in self.items:
+            try:
+                src = open_raster_source(item.path, self.spec.inputs.format)
+            except GeosegError:
+                continue
+            src.close()
+            return src.band_count
+        return None
+
+    def _dup(self, item: Item) -> ItemOutcome:
+        others = [i.path for i in self.items if i.name == item.name]
+        return ItemOutcome(item.name, item.path, "failed",
+                           error=f"output name {item.name!r} is shared by {', '.join(others)}; rename one")
+
+    def _open_item(self, item: Item) -> _ItemState | None:
+        spec = self.spec
+        try:
+            src = open_raster_source(item.path, spec.inputs.format)
+            try:
+                grid, count, file_nodata = src.grid, src.band_count, src.nodata
+            finally:
+                src.close()
+            bands = spec.preprocessing.bands or tuple(range(1, count + 1))
+            if max(bands) > count:
+                raise InputDataError(
+                    f"{item.path}: preprocessing.bands selects band {max(bands)} but the raster has {count}"
+                )
+            if len(bands) != self.info.in_channels:
+                raise InputDataError(
+                    f"{item.path}: the model takes {self.info.in_channels} input channel(s) but the raster "
+                    f"gives {len(bands)} band(s)"
+                    + (" after band selection" if spec.preprocessing.bands else "")
+                )
+            norm = spec.preprocessing.normalize
+            if norm is not None and len(norm.mean) != len(bands):
+                raise InputDataError(
+                    f"{item.path}: preprocessing.normalize has {len(norm.mean)} entries for {len(bands)} bands"
+                )
+            nodata = spec.inputs.nodata if spec.inputs.nodata is not None else file_nodata
+            prep = Preprocessing(bands, norm.mean if norm else None, norm.std if norm else None, nodata)
+            tiling = spec.tiling
+            plan = plan_tiles(grid.shape, tiling.roi_size, tiling.overlap, (tiling.block_size,) * 2)
+            job = ItemJob(item.name, item.path, spec.inputs.format, prep, tuple(tiling.roi_size),
+                          tiling.blend, tiling.sigma_scale, tiling.batch_size)
+            nodata_label = 255 if self.info.num_classes <= 255 else 65535
+            sink = CogLabelSink(
+                spec.output.directory / item.name, grid, self.legend, nodata_label,
+                compression=spec.output.compression, overview_resampling=spec.output.overview_resampling,
+                logits_classes=self.info.num_classes if "logits" in spec.output.formats else None,
+            )
+            stitcher = BlockStitcher(plan, self.info.num_classes, nodata_label,
+                                     np.dtype(sink.dtype), keep_logits="logits" in spec.output.formats)
+        except (GeosegError, ValueError) as exc:
+            self._record_failure(item, _reason(exc))
+            return None
+        state = _ItemState(item, job, grid, plan, plan.tasks(), stitcher, sink,
+                           ClassTally(self.info.num_classes, pixel_areas(grid)))
+        state.small = any(n < r for n, r in zip(grid.shape, tiling.roi_size, strict=True))
+        if state.small:
+            log.warning("%s: %s is smaller than the roi %s; padded with zeros as MONAI does",
+                        item.name, grid.shape, tiling.roi_size)
+        self.progress.add_windows(plan.window_count)
+        log.info("%s: %d x %d, %d windows in %d tasks", item.name, grid.height, grid.width,
+                 plan.window_count, plan.task_count)
+        return state
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _next_task(self) -> tuple[_ItemState, TileTask] | None:
+        for state in self.active:
+            if state.failed or state.exhausted:
+                continue
+            task = next(state.tasks, None)
+            if task is not None:
+                return state, task
+            state.exhausted = True
+        # Open the next item only when every active one has handed out all its tasks, so
+        # that at most about two items hold open blocks at a time.
+        while self.pending:
+            item = self.pending.popleft()
+            if item.name in self.duplicates:
+                continue
+            opened = self._open_item(item)
+            if opened is None:
+                continue
+            self.active.append(opened)
+            return self._next_task()
+        return None
+
+    def _loop(self) -> None:
+        # Every actor takes at most max_tasks_in_flight tasks; results are consumed as they
+        # arrive, so reading, inference and writing overlap and memory stays bounded.
+        capacity = len(self.actors) * self.spec.resources.max_tasks_in_flight
+        while True:
+            while len(self.inflight) < capacity:
+                nxt = self._next_task()
+                if nxt is None:
+                    break
+                state, task = nxt
+                actor = min(self.actor_load, key=lambda a: self.actor_load[a])
+                ref = self.actors[actor].run.remote(state.job, task)
+                self.inflight[ref] = (state, actor)
+                self.actor_load[actor] += 1
+                state.inflight += 1
+            self._collect_commits(block=False)
+            if not self.inflight:
+                break
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                state, actor = self.inflight.pop(ref)
+                self.actor_load[actor] -= 1
+                state.inflight -= 1
+                self._receive(state, ref)
+        self._collect_commits(block=True)
+
+    def _receive(self, state: _ItemState, ref: Any) -> None:
+        if state.failed:
+            self._maybe_retire(state)
+            return
+        try:
+            result: TileResult = ray.get(ref)
+            state.windows_run += result.windows_run
+            state.windows_skipped += result.windows_skipped
+            self.progress.windows_done(result.windows_run + result.windows_skipped)
+            for block in state.stitcher.add(result):
+                state.sink.write(block.window, block.labels, block.logits)
+                state.tally.add(block.window, block.labels, block.valid)
+        except (RayTaskError, RayActorError, GeosegError, OSError) as exc:
+            self._fail(state, _reason(exc))
+            return
+        if state.exhausted and state.inflight == 0 and state.stitcher.done:
+            self.active.remove(state)
+            if state.windows_run == 0:
+                state.sink.abort()
+                self._record_failure(state.item, f"{state.item.path}: every pixel is nodata; nothing to segment")
+                return
+            self.commits.append((state, self.finalizer.submit(self._commit, state)))
+
+    def _fail(self, state: _ItemState, reason: str) -> None:
+        state.failed = reason
+        state.sink.abort()
+        self._maybe_retire(state)
+
+    def _maybe_retire(self, state: _ItemState) -> None:
+        if state.inflight == 0 and state in self.active:
+            self.active.remove(state)
+            for actor in self.actors:
+                actor.release.remote(state.item.path)
+            self._record_failure(state.item, state.failed or "failed")
+
+    def _record_failure(self, item: Item, reason: str) -> None:
+        log.error("%s: %s", item.name, reason)
+        self.outcomes[item.name] = ItemOutcome(item.name, item.path, "failed", error=reason)
+        self.progress.item_done(item.name, "failed")
+
+    def _commit(self, state: _ItemState) -> ItemOutcome:
+        labels = state.sink.commit()
+        stats = state.tally.result(state.item.name, self.legend.names)
+        meta = {
+            "crs": state.grid.crs,
+            "transform": list(state.grid.transform)[:6],
+            "shape": list(state.grid.shape),
+            "windows_run": state.windows_run,
+            "windows_skipped_nodata": state.windows_skipped,
+            "padded_to_roi": state.small,
+        }
+        paths = write_item_stats(labels.parent, state.item.path, stats, meta)
+        return ItemOutcome(
+            state.item.name, state.item.path, "ok", stats=stats,
+            outputs=tuple(str(p) for p in [labels, *paths]),
+            seconds=time.monotonic() - state.started, windows=state.windows_run,
+        )
+
+    def _collect_commits(self, block: bool) -> None:
+        remaining = []
+        for state, fut in self.commits:
+            if not block and not fut.done():
+                remaining.append((state, fut))
+                continue
+            for actor in self.actors:
+                actor.release.remote(state.item.path)
+            try:
+                outcome = fut.result()
+            except (GeosegError, OSError) as exc:
+                self._record_failure(state.item, _reason(exc))
+                continue
+            self.outcomes[state.item.name] = outcome
+            self.progress.item_done(state.item.name, "ok")
+        self.commits = remaining
+
+
+def _reason(exc: BaseException) -> str:
+    """The message a user should see, unwrapped from Ray's task errors."""
+    if isinstance(exc, RayTaskError):
+        cause = exc.cause if getattr(exc, "cause", None) is not None else None
+        if cause is not None:
+            return _reason(cause)
+        return str(exc).strip().splitlines()[-1]
+    if isinstance(exc, RayActorError):
+        return f"an inference actor died: {str(exc).splitlines()[0]}"
+    return str(exc)
+
+
+__all__ = ["JobResult", "run_job"]

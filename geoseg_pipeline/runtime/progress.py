@@ -1,0 +1,83 @@
+"""Progress for long jobs: tqdm bars on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Protocol
+
+log = logging.getLogger("geoseg")
+
+
+class Progress(Protocol):
+    """What the driver reports while it runs."""
+
+    def add_windows(self, count: int) -> None: ...
+
+    def windows_done(self, count: int) -> None: ...
+
+    def item_done(self, name: str, status: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BarProgress:
+    """Two tqdm bars: items and windows."""
+
+    def __init__(self, items: int) -> None:
+        from tqdm import tqdm
+
+        self._items = tqdm(total=items, desc="items", unit="item", position=0, dynamic_ncols=True)
+        self._windows = tqdm(total=0, desc="windows", unit="win", position=1, dynamic_ncols=True)
+
+    def add_windows(self, count: int) -> None:
+        self._windows.total = (self._windows.total or 0) + count
+        self._windows.refresh()
+
+    def windows_done(self, count: int) -> None:
+        self._windows.update(count)
+
+    def item_done(self, name: str, status: str) -> None:
+        self._items.set_postfix_str(f"{name}: {status}", refresh=False)
+        self._items.update(1)
+
+    def close(self) -> None:
+        self._windows.close()
+        self._items.close()
+
+
+class LogProgress:
+    """A log line per finished item and at most one window line every ``every`` seconds."""
+
+    def __init__(self, items: int, every: float = 10.0) -> None:
+        self.items, self.every = items, every
+        self.done_items = 0
+        self.total = self.done = 0
+        self._last = time.monotonic()
+        self._start = self._last
+
+    def add_windows(self, count: int) -> None:
+        self.total += count
+
+    def windows_done(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            rate = self.done / max(now - self._start, 1e-9)
+            log.info("windows %d/%d (%.1f/s), items %d/%d", self.done, self.total, rate,
+                     self.done_items, self.items)
+
+    def item_done(self, name: str, status: str) -> None:
+        self.done_items += 1
+        log.info("item %d/%d %s: %s", self.done_items, self.items, name, status)
+
+    def close(self) -> None:
+        log.info("windows %d/%d, items %d/%d", self.done, self.total, self.done_items, self.items)
+
+
+def make_progress(items: int, bars: bool | None = None) -> Progress:
+    """Bars when stderr is a terminal (or ``bars`` is true), log lines otherwise."""
+    use_bars = sys.stderr.isatty() if bars is None else bars
+    return BarProgress(items) if use_bars else LogProgress(items)

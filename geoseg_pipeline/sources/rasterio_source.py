@@ -1,0 +1,67 @@
+"""GeoTIFF / COG (and anything else GDAL reads) through rasterio windowed reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.windows import Window as RioWindow
+
+from ..errors import SourceError
+from ..geometry import Grid, Window
+
+
+class RasterioSource:
+    """A raster opened with rasterio; every read is a window."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._ds = rasterio.open(path)
+        except RasterioError as exc:
+            raise SourceError(f"{path}: cannot open as a raster: {exc}") from exc
+        if self._ds.count < 1:
+            self._ds.close()
+            raise SourceError(f"{path}: the raster has no bands")
+        dtypes = set(self._ds.dtypes)
+        if len(dtypes) > 1:
+            self._ds.close()
+            raise SourceError(f"{path}: bands have different pixel types {sorted(dtypes)}")
+        crs = self._ds.crs.to_wkt() if self._ds.crs else None
+        self._grid = Grid((self._ds.height, self._ds.width), self._ds.transform, crs)
+
+    @property
+    def grid(self) -> Grid:
+        """Shape, transform and CRS."""
+        return self._grid
+
+    @property
+    def band_count(self) -> int:
+        """Number of bands."""
+        return int(self._ds.count)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Stored pixel type."""
+        dtype: np.dtype = np.dtype(self._ds.dtypes[0])
+        return dtype
+
+    @property
+    def nodata(self) -> float | None:
+        """The file's nodata value (``None`` when unset)."""
+        value = self._ds.nodata
+        return None if value is None else float(value)
+
+    def read(self, window: Window, bands: Sequence[int]) -> np.ndarray:
+        """Read ``bands`` (1-based) in ``window``, which must lie inside the grid."""
+        (r0, c0), (h, w) = window.start, window.size
+        try:
+            return np.asarray(self._ds.read(list(bands), window=RioWindow(c0, r0, w, h)))
+        except RasterioError as exc:
+            raise SourceError(f"{self.path}: cannot read rows {r0}..{r0 + h}, cols {c0}..{c0 + w}: {exc}") from exc
+
+    def close(self) -> None:
+        """Release the dataset."""
+        self._ds.close()

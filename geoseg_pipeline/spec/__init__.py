@@ -1,0 +1,28 @@
+"""The workflow spec: frozen, validated, the one place that parses YAML."""
+
+from .load import load_workflow, parse_workflow
+from .model import (
+    ClassSpec,
+    InputSpec,
+    ModelSpec,
+    NormalizeSpec,
+    OutputSpec,
+    PreprocessingSpec,
+    ResourceSpec,
+    TilingSpec,
+    WorkflowSpec,
+)
+
+__all__ = [
+    "ClassSpec",
+    "InputSpec",
+    "ModelSpec",
+    "NormalizeSpec",
+    "OutputSpec",
+    "PreprocessingSpec",
+    "ResourceSpec",
+    "TilingSpec",
+    "WorkflowSpec",
+    "load_workflow",
+    "parse_workflow",
+]

@@ -1,0 +1,191 @@
+"""Typed, frozen workflow schema. Unknown keys are errors; see ``docs/workflow.md``."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Frozen):
+    """Where the items come from.
+
+    ``paths`` are file paths or glob patterns (``**`` allowed), relative to the workflow file.
+    """
+
+    paths: Annotated[tuple[str, ...], Field(min_length=1)]
+    format: Literal["auto", "geotiff", "zarr"] = "auto"
+    nodata: float | None = Field(
+        default=None, description="Override the items' nodata value (use .nan for NaN)."
+    )
+
+
+class ModelSpec(_Frozen):
+    """The segmentation model.
+
+    ``type: builtin`` with ``name``, or ``type: torchscript`` with ``path``. ``in_channels`` and
+    ``num_classes``, when given, are checked against the model before any data is read.
+    """
+
+    type: Literal["builtin", "torchscript"]
+    name: str | None = None
+    path: Path | None = None
+    in_channels: Annotated[int, Field(ge=1)] | None = None
+    num_classes: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> ModelSpec:
+        if self.type == "builtin" and not self.name:
+            raise ValueError("type 'builtin' needs 'name' (for example landcover-demo)")
+        if self.type == "torchscript" and self.path is None:
+            raise ValueError("type 'torchscript' needs 'path'")
+        return self
+
+
+class NormalizeSpec(_Frozen):
+    """Per-band ``(x - mean) / std``, one entry per selected band."""
+
+    mean: Annotated[tuple[float, ...], Field(min_length=1)]
+    std: Annotated[tuple[float, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _lengths(self) -> NormalizeSpec:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} entries but std has {len(self.std)}")
+        if any(s <= 0 or not math.isfinite(s) for s in self.std):
+            raise ValueError(f"std must be positive and finite, got {list(self.std)}")
+        return self
+
+
+class PreprocessingSpec(_Frozen):
+    """Band selection (1-based, as GDAL and rasterio number bands) and normalization.
+
+    With nothing configured, a window reaches the model as float32 of the stored values.
+    """
+
+    bands: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] | None = None
+    normalize: NormalizeSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PreprocessingSpec:
+        if self.bands is not None and self.normalize is not None and len(self.normalize.mean) != len(
+            self.bands
+        ):
+            raise ValueError(
+                f"normalize has {len(self.normalize.mean)} entries but {len(self.bands)} bands are selected"
+            )
+        return self
+
+
+class TilingSpec(_Frozen):
+    """The sliding-window grid (MONAI's) and how windows are blended."""
+
+    roi_size: tuple[Annotated[int, Field(ge=1)], ...] = (256, 256)
+    overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
+    blend: Literal["constant", "gaussian"] = "gaussian"
+    sigma_scale: Annotated[float, Field(gt=0.0)] = 0.125
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    block_size: Annotated[int, Field(ge=16)] = 512
+
+    @field_validator("roi_size", mode="before")
+    @classmethod
+    def _scalar_roi(cls, value: object) -> object:
+        if isinstance(value, int):
+            return (value, value)
+        return value
+
+    @field_validator("roi_size")
+    @classmethod
+    def _two_d(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) != 2:
+            raise ValueError(f"roi_size needs 2 numbers (rows, cols) for rasters, got {list(value)}")
+        return value
+
+    @field_validator("block_size")
+    @classmethod
+    def _tile_multiple(cls, value: int) -> int:
+        if value % 16:
+            raise ValueError(f"block_size must be a multiple of 16 (GeoTIFF tiles), got {value}")
+        return value
+
+
+class OutputSpec(_Frozen):
+    """Where and what to write. ``cog``: labels.tif; ``logits``: blended float32 logits.tif."""
+
+    directory: Path
+    formats: Annotated[tuple[Literal["cog", "logits"], ...], Field(min_length=1)] = ("cog",)
+    overview_resampling: Literal["nearest", "mode"] = "nearest"
+    compression: Literal["deflate", "lzw", "zstd"] = "deflate"
+
+
+class ResourceSpec(_Frozen):
+    """Ray actors: how many, and what each holds. ``workers: null`` means one per CPU slot."""
+
+    workers: Annotated[int, Field(ge=1)] | None = None
+    cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
+    gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
+    max_tasks_in_flight: Annotated[int, Field(ge=1)] = 2
+
+
+class ClassSpec(_Frozen):
+    """One output class: its name and display colour (``#rrggbb``)."""
+
+    name: Annotated[str, Field(min_length=1)]
+    colour: str = "#808080"
+
+    @field_validator("colour")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not _HEX.match(value):
+            raise ValueError(f"colour must look like #rrggbb, got {value!r}")
+        return value.lower()
+
+
+class WorkflowSpec(_Frozen):
+    """A whole workflow: inputs -> model -> preprocessing -> tiling -> output."""
+
+    version: Literal[1] = 1
+    name: str = "workflow"
+    inputs: InputSpec
+    model: ModelSpec
+    preprocessing: PreprocessingSpec = PreprocessingSpec()
+    tiling: TilingSpec = TilingSpec()
+    output: OutputSpec
+    resources: ResourceSpec = ResourceSpec()
+    classes: tuple[ClassSpec, ...] | None = None
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> WorkflowSpec:
+        if self.classes is not None:
+            names = [c.name for c in self.classes]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"classes: duplicate names {dupes}")
+            if self.model.num_classes is not None and self.model.num_classes != len(self.classes):
+                raise ValueError(
+                    f"model.num_classes is {self.model.num_classes} but {len(self.classes)} classes are listed"
+                )
+        if (
+            self.model.in_channels is not None
+            and self.preprocessing.bands is not None
+            and len(self.preprocessing.bands) != self.model.in_channels
+        ):
+            raise ValueError(
+                f"preprocessing.bands selects {len(self.preprocessing.bands)} bands but "
+                f"model.in_channels is {self.model.in_channels}"
+            )
+        if self.tiling.block_size < max(self.tiling.roi_size):
+            raise ValueError(
+                f"tiling.block_size ({self.tiling.block_size}) must be at least the roi size "
+                f"({max(self.tiling.roi_size)})"
+            )
+        return self

@@ -1,0 +1,8 @@
+"""Blend overlapping window predictions into output blocks, then into labels.
+
+``stitching.weights`` (the blend weights, torch) is imported by the actors only.
+"""
+
+from .blocks import BlockStitcher, FinishedBlock
+
+__all__ = ["BlockStitcher", "FinishedBlock"]

@@ -1,0 +1,43 @@
+"""What is sent to an inference actor with each tile task, and what comes back. Torch-free,
+so that the driver process never imports torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry import Window
+from .preprocess import Preprocessing
+
+
+@dataclass(frozen=True)
+class ItemJob:
+    """Everything an actor needs to know about one item (small; sent with every task)."""
+
+    name: str
+    path: str
+    format: str
+    preprocessing: Preprocessing
+    roi_size: tuple[int, ...]
+    blend: str
+    sigma_scale: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class TileResult:
+    """The blended partial sums of one task over ``region`` (clipped to the image).
+
+    ``logits``: ``(classes, *region)`` sum of weight × logits (zero classes when every window
+    was skipped); ``weights``: sum of weights; ``valid``: input validity. ``windows_run``
+    windows went through the model and ``windows_skipped`` lay entirely in nodata.
+    """
+
+    task_index: int
+    region: Window
+    logits: np.ndarray
+    weights: np.ndarray
+    valid: np.ndarray
+    windows_run: int
+    windows_skipped: int

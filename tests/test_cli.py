@@ -1,0 +1,86 @@
+"""The ``geoseg`` command line, through ``main(argv)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from geoseg_pipeline.cli import main
+
+
+def _write_yaml(path: Path, data: object) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_validate_lists_every_problem_with_its_field_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = _write_yaml(tmp_path / "bad.yaml", {
+        "inputs": {"paths": ["*.tif"], "colour": 1},
+        "model": {"type": "torchscript"},
+        "tiling": {"overlap": 1.5, "blend": "median"},
+        "classes": [{"name": "a", "colour": "red"}],
+    })
+    assert main(["validate", str(wf)]) == 2
+    err = capsys.readouterr().err
+    for fragment in ("inputs.colour: unknown key", "model: type 'torchscript' needs 'path'",
+                     "tiling.overlap", "1.5", "tiling.blend", "output: required key is missing",
+                     "classes[0].colour"):
+        assert fragment in err, fragment
+
+
+def test_validate_checks_inputs_and_model_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wf = _write_yaml(tmp_path / "wf.yaml", {
+        "inputs": {"paths": ["scenes/*.tif", "nope.tif"]},
+        "model": {"type": "torchscript", "path": "model.pt"},
+        "output": {"directory": "out"},
+    })
+    assert main(["validate", str(wf)]) == 2
+    err = capsys.readouterr().err
+    assert "scenes/*.tif: matches no file" in err
+    assert "nope.tif: no such file" in err
+    assert "model.path" in err
+
+
+def test_validate_accepts_the_shipped_workflows(capsys: pytest.CaptureFixture[str]) -> None:
+    from geoseg_pipeline.spec import load_workflow
+
+    root = Path(__file__).resolve().parents[1] / "workflows"
+    shipped = sorted(root.glob("*.yaml"))
+    assert shipped
+    for wf in shipped:
+        load_workflow(wf)  # schema-valid (inputs may not exist until the demo generated them)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_predict_exit_status_and_outputs(
+    tmp_path: Path, write_raster: Callable[..., Path], conv_model: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scene = write_raster("scene.tif", np.random.default_rng(0).integers(1, 200, (3, 100, 130)).astype("uint8"))
+    model = conv_model(in_channels=3, classes=3)
+    out = tmp_path / "out"
+    argv = ["--no-progress", "predict", str(scene), "--model", str(model), "--out", str(out),
+            "--roi-size", "64", "--overlap", "0.5", "--blend", "constant", "--batch-size", "2",
+            "--workers", "1", "--classes", "water,forest,urban"]
+    assert main(argv) == 0
+    assert (out / "scene" / "labels.tif").is_file()
+    assert "water" in (out / "scene" / "stats.csv").read_text()
+    assert "1 item(s) done, 0 failed" in capsys.readouterr().out
+    assert main([*argv[:2], str(scene), str(tmp_path / "missing.tif"), *argv[3:]]) == 1
+    assert "FAILED missing" in capsys.readouterr().out
+
+
+def test_wrong_class_count_fails_before_any_data(
+    tmp_path: Path, write_raster: Callable[..., Path], conv_model: Callable[..., Path], ray_local: None,
+) -> None:
+    scene = write_raster("scene.tif", np.ones((3, 40, 40), dtype="uint8"))
+    model = conv_model(in_channels=3, classes=3)
+    assert main(["--no-progress", "predict", str(scene), "--model", str(model), "--out", str(tmp_path / "o"),
+                 "--roi-size", "32", "--workers", "1", "--classes", "a,b"]) == 1
+    summary = (tmp_path / "o" / "summary.csv").read_text()
+    assert "predicts 3 classes but the workflow lists 2" in summary
+    assert not (tmp_path / "o" / "scene").exists()
