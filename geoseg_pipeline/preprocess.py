@@ -44,12 +44,18 @@ def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
             return np.ones(data.shape[1:], dtype=bool)
         mask: np.ndarray = ~np.isnan(data).all(axis=0)
         return mask
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
+            # a nodata value the stored type cannot hold marks no pixel (casting would wrap)
+            return np.ones(data.shape[1:], dtype=bool)
     mask = ~(data == np.asarray(nodata).astype(data.dtype)).all(axis=0)
     return mask
 
 
 def to_model_input(data: np.ndarray, valid: np.ndarray, prep: Preprocessing, item: str) -> np.ndarray:
-    """Cast to float32 and normalize; invalid pixels become 0 only where they are non-finite.
+    """Cast to float32 and normalize; non-finite values of nodata pixels become 0 (after
+    normalization, like MONAI's padding).
 
     Raises:
         InputDataError: a valid pixel holds NaN or ±inf (declare ``inputs.nodata: .nan`` to
@@ -66,9 +72,12 @@ def to_model_input(data: np.ndarray, valid: np.ndarray, prep: Preprocessing, ite
                 f"(first: band {prep.bands[band]}, window row {row}, col {col}); set inputs.nodata "
                 "(for example .nan) if they mark missing data"
             )
-        x[~finite] = 0.0
+    else:
+        finite = None
     if prep.mean is not None and prep.std is not None:
         mean = np.asarray(prep.mean, dtype=np.float32)[:, None, None]
         std = np.asarray(prep.std, dtype=np.float32)[:, None, None]
         x = (x - mean) / std
+    if finite is not None:
+        x[~finite] = 0.0
     return x

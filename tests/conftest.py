@@ -16,7 +16,7 @@ def ray_local() -> Iterator[None]:
     """One real local Ray instance for all tests that run jobs (jobs reuse a connected Ray)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError
-from .model import WorkflowSpec
+from .model import ClassSpec, ModelSpec, PreprocessingSpec, TilingSpec, WorkflowSpec, cross_check
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -26,7 +28,8 @@ def parse_workflow(data: Any, base_dir: Path, source: str = "<workflow>") -> Wor
     """Validate a parsed mapping; relative paths are resolved against ``base_dir``.
 
     Raises:
-        SpecError: listing every problem as ``(field path, message)``.
+        SpecError: listing every problem as ``(field path, message)``, field problems and
+            problems between sections alike.
     """
     if not isinstance(data, dict):
         raise SpecError(
@@ -36,19 +39,55 @@ def parse_workflow(data: Any, base_dir: Path, source: str = "<workflow>") -> Wor
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            elif isinstance(err.get("input"), (int, float, str)) and "got" not in msg:
-                msg = f"{msg}, got {err['input']!r}"
-            problems.append((_field_path(tuple(err["loc"])), msg.removeprefix("Value error, ")))
+        problems = _field_problems(exc) + cross_check(*_sections(data))
         lines = "\n".join(f"  {p}: {m}" for p, m in problems)
         raise SpecError(f"{source}: {len(problems)} problem(s)\n{lines}", problems) from None
     return _resolve_paths(spec, base_dir)
+
+
+def _field_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    errors = [e for e in exc.errors() if e["loc"]]  # loc () is the cross check, redone with paths
+    problems = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        # "at least 1 item ... not 0" only echoes a bad entry reported at a deeper path
+        if err["type"] == "too_short" and any(len(o["loc"]) > len(loc) and tuple(o["loc"][: len(loc)]) == loc
+                                              for o in errors):
+            continue
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif isinstance(err.get("input"), (int, float, str)) and "got" not in msg:
+            msg = f"{msg}, got {err['input']!r}"
+        problems.append((_field_path(loc), msg.removeprefix("Value error, ")))
+    return problems
+
+
+def _section(cls: type[_M], value: Any) -> _M | None:
+    try:
+        return cls.model_validate(value)
+    except ValidationError:
+        return None
+
+
+def _sections(
+    data: dict[str, Any],
+) -> tuple[ModelSpec | None, PreprocessingSpec | None, TilingSpec | None, tuple[ClassSpec, ...] | None]:
+    """Each section validated on its own, so that problems between sections are found even
+    when some other field is wrong."""
+    classes_raw = data.get("classes")
+    classes: tuple[ClassSpec, ...] | None = None
+    if isinstance(classes_raw, list):
+        parsed = [_section(ClassSpec, c) for c in classes_raw]
+        classes = tuple(c for c in parsed if c is not None) if all(parsed) else None
+    return (
+        _section(ModelSpec, data.get("model")),
+        _section(PreprocessingSpec, data.get("preprocessing", {})),
+        _section(TilingSpec, data.get("tiling", {})),
+        classes,
+    )
 
 
 def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:

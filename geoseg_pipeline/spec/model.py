@@ -165,27 +165,44 @@ class WorkflowSpec(_Frozen):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> WorkflowSpec:
-        if self.classes is not None:
-            names = [c.name for c in self.classes]
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"classes: duplicate names {dupes}")
-            if self.model.num_classes is not None and self.model.num_classes != len(self.classes):
-                raise ValueError(
-                    f"model.num_classes is {self.model.num_classes} but {len(self.classes)} classes are listed"
-                )
-        if (
-            self.model.in_channels is not None
-            and self.preprocessing.bands is not None
-            and len(self.preprocessing.bands) != self.model.in_channels
-        ):
-            raise ValueError(
-                f"preprocessing.bands selects {len(self.preprocessing.bands)} bands but "
-                f"model.in_channels is {self.model.in_channels}"
-            )
-        if self.tiling.block_size < max(self.tiling.roi_size):
-            raise ValueError(
-                f"tiling.block_size ({self.tiling.block_size}) must be at least the roi size "
-                f"({max(self.tiling.roi_size)})"
-            )
+        problems = cross_check(self.model, self.preprocessing, self.tiling, self.classes)
+        if problems:
+            raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
         return self
+
+
+def cross_check(
+    model: ModelSpec | None,
+    preprocessing: PreprocessingSpec | None,
+    tiling: TilingSpec | None,
+    classes: tuple[ClassSpec, ...] | None,
+) -> list[tuple[str, str]]:
+    """Problems between sections, as ``(field path, message)``; sections that did not validate
+    on their own are passed as ``None`` and skipped."""
+    problems: list[tuple[str, str]] = []
+    if classes is not None:
+        names = [c.name for c in classes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            problems.append(("classes", f"duplicate names {dupes}"))
+        if model is not None and model.num_classes is not None and model.num_classes != len(classes):
+            problems.append(
+                ("model.num_classes", f"is {model.num_classes} but {len(classes)} classes are listed")
+            )
+    if (
+        model is not None
+        and model.in_channels is not None
+        and preprocessing is not None
+        and preprocessing.bands is not None
+        and len(preprocessing.bands) != model.in_channels
+    ):
+        problems.append((
+            "preprocessing.bands",
+            f"selects {len(preprocessing.bands)} bands but model.in_channels is {model.in_channels}",
+        ))
+    if tiling is not None and tiling.block_size < max(tiling.roi_size):
+        problems.append((
+            "tiling.block_size",
+            f"must be at least the roi size ({max(tiling.roi_size)}), got {tiling.block_size}",
+        ))
+    return problems

@@ -1,0 +1,255 @@
+"""The workflow spec: defaults, path resolution, YAML loading and every problem at once."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from geoseg_pipeline.errors import GeosegError, SpecError
+from geoseg_pipeline.spec import WorkflowSpec, load_workflow, parse_workflow
+
+
+def _minimal() -> dict[str, Any]:
+    return {
+        "inputs": {"paths": ["scenes/*.tif"]},
+        "model": {"type": "builtin", "name": "landcover-demo"},
+        "output": {"directory": "out"},
+    }
+
+
+def _problems(data: Any, base: Path = Path("/base")) -> dict[str, str]:
+    with pytest.raises(SpecError) as info:
+        parse_workflow(data, base)
+    problems = info.value.problems
+    paths = [p for p, _ in problems]
+    assert len(paths) == len(set(paths)), problems
+    return dict(problems)
+
+
+def test_minimal_workflow_defaults(tmp_path: Path) -> None:
+    spec = parse_workflow(_minimal(), tmp_path)
+    assert isinstance(spec, WorkflowSpec)
+    assert spec.version == 1
+    assert spec.inputs.format == "auto"
+    assert spec.inputs.nodata is None
+    assert spec.tiling.roi_size == (256, 256)
+    assert spec.tiling.overlap == 0.25
+    assert spec.tiling.blend == "gaussian"
+    assert spec.tiling.block_size == 512
+    assert spec.output.formats == ("cog",)
+    assert spec.preprocessing.bands is None
+    assert spec.classes is None
+
+
+def test_relative_paths_resolve_against_base_dir(tmp_path: Path) -> None:
+    data = _minimal()
+    data["inputs"]["paths"] = ["scenes/*.tif", "/abs/x.tif", "../up.tif"]
+    data["model"] = {"type": "torchscript", "path": "models/net.pt"}
+    spec = parse_workflow(data, tmp_path)
+    assert spec.inputs.paths == (str(tmp_path / "scenes/*.tif"), "/abs/x.tif", str(tmp_path / "../up.tif"))
+    assert spec.model.path == tmp_path / "models/net.pt"
+    assert spec.output.directory == tmp_path / "out"
+
+
+def test_absolute_output_directory_kept(tmp_path: Path) -> None:
+    data = _minimal()
+    data["output"]["directory"] = str(tmp_path / "elsewhere")
+    spec = parse_workflow(data, Path("/not/used"))
+    assert spec.output.directory == tmp_path / "elsewhere"
+
+
+def test_home_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    data = _minimal()
+    data["inputs"]["paths"] = ["~/scene.tif"]
+    spec = parse_workflow(data, Path("/base"))
+    assert spec.inputs.paths == (str(tmp_path / "home" / "scene.tif"),)
+
+
+def test_spec_is_frozen() -> None:
+    spec = parse_workflow(_minimal(), Path("/base"))
+    with pytest.raises(ValueError):
+        spec.tiling.overlap = 0.5  # type: ignore[misc]
+
+
+def test_load_workflow_from_yaml(tmp_path: Path) -> None:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    path = folder / "wf.yaml"
+    path.write_text(
+        "name: demo\n"
+        "inputs:\n  paths: [data/a.tif]\n  nodata: .nan\n"
+        "model: {type: builtin, name: landcover-demo, in_channels: 2, num_classes: 2}\n"
+        "preprocessing:\n  bands: [3, 1]\n  normalize: {mean: [1.5, 2], std: [0.5, 4]}\n"
+        "tiling: {roi_size: 64, overlap: 0.5, blend: constant, block_size: 128}\n"
+        "output: {directory: results, formats: [cog, logits]}\n"
+        "classes:\n  - {name: water, colour: '#0000FF'}\n  - {name: land}\n",
+        encoding="utf-8",
+    )
+    spec = load_workflow(path)
+    assert spec.name == "demo"
+    assert spec.inputs.paths == (str(folder / "data/a.tif"),)
+    assert spec.inputs.nodata is not None and math.isnan(spec.inputs.nodata)
+    assert spec.preprocessing.bands == (3, 1)
+    assert spec.preprocessing.normalize is not None
+    assert spec.preprocessing.normalize.mean == (1.5, 2.0)
+    assert spec.tiling.roi_size == (64, 64)
+    assert spec.tiling.blend == "constant"
+    assert spec.output.directory == folder / "results"
+    assert spec.output.formats == ("cog", "logits")
+    assert spec.classes is not None
+    assert [(c.name, c.colour) for c in spec.classes] == [("water", "#0000ff"), ("land", "#808080")]
+
+
+def test_load_workflow_relative_file_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(_minimal()), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    spec = load_workflow("wf.yaml")
+    assert spec.output.directory == tmp_path.resolve() / "out"
+
+
+def test_every_field_problem_is_listed_with_its_path() -> None:
+    data = {
+        "extra": 1,
+        "model": {"type": "builtin", "name": "x", "bar": 2},
+        "tiling": {"foo": 1, "overlap": 1.5},
+        "preprocessing": {"normalize": {"mean": [1, 2], "std": [1]}},
+        "classes": [{"name": "a", "color": "#ffffff"}, {"name": "b", "colour": "red"}],
+        "output": {},
+    }
+    problems = _problems(data)
+    assert problems == {
+        "extra": "unknown key",
+        "model.bar": "unknown key",
+        "tiling.foo": "unknown key",
+        "classes[0].color": "unknown key",
+        "inputs": "required key is missing",
+        "output.directory": "required key is missing",
+        "tiling.overlap": problems["tiling.overlap"],
+        "classes[1].colour": "colour must look like #rrggbb, got 'red'",
+        "preprocessing.normalize": "mean has 2 entries but std has 1",
+    }
+    assert "1.5" in problems["tiling.overlap"]
+    assert "less than 1" in problems["tiling.overlap"]
+
+
+def test_message_lists_every_problem_and_the_source() -> None:
+    data = _minimal()
+    data["tiling"] = {"overlap": 1.5, "foo": 1}
+    with pytest.raises(SpecError) as info:
+        parse_workflow(data, Path("/base"), source="wf.yaml")
+    text = str(info.value)
+    assert text.startswith("wf.yaml: 2 problem(s)")
+    assert "tiling.overlap:" in text and "1.5" in text
+    assert "tiling.foo: unknown key" in text
+
+
+def test_spec_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        parse_workflow({"inputs": {}}, Path("/base"))
+    assert issubclass(SpecError, GeosegError)
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "path", "fragment"),
+    [
+        ("tiling", {"overlap": -0.1}, "tiling.overlap", "-0.1"),
+        ("tiling", {"roi_size": [8, 8, 8], "block_size": 16}, "tiling.roi_size", "[8, 8, 8]"),
+        ("tiling", {"block_size": 100}, "tiling.block_size", "got 100"),
+        ("tiling", {"blend": "median"}, "tiling.blend", "'median'"),
+        ("inputs", {"paths": []}, "inputs.paths", "at least 1"),
+        ("model", {"type": "onnx"}, "model.type", "'onnx'"),
+        ("model", {"type": "builtin"}, "model", "needs 'name'"),
+        ("model", {"type": "torchscript"}, "model", "needs 'path'"),
+        ("preprocessing", {"bands": [0, 1]}, "preprocessing.bands[0]", "got 0"),
+        ("preprocessing", {"normalize": {"mean": [1], "std": [0]}}, "preprocessing.normalize", "[0.0]"),
+        ("output", {"directory": "o", "formats": ["cog", "png"]}, "output.formats[1]", "'png'"),
+    ],
+)
+def test_single_field_problems(section: str, value: dict[str, Any], path: str, fragment: str) -> None:
+    data = _minimal()
+    data[section] = value
+    problems = _problems(data)
+    assert list(problems) == [path]
+    assert fragment in problems[path]
+
+
+def test_normalize_length_against_bands() -> None:
+    data = _minimal()
+    data["preprocessing"] = {"bands": [1, 2], "normalize": {"mean": [1.0], "std": [1.0]}}
+    assert _problems(data) == {"preprocessing": "normalize has 1 entries but 2 bands are selected"}
+
+
+@pytest.mark.parametrize(
+    ("update", "path", "fragments"),
+    [
+        ({"model": {"type": "builtin", "name": "x", "num_classes": 3}, "classes": [{"name": "a"}, {"name": "b"}]},
+         "model.num_classes", ["is 3", "2 classes"]),
+        ({"model": {"type": "builtin", "name": "x", "in_channels": 3}, "preprocessing": {"bands": [1, 2]}},
+         "preprocessing.bands", ["selects 2", "model.in_channels is 3"]),
+        ({"tiling": {"roi_size": [64, 48], "block_size": 32}}, "tiling.block_size", ["roi size (64)", "got 32"]),
+        ({"classes": [{"name": "a"}, {"name": "a"}]}, "classes", ["duplicate names ['a']"]),
+    ],
+)
+def test_cross_field_problems(update: dict[str, Any], path: str, fragments: list[str]) -> None:
+    data = {**_minimal(), **update}
+    problems = _problems(data)
+    assert list(problems) == [path]
+    for fragment in fragments:
+        assert fragment in problems[path]
+
+
+def test_cross_field_problem_listed_next_to_a_field_problem() -> None:
+    data = {**_minimal(), "tiling": {"overlap": 1.5}}
+    data["model"] = {"type": "builtin", "name": "x", "num_classes": 3}
+    data["classes"] = [{"name": "a"}, {"name": "b"}]
+    problems = _problems(data)
+    assert "1.5" in problems["tiling.overlap"]
+    assert "is 3 but 2 classes are listed" in problems["model.num_classes"]
+
+
+@pytest.mark.parametrize(("text", "kind"), [("- a\n- b\n", "list"), ("", "NoneType"), ("42\n", "int")])
+def test_non_mapping_yaml(tmp_path: Path, text: str, kind: str) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError, match=f"must be a mapping of sections, got {kind}") as info:
+        load_workflow(path)
+    assert str(path) in str(info.value)
+    assert info.value.problems == [("(workflow)", "expected a mapping")]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(SpecError, match="cannot read workflow file") as info:
+        load_workflow(path)
+    assert str(path) in str(info.value)
+    assert [p for p, _ in info.value.problems] == ["(file)"]
+
+
+def test_directory_is_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read workflow file"):
+        load_workflow(tmp_path)
+
+
+def test_invalid_yaml_syntax(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text("inputs: [unclosed\nmodel: {type: builtin\n", encoding="utf-8")
+    with pytest.raises(SpecError, match="not valid YAML") as info:
+        load_workflow(path)
+    assert str(path) in str(info.value)
+    assert [p for p, _ in info.value.problems] == ["(yaml)"]
+
+
+def test_schema_problems_from_a_file_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    data = _minimal()
+    data["tiling"] = {"overlap": 1.5}
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        load_workflow(path)
+    assert str(info.value).startswith(f"{path}: 1 problem(s)")
+    assert info.value.problems[0][0] == "tiling.overlap"
