@@ -26,7 +26,7 @@ def run_workflow(
 
 def model_section(model: str) -> dict[str, Any]:
     """``landcover-demo`` or ``builtin:NAME`` -> a built-in model; anything else is a TorchScript path."""
-    from .inference_names import BUILTIN_MODEL_NAMES
+    from .models import BUILTIN_MODEL_NAMES
 
     name = model.removeprefix("builtin:")
     if model.startswith("builtin:") or (name in BUILTIN_MODEL_NAMES and not Path(model).exists()):

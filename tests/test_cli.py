@@ -84,3 +84,30 @@ def test_wrong_class_count_fails_before_any_data(
     summary = (tmp_path / "o" / "summary.csv").read_text()
     assert "predicts 3 classes but the workflow lists 2" in summary
     assert not (tmp_path / "o" / "scene").exists()
+
+
+def test_shipped_demo_workflow_matches_the_demo_command() -> None:
+    from geoseg_pipeline.demo.run import landcover_workflow
+
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflows/landcover-demo.yaml").read_text())
+    generated = landcover_workflow(Path("demo-output"))
+    for section in ("model", "tiling", "classes"):
+        assert shipped[section] == generated[section], section
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_demo_landcover_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import rasterio
+
+    assert main(["--no-progress", "demo", "landcover", "--out", str(tmp_path)]) == 0
+    assert "2 item(s) done, 0 failed" in capsys.readouterr().out
+    for scene in ("scene_a", "scene_b"):
+        with rasterio.open(tmp_path / "landcover" / scene / "labels.tif") as out, \
+                rasterio.open(tmp_path / f"{scene}_reference.tif") as ref:
+            pred, truth = out.read(1), ref.read(1)
+            assert out.crs == ref.crs and out.transform == ref.transform
+        assert np.array_equal(pred == 255, truth == 255)  # nodata exactly where the scene has none
+        valid = truth != 255
+        ious = [((pred == k) & (truth == k) & valid).sum() / (((pred == k) | (truth == k)) & valid).sum()
+                for k in range(4)]
+        assert float(np.mean(ious)) >= 0.95, ious

@@ -20,8 +20,9 @@ def ray_session(address: str | None) -> Iterator[None]:
     """Use Ray for the duration of a job.
 
     ``address=None`` starts a private local Ray (shut down afterwards) unless the process is
-    already connected, even when another Ray runs on the machine; ``"auto"`` or ``HOST:PORT`` connects to a running cluster. Ray's token
-    authentication stays as the cluster configured it (``RAY_AUTH_TOKEN`` or the token file).
+    already connected, even when another Ray runs on the machine; ``"auto"`` or ``HOST:PORT``
+    connects to a running cluster. Ray's token authentication stays as the cluster configured
+    it (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``).
     """
     if ray.is_initialized():
         yield

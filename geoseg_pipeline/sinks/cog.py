@@ -109,7 +109,10 @@ class CogLabelSink:
                 compress="deflate", **common,
             )
             # The colour table must be set before any pixel is written (TIFF photometric tag).
-            self._labels.write_colormap(1, legend.colormap())
+            colormap = legend.colormap()
+            if nodata_label <= 255:
+                colormap[nodata_label] = (0, 0, 0, 0)  # transparent in viewers
+            self._labels.write_colormap(1, colormap)
             self._labels.update_tags(GEOSEG_CLASSES=",".join(legend.names))
             self._labels.update_tags(1, **{f"class_{i}": n for i, n in enumerate(legend.names)})
             self._labels.set_band_description(1, "class")
