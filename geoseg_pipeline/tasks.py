@@ -12,6 +12,15 @@ from .preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model takes and gives: channels in, classes out, spatial dims."""
+
+    in_channels: int
+    num_classes: int
+    spatial_dims: int
+
+
+@dataclass(frozen=True)
 class ItemJob:
     """Everything an actor needs to know about one item (small; sent with every task)."""
 

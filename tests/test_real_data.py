@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ import torch
 
 from geoseg_pipeline.api import predict
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+REAL_DATA = Path(
+    os.environ.get("GEOSEG_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real")
+)
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -20,7 +23,10 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 def _need(name: str) -> Path:
     path = REAL_DATA / name
     if not path.exists():
-        pytest.fail(f"real sample {path} is missing: these tests need shared/data/real beside the checkout")
+        pytest.fail(
+            f"real sample {path} is missing: these tests need shared/data/real beside the checkout "
+            "(or GEOSEG_REAL_DATA pointing at it)"
+        )
     return path
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelError
 from ..spec import ModelSpec
+from ..tasks import ModelInfo
 
 
 def _builtin_landcover() -> torch.nn.Module:
@@ -22,15 +22,6 @@ def _builtin_landcover() -> torch.nn.Module:
 BUILTIN_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "landcover-demo": _builtin_landcover,
 }
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a loaded model takes and gives: channels in, classes out, spatial dims."""
-
-    in_channels: int
-    num_classes: int
-    spatial_dims: int
 
 
 def load_model(spec: ModelSpec, device: torch.device) -> torch.nn.Module:

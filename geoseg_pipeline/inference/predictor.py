@@ -7,7 +7,8 @@ import torch
 
 from ..errors import ModelError
 from ..spec import ModelSpec
-from .loading import ModelInfo, first_conv_in_channels, load_model, probe_model
+from ..tasks import ModelInfo
+from .loading import first_conv_in_channels, load_model, probe_model
 
 
 class Predictor:

@@ -15,9 +15,8 @@ from ..preprocess import to_model_input, valid_mask
 from ..sources import RasterSource, open_raster_source
 from ..spec import ModelSpec
 from ..stitching.weights import importance_map
-from ..tasks import ItemJob, TileResult
+from ..tasks import ItemJob, ModelInfo, TileResult
 from ..tiling import TileTask
-from .loading import ModelInfo
 from .predictor import Predictor
 
 

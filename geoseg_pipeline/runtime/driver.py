@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
@@ -113,7 +114,7 @@ def run_job(spec: WorkflowSpec, address: str | None = None, progress: bool | Non
     if not items:
         raise JobError("no input items: " + "; ".join(unmatched or ["inputs.paths is empty"]))
     out_dir.mkdir(parents=True, exist_ok=True)
-    with ray_session(address):
+    with ray_session(address), rasterio.Env(GDAL_CACHEMAX=spec.resources.gdal_cache_mb):
         outcomes = _Scheduler(spec, items, make_progress(len(items), progress)).run()
     job = {
         "workflow": spec.name,

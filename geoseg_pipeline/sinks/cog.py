@@ -104,9 +104,11 @@ class CogLabelSink:
             tiled=True, blockxsize=block, blockysize=block, BIGTIFF="IF_SAFER",
         )
         try:
+            # The staging file is compressed again by the COG copy: use the cheapest codec
+            # that still keeps a huge label map's temporary file small.
             self._labels = rasterio.open(
                 self.staging / "labels.gtiff", "w", count=1, dtype=self.dtype, nodata=nodata_label,
-                compress="deflate", **common,
+                compress="zstd", zstd_level=1, **common,
             )
             # The colour table must be set before any pixel is written (TIFF photometric tag).
             colormap = legend.colormap()

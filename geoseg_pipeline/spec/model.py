@@ -134,6 +134,7 @@ class ResourceSpec(_Frozen):
     cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
     gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
     max_tasks_in_flight: Annotated[int, Field(ge=1)] = 2
+    gdal_cache_mb: Annotated[int, Field(ge=8, le=65536)] = 64
 
 
 class ClassSpec(_Frozen):

@@ -1,0 +1,1170 @@
+#!/usr/bin/env python
+"""Side-by-side benchmark of the 2D raster path: a plain MONAI baseline, the model alone, and
+``geoseg run``, on the same scenes, with the same TorchScript model and the same tiling
+(roi 256, overlap 0.25, gaussian blend, batch 8).
+
+Three contenders:
+
+* **baseline** -- what a user would otherwise write: read the whole raster with rasterio,
+  normalize, MONAI ``sliding_window_inference``, argmax, write a GeoTIFF; one process looping
+  over the scenes, torch threads = ``--threads`` (default: all cores);
+* **model-only** -- the forward passes alone over the windows of one scene already in memory
+  (extracted on MONAI's grid with ``dense_patch_slices``), batches of 8: the throughput limit;
+* **geoseg** -- ``geoseg run WORKFLOW`` with ``--workers`` actors of one CPU each, starting its
+  own local Ray.
+
+Each contender runs in a fresh subprocess. While it runs, a sampler thread sums, every 0.2 s,
+the memory of the subprocess and all its descendants plus every process whose command line
+mentions ``ray`` that appeared after the run began (Ray daemons can be re-parented): PSS from
+``/proc/PID/smaps_rollup`` (Ray's shared-memory object store is mapped by several processes,
+PSS counts each shared page once overall), with RSS as a fallback and for reference. The peak
+of that sum is the run's peak memory.
+
+Run ``python benchmarks/landcover_bench.py --help``; see ``benchmarks/README.md``.
+Linux only (``/proc``). Needs numpy, rasterio, torch, monai and pyyaml (the package's own deps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROI = 256
+OVERLAP = 0.25
+BATCH = 8
+BANDS = 4
+CLASSES = 4
+BLOCK = 512  # GeoTIFF tile size of the generated scenes
+SAMPLE_EVERY = 0.2  # seconds between memory samples
+
+# Reflectance x 10000 of four synthetic classes (blue, green, red, nir): water, vegetation,
+# bare soil, built-up. The per-band mean/std below are the normalization used by BOTH the
+# baseline and geoseg (workflow preprocessing.normalize).
+SPECTRA = np.array(
+    [
+        [600.0, 700.0, 500.0, 300.0],
+        [400.0, 800.0, 450.0, 3500.0],
+        [1300.0, 1600.0, 1900.0, 2600.0],
+        [1600.0, 1700.0, 1800.0, 2000.0],
+    ],
+    dtype=np.float32,
+)
+MEAN = (975.0, 1200.0, 1160.0, 2100.0)
+STD = (550.0, 550.0, 650.0, 1200.0)
+CRS = "EPSG:32633"
+PIXEL = 10.0
+
+RESULT_TAG = "BENCH_RESULT "
+
+
+# ------------------------------------------------------------------------------------------
+# MONAI's sliding-window grid (for window counts, without importing monai in this process)
+# ------------------------------------------------------------------------------------------
+
+
+def axis_window_count(n: int, roi: int = ROI, overlap: float = OVERLAP) -> int:
+    """Windows along one axis, as ``monai.data.utils.dense_patch_slices`` with MONAI's interval."""
+    n = max(n, roi)
+    interval = roi if n == roi else max(int(roi * (1 - overlap)), 1)
+    num = math.ceil(n / interval)
+    return next((d + 1 for d in range(num) if d * interval + roi >= n), 1)
+
+
+def window_count(height: int, width: int) -> int:
+    """Windows MONAI's ``sliding_window_inference`` runs over a ``height x width`` image."""
+    return axis_window_count(height) * axis_window_count(width)
+
+
+# ------------------------------------------------------------------------------------------
+# Scenes: 4-band uint16 tiled GeoTIFFs, written block by block
+# ------------------------------------------------------------------------------------------
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _value_noise(nodes: np.ndarray, spacing: int, r0: int, c0: int, h: int, w: int) -> np.ndarray:
+    """Bilinear (smoothstep) interpolation of a lattice of random values; seamless over blocks."""
+    rows = (np.arange(r0, r0 + h, dtype=np.float64) + 0.5) / spacing
+    cols = (np.arange(c0, c0 + w, dtype=np.float64) + 0.5) / spacing
+    ri, ci = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
+    fr = _smoothstep((rows - ri).astype(np.float32))[:, None]
+    fc = _smoothstep((cols - ci).astype(np.float32))[None, :]
+    a = nodes[np.ix_(ri, ci)]
+    b = nodes[np.ix_(ri, ci + 1)]
+    c = nodes[np.ix_(ri + 1, ci)]
+    d = nodes[np.ix_(ri + 1, ci + 1)]
+    top = a + (b - a) * fc
+    bottom = c + (d - c) * fc
+    return top + (bottom - top) * fr
+
+
+class _SceneFields:
+    """Random lattices (small: one value per 32 px at the finest) for one scene and seed."""
+
+    OCTAVES = ((256, 1.0), (64, 0.5), (32, 0.25))
+
+    def __init__(self, height: int, width: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.class_nodes = [
+            [rng.standard_normal((height // s + 2, width // s + 2)).astype(np.float32)
+             for s, _ in self.OCTAVES]
+            for _ in range(CLASSES)
+        ]
+        self.bright_nodes = rng.standard_normal((height // 512 + 2, width // 512 + 2)).astype(np.float32)
+        self.seed = seed
+
+    def block(self, r0: int, c0: int, h: int, w: int) -> np.ndarray:
+        """``(BANDS, h, w)`` uint16 values of the block at ``(r0, c0)``."""
+        fields = np.stack([
+            sum(a * _value_noise(n, s, r0, c0, h, w) for n, (s, a) in zip(nodes, self.OCTAVES, strict=True))
+            for nodes in self.class_nodes
+        ])  # (classes, h, w)
+        label = np.argmax(fields, axis=0)
+        spectra = SPECTRA[label]  # (h, w, bands)
+        bright = 1.0 + 0.15 * _value_noise(self.bright_nodes, 512, r0, c0, h, w)
+        rng = np.random.default_rng([self.seed, r0, c0])
+        noise = rng.standard_normal((h, w, BANDS), dtype=np.float32) * 60.0
+        values = spectra * bright[..., None] + noise
+        return np.clip(values, 1, 10000).astype(np.uint16).transpose(2, 0, 1)
+
+
+def write_scene(path: Path, size: int, seed: int) -> None:
+    """Write a ``size x size`` 4-band uint16 tiled, deflate-compressed GeoTIFF, block by block."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    fields = _SceneFields(size, size, seed)
+    tmp = path.with_name(path.name + ".tmp")
+    profile = dict(
+        driver="GTiff", width=size, height=size, count=BANDS, dtype="uint16", crs=CRS,
+        transform=from_origin(500000.0, 5300000.0, PIXEL, PIXEL), tiled=True,
+        blockxsize=BLOCK, blockysize=BLOCK, compress="deflate", predictor=2, BIGTIFF="IF_SAFER",
+    )
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for r0 in range(0, size, BLOCK):
+            for c0 in range(0, size, BLOCK):
+                h, w = min(BLOCK, size - r0), min(BLOCK, size - c0)
+                dst.write(fields.block(r0, c0, h, w), window=Window(c0, r0, w, h))
+    tmp.replace(path)
+
+
+def ensure_scene(path: Path, size: int, seed: int) -> Path:
+    """Generate the scene unless a complete one (right shape) already exists."""
+    import rasterio
+
+    if path.exists():
+        try:
+            with rasterio.open(path) as src:
+                if (src.height, src.width, src.count, src.dtypes[0]) == (size, size, BANDS, "uint16"):
+                    return path
+        except Exception:  # a broken leftover: regenerate it
+            pass
+    t0 = time.perf_counter()
+    write_scene(path, size, seed)
+    log(f"generated {path.name} ({size} x {size}) in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# The model
+# ------------------------------------------------------------------------------------------
+
+
+def make_model(path: Path, seed: int = 0) -> Path:
+    """The MONAI UNet, fixed seed, eval mode, scripted and saved; reused when present."""
+    if path.exists():
+        return path
+    import torch
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(seed)
+    net = UNet(
+        spatial_dims=2, in_channels=BANDS, out_channels=CLASSES, channels=(16, 32, 64, 128),
+        strides=(2, 2, 2), num_res_units=2,
+    ).eval()
+    tmp = path.with_name(path.name + ".tmp")
+    torch.jit.script(net).save(str(tmp))
+    tmp.replace(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# Subprocess modes: the baseline and model-only (run as ``landcover_bench.py _baseline ...``)
+# ------------------------------------------------------------------------------------------
+
+
+def _emit(result: dict[str, Any]) -> None:
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+def baseline_main(argv: Sequence[str]) -> int:
+    """Whole-raster read -> MONAI sliding_window_inference -> argmax -> GeoTIFF, per scene."""
+    p = argparse.ArgumentParser(prog="landcover_bench.py _baseline")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("scenes", nargs="+")
+    args = p.parse_args(argv)
+    t_start = time.perf_counter()
+
+    import rasterio
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    torch.set_num_threads(args.threads)
+    model = torch.jit.load(args.model, map_location="cpu").eval()
+    mean = np.asarray(MEAN, dtype=np.float32)[:, None, None]
+    std = np.asarray(STD, dtype=np.float32)[:, None, None]
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_ready = time.perf_counter()
+    per_scene = []
+    for scene in args.scenes:
+        t0 = time.perf_counter()
+        with rasterio.open(scene) as src:
+            data = src.read()
+            profile = src.profile
+        x = (data.astype(np.float32) - mean) / std
+        del data
+        with torch.inference_mode():
+            logits = sliding_window_inference(
+                torch.from_numpy(x)[None], roi_size=(ROI, ROI), sw_batch_size=BATCH, predictor=model,
+                overlap=OVERLAP, mode="gaussian",
+            )
+            labels = torch.argmax(logits, dim=1)[0].to(torch.uint8).numpy()
+        del x, logits
+        profile.update(count=1, dtype="uint8", nodata=None, compress="deflate", predictor=1, tiled=True,
+                       blockxsize=BLOCK, blockysize=BLOCK)
+        out = args.out / f"{Path(scene).stem}_labels.tif"
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(labels, 1)
+        per_scene.append({"scene": Path(scene).name, "seconds": time.perf_counter() - t0})
+    t_end = time.perf_counter()
+    _emit({
+        "startup_s": t_ready - t_start, "scenes_s": t_end - t_ready, "per_scene": per_scene,
+        "threads": torch.get_num_threads(),
+    })
+    return 0
+
+
+def model_only_main(argv: Sequence[str]) -> int:
+    """Forward passes alone over MONAI's windows of one scene, pre-extracted into memory."""
+    p = argparse.ArgumentParser(prog="landcover_bench.py _model_only")
+    p.add_argument("--model", required=True)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--warmup", type=int, default=2, help="untimed batches first (TorchScript profiling runs)")
+    p.add_argument("scene")
+    args = p.parse_args(argv)
+
+    import rasterio
+    import torch
+    from monai.data.utils import dense_patch_slices
+
+    torch.set_num_threads(args.threads)
+    model = torch.jit.load(args.model, map_location="cpu").eval()
+    with rasterio.open(args.scene) as src:
+        data = src.read()
+    mean = np.asarray(MEAN, dtype=np.float32)[:, None, None]
+    std = np.asarray(STD, dtype=np.float32)[:, None, None]
+    x = (data.astype(np.float32) - mean) / std
+    interval = tuple(max(int(ROI * (1 - OVERLAP)), 1) if n != ROI else ROI for n in x.shape[1:])
+    slices = dense_patch_slices(x.shape[1:], (ROI, ROI), interval)
+    windows = np.ascontiguousarray(np.stack([x[(slice(None), *s)] for s in slices]))
+    del data, x
+    n = len(windows)
+    with torch.inference_mode():
+        for b in range(args.warmup):
+            model(torch.from_numpy(windows[(b * BATCH) % n : (b * BATCH) % n + BATCH]))
+        t0 = time.perf_counter()
+        for b in range(0, n, BATCH):
+            model(torch.from_numpy(windows[b : b + BATCH]))
+        seconds = time.perf_counter() - t0
+    _emit({"windows": n, "seconds": seconds, "windows_per_s": n / seconds,
+           "threads": torch.get_num_threads()})
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# Process-tree memory sampling from /proc
+# ------------------------------------------------------------------------------------------
+
+_SESSION = re.compile(r"session_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_(\d+)")
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _stat_ppid(pid: int) -> int | None:
+    text = _read(f"/proc/{pid}/stat")
+    if text is None:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    rest = text[text.rfind(")") + 2 :].split()
+    return int(rest[1])
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far."""
+    text = _read(f"/proc/{pid}/stat")
+    if text is None:
+        return None
+    rest = text[text.rfind(")") + 2 :].split()
+    return (int(rest[11]) + int(rest[12])) / _CLK_TCK
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cmdline(pid: int) -> str:
+    text = _read(f"/proc/{pid}/cmdline")
+    return (text or "").replace("\0", " ").strip()
+
+
+def _memory_kb(pid: int) -> tuple[int, int] | None:
+    """(PSS, RSS) in kB from smaps_rollup; (RSS, RSS) from status when smaps is unreadable."""
+    text = _read(f"/proc/{pid}/smaps_rollup")
+    pss = rss = None
+    if text:
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+            elif line.startswith("Rss:"):
+                rss = int(line.split()[1])
+    if pss is not None and rss is not None:
+        return pss, rss
+    text = _read(f"/proc/{pid}/status")
+    if text:
+        for line in text.splitlines():
+            if line.startswith("VmRSS:"):
+                v = int(line.split()[1])
+                return v, v
+    return None
+
+
+def _pids() -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def ray_daemons_running() -> list[str]:
+    """Running Ray daemons (raylet, gcs_server): a sign that another Ray is up."""
+    found = []
+    if os.environ.get("RAY_ADDRESS"):
+        found.append(f"RAY_ADDRESS={os.environ['RAY_ADDRESS']} (the runs use RAY_ADDRESS=local)")
+    for pid in _pids():
+        comm = (_read(f"/proc/{pid}/comm") or "").strip()
+        if comm in ("raylet", "gcs_server"):
+            found.append(f"{comm} (pid {pid})")
+    return found
+
+
+def _short_name(cmd: str) -> str:
+    if cmd.startswith("ray::"):
+        return cmd.split()[0].split(".")[0]  # ray::InferenceActor.run -> ray::InferenceActor
+    parts = cmd.split()
+    if not parts:
+        return "?"
+    exe = os.path.basename(parts[0])
+    if exe.startswith("python"):
+        args = [a for a in parts[1:] if not a.startswith("-")]
+        if args:
+            return f"python {os.path.basename(args[0])}"
+    return exe
+
+
+class MemorySampler:
+    """Samples the summed memory of a run's processes every ``interval`` seconds.
+
+    Which processes: the root (the subprocess) and its descendants; and, among processes that
+    did not exist when the sampler was created, those whose command line contains ``ray`` and
+    either names the root's Ray session (``session_..._<root pid>``: gcs_server, raylet, the
+    agents) or that were re-parented to init -- with their descendants. A process once counted
+    stays counted while it lives (re-parenting cannot hide it). Processes of another Ray
+    session (its owner such as someone's ``ray start``, its daemons, their workers) are never
+    counted, so a smoke run next to another Ray measures only its own processes; on a quiet
+    machine all this simply means "the run's processes".
+
+    What: PSS (``/proc/PID/smaps_rollup``; shared pages, such as Ray's object store mapped by
+    several processes, are split among them) read exactly for every process when first seen
+    and every ``pss_every`` seconds; in between, each process's PSS is carried forward by its
+    RSS change since the exact read (``/proc/PID/statm``, cheap). New memory is private heap
+    almost always, so the estimate follows growth at the full 0.2 s rate at a fraction of the
+    cost (reading smaps_rollup costs 2-10 ms per large process); it can only over-count, by the
+    shared pages a process newly touched since its last exact read. ``pss_every=interval``
+    reads PSS exactly at every sample. The RSS sum is kept too, for reference.
+    """
+
+    def __init__(self, interval: float = SAMPLE_EVERY, pss_every: float = 1.0) -> None:
+        self.interval = interval
+        self.pss_every = max(pss_every, interval)
+        self.before = set(_pids())
+        self.me = os.getpid()
+        self.root: int | None = None
+        self._info: dict[int, tuple[int, float]] = {}  # pid -> (ppid at first sight, first seen)
+        self._before_cmd: dict[int, str] = {}
+        self._ours: set[int] = set()
+        self._foreign: set[int] = set()
+        self._undecided: set[int] = set()
+        self._names: dict[int, str] = {}
+        self._exact: dict[int, tuple[int, int]] = {}  # pid -> (PSS, RSS) at the last exact read
+        self._last_exact = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mem-sampler", daemon=True)
+        self.samples = 0
+        self.peak_pss_kb = 0
+        self.peak_rss_kb = 0
+        self.peak_procs = 0
+        self.peak_breakdown: list[tuple[int, str, int]] = []
+        self.seen: dict[int, str] = {}
+        self.cpu_s = 0.0  # CPU time the sampler itself used
+        self.proc_cpu: dict[int, float] = {}  # pid -> CPU seconds at its last sample
+        self.page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
+
+    def start(self, root: int) -> None:
+        self.root = root
+        self._ours.add(root)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        cpu0 = time.thread_time()
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                self.sample()
+                self._stop.wait(max(self.interval - (time.perf_counter() - t0), 0.01))
+            self.sample()
+        finally:
+            self.cpu_s = time.thread_time() - cpu0
+
+    def _classify(self, live: set[int], now: float) -> None:
+        assert self.root is not None
+        for pid in [p for p in self._info if p not in live]:
+            self._info.pop(pid, None)
+            for group in (self._ours, self._foreign, self._undecided):
+                group.discard(pid)
+            self._exact.pop(pid, None)
+        for pid in live - self._info.keys():
+            ppid = _stat_ppid(pid)
+            if ppid is None:
+                continue
+            self._info[pid] = (ppid, now)
+            if pid in self.before:
+                cmd = self._before_cmd.get(pid)
+                if cmd is None:
+                    cmd = self._before_cmd[pid] = _cmdline(pid)
+                m = _SESSION.search(cmd)
+                if m and int(m.group(1)) != self.root:
+                    self._foreign.add(pid)
+            elif pid != self.me and pid not in self._ours:
+                self._undecided.add(pid)
+        changed = True
+        while changed and self._undecided:
+            changed = False
+            for pid in sorted(self._undecided):
+                ppid, first = self._info[pid]
+                if ppid in self._ours or ppid in self._foreign:
+                    (self._ours if ppid in self._ours else self._foreign).add(pid)
+                    self._undecided.discard(pid)
+                    changed = True
+                    continue
+                cmd = _cmdline(pid)  # re-read while young: fork, then exec
+                m = _SESSION.search(cmd)
+                if m:
+                    owner = int(m.group(1))
+                    if owner == self.root:
+                        self._ours.add(pid)
+                    else:
+                        self._foreign.add(pid)
+                        if owner in live and owner not in self._ours:
+                            self._foreign.add(owner)
+                            self._undecided.discard(owner)
+                    self._undecided.discard(pid)
+                    changed = True
+                elif "ray" in cmd.lower() and (ppid == 1 or ppid not in live):
+                    self._ours.add(pid)  # a re-parented Ray process
+                    self._undecided.discard(pid)
+                    changed = True
+                elif now - first > 2.0:
+                    self._undecided.discard(pid)  # settled: not part of this run
+
+    def members(self) -> list[int]:
+        """The pids counted right now."""
+        live = set(_pids())
+        self._classify(live, time.monotonic())
+        return sorted(p for p in self._ours if p in live)
+
+    def _rss_kb(self, pid: int) -> int | None:
+        text = _read(f"/proc/{pid}/statm")
+        if not text:
+            return None
+        return int(text.split()[1]) * self.page_kb
+
+    def sample(self) -> None:
+        try:
+            procs = self.members()
+        except Exception:  # never let a /proc race kill the run
+            return
+        now = time.monotonic()
+        exact_all = now - self._last_exact >= self.pss_every
+        if exact_all:
+            self._last_exact = now
+        pss = rss = 0
+        breakdown = []
+        for pid in procs:
+            if exact_all or pid not in self._exact:
+                mem = _memory_kb(pid)
+                if mem is None:
+                    continue
+                self._exact[pid] = mem
+                p_kb, r_kb = mem
+                self._names[pid] = _short_name(_cmdline(pid))
+            else:
+                r_kb = self._rss_kb(pid)
+                if r_kb is None:
+                    continue
+                base_pss, base_rss = self._exact[pid]
+                p_kb = max(base_pss + r_kb - base_rss, 0)
+            pss += p_kb
+            rss += r_kb
+            cpu = _cpu_s(pid)
+            if cpu is not None:
+                self.proc_cpu[pid] = cpu
+            name = self._names.get(pid, "?")
+            breakdown.append((pid, name, p_kb))
+            self.seen.setdefault(pid, name)
+        self.samples += 1
+        self.peak_rss_kb = max(self.peak_rss_kb, rss)
+        if pss > self.peak_pss_kb:
+            self.peak_pss_kb = pss
+            self.peak_procs = len(breakdown)
+            self.peak_breakdown = sorted(breakdown, key=lambda t: -t[2])
+
+    def latest_name(self, pid: int) -> str:
+        """The process's short name at its last exact read (Ray workers rename themselves)."""
+        return self._names.get(pid) or self.seen.get(pid, "?")
+
+    def alive(self) -> list[int]:
+        """Counted processes still running, other than the root."""
+        return [p for p in self.members() if p != self.root]
+
+    def describe(self, pids: Sequence[int]) -> list[str]:
+        return [f"{p} {_cmdline(p)[:160]}" for p in pids]
+
+
+# ------------------------------------------------------------------------------------------
+# Running one measured subprocess
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    kind: str
+    repeat: int
+    scenes: int
+    pixels: int
+    windows: int
+    wall_s: float = 0.0
+    inner_s: float | None = None  # the contender's own timing (geoseg's job seconds, ...)
+    peak_pss_mib: float = 0.0
+    peak_rss_sum_mib: float = 0.0
+    peak_processes: int = 0
+    peak_top: list[tuple[str, float]] = field(default_factory=list)
+    cpu_by_process: list[tuple[str, float]] = field(default_factory=list)  # CPU s, last sample
+    processes_seen: int = 0
+    samples: int = 0
+    sampler_cpu_s: float = 0.0
+    lingering_after_exit: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def measured(cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
+             settle_s: float = 30.0, pss_every: float = 1.0) -> tuple[float, MemorySampler, str, int]:
+    """Run ``cmd``; return (wall seconds, sampler, stdout, return code). stderr goes to ``log_path``."""
+    sampler = MemorySampler(pss_every=pss_every)
+    full_env = dict(os.environ)
+    # geoseg must start its own local Ray. Its ray.init(address=None) joins any cluster named by
+    # RAY_ADDRESS or /tmp/ray/ray_current_cluster (left by `ray start`); RAY_ADDRESS=local makes
+    # Ray start a new local instance instead (no effect on a machine without another Ray).
+    full_env["RAY_ADDRESS"] = "local"
+    full_env.update(env or {})
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as err:
+        t0 = time.perf_counter()
+        sampler.launched = time.time()  # type: ignore[attr-defined]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=full_env)
+        sampler.start(proc.pid)
+        out, _ = proc.communicate()
+        wall = time.perf_counter() - t0
+    sampler.stop()
+    # wait for Ray daemons of this run to go away so they do not overlap with the next run
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline and sampler.alive():
+        time.sleep(0.25)
+    sampler.lingering = sampler.describe(sampler.alive())  # type: ignore[attr-defined]
+    if sampler.lingering:  # type: ignore[attr-defined]
+        log(f"  still running {settle_s:.0f} s after exit: {sampler.lingering}")  # type: ignore[attr-defined]
+    return wall, sampler, out.decode("utf-8", "replace"), proc.returncode
+
+
+def _fill(run: Run, wall: float, s: MemorySampler) -> Run:
+    run.wall_s = wall
+    run.peak_pss_mib = s.peak_pss_kb / 1024
+    run.peak_rss_sum_mib = s.peak_rss_kb / 1024
+    run.peak_processes = s.peak_procs
+    top: dict[str, float] = {}
+    for _, name, kb in s.peak_breakdown:
+        top[name] = top.get(name, 0.0) + kb / 1024
+    run.peak_top = sorted(((k, round(v, 1)) for k, v in top.items()), key=lambda t: -t[1])[:8]
+    cpu: dict[str, float] = {}
+    for pid, sec in s.proc_cpu.items():
+        name = s.latest_name(pid)
+        cpu[name] = cpu.get(name, 0.0) + sec
+    run.cpu_by_process = sorted(((k, round(v, 2)) for k, v in cpu.items()), key=lambda t: -t[1])
+    run.processes_seen = len(s.seen)
+    run.samples = s.samples
+    run.sampler_cpu_s = s.cpu_s
+    run.lingering_after_exit = getattr(s, "lingering", [])
+    return run
+
+
+def _result_line(stdout: str) -> dict[str, Any]:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG) :])
+    raise RuntimeError("the subprocess printed no result line")
+
+
+def _fail(what: str, rc: int, log_path: Path, stdout: str) -> None:
+    tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:] if log_path.exists() else ""
+    raise SystemExit(f"{what} failed (exit {rc}); stdout:\n{stdout[-2000:]}\nstderr ({log_path}):\n{tail}")
+
+
+# ------------------------------------------------------------------------------------------
+# The benchmark
+# ------------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out: Path = args.out.resolve()
+        self.data = self.out / "data"
+        self.runs_dir = self.out / "runs"
+        self.logs = self.out / "logs"
+        self.py = sys.executable
+        self.script = str(Path(__file__).resolve())
+        geoseg = Path(sys.executable).parent / "geoseg"
+        self.geoseg = str(geoseg) if geoseg.exists() else (shutil.which("geoseg") or "")
+        if not self.geoseg:
+            raise SystemExit("cannot find the geoseg console script (install the package into this venv)")
+        self.runs: list[Run] = []
+        self.agreement: dict[str, Any] = {}
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        a = self.args
+        for d in (self.data, self.runs_dir, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        self.model = make_model(self.out / "unet_2d.pt")
+        self.small = [ensure_scene(self.data / f"scene_{i:02d}_{a.size}.tif", a.size, 1000 + i)
+                      for i in range(a.scenes)]
+        self.big = ensure_scene(self.data / f"big_{a.big}.tif", a.big, 5000) if a.big else None
+
+    def workflow(self, name: str, scenes: list[Path], out_dir: Path) -> Path:
+        import yaml
+
+        a = self.args
+        cpus = os.cpu_count() or 1
+        data = {
+            "version": 1,
+            "name": f"bench-{name}",
+            "inputs": {"paths": [str(p) for p in scenes]},
+            "model": {"type": "torchscript", "path": str(self.model), "in_channels": BANDS,
+                      "num_classes": CLASSES},
+            "preprocessing": {"normalize": {"mean": list(MEAN), "std": list(STD)}},
+            "tiling": {"roi_size": ROI, "overlap": OVERLAP, "blend": "gaussian", "batch_size": BATCH},
+            "output": {"directory": str(out_dir), "formats": ["cog"]},
+            # more actors than CPUs would leave some unscheduled: share the CPUs then
+            "resources": {"workers": a.workers, "cpus_per_worker": min(1.0, cpus / a.workers)},
+        }
+        path = self.out / "workflows" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return path
+
+    # -- contenders ------------------------------------------------------------------------
+
+    def run_baseline(self, kind: str, repeat: int, scenes: list[Path]) -> Run:
+        out_dir = self.runs_dir / kind
+        shutil.rmtree(out_dir, ignore_errors=True)
+        cmd = [self.py, self.script, "_baseline", "--model", str(self.model), "--out", str(out_dir),
+               "--threads", str(self.args.threads), *map(str, scenes)]
+        log_path = self.logs / f"{kind}_r{repeat}.log"
+        wall, s, stdout, rc = measured(cmd, log_path, env=_thread_env(self.args.threads),
+                                       pss_every=self.args.pss_every)
+        if rc != 0:
+            _fail(kind, rc, log_path, stdout)
+        res = _result_line(stdout)
+        run = _fill(self._new(kind, repeat, scenes), wall, s)
+        run.inner_s = res["scenes_s"]
+        run.detail = res
+        return run
+
+    def run_geoseg(self, kind: str, repeat: int, scenes: list[Path]) -> Run:
+        out_dir = self.runs_dir / kind
+        shutil.rmtree(out_dir, ignore_errors=True)
+        wf = self.workflow(kind, scenes, out_dir)
+        cmd = [self.geoseg, "--no-progress", "run", str(wf)]
+        log_path = self.logs / f"{kind}_r{repeat}.log"
+        wall, s, stdout, rc = measured(cmd, log_path, pss_every=self.args.pss_every)
+        if rc != 0:
+            _fail(f"geoseg ({kind})", rc, log_path, stdout)
+        run = _fill(self._new(kind, repeat, scenes), wall, s)
+        m = re.search(r"(\d+) item\(s\) done, (\d+) failed in ([\d.]+) s", stdout)
+        if m:
+            run.inner_s = float(m.group(3))
+            run.detail = {"items_ok": int(m.group(1)), "items_failed": int(m.group(2))}
+        phases = _geoseg_phases(log_path, getattr(s, "launched", time.time() - wall))
+        phases["exit"] = wall
+        run.detail["phases"] = phases
+        if "first_item_planned" in phases and "last_item_done" in phases:
+            span = phases["last_item_done"] - phases["first_item_planned"]
+            run.detail["inference_phase_s"] = span
+            run.detail["steady_windows_per_s"] = run.windows / span if span > 0 else None
+        return run
+
+    def run_model_only(self, repeat: int, scene: Path, threads: int, kind: str = "model_only") -> Run:
+        cmd = [self.py, self.script, "_model_only", "--model", str(self.model), "--threads",
+               str(threads), str(scene)]
+        log_path = self.logs / f"{kind}_r{repeat}.log"
+        wall, s, stdout, rc = measured(cmd, log_path, env=_thread_env(threads),
+                                       pss_every=self.args.pss_every)
+        if rc != 0:
+            _fail(kind, rc, log_path, stdout)
+        res = _result_line(stdout)
+        run = _fill(self._new(kind, repeat, [scene]), wall, s)
+        run.inner_s = res["seconds"]
+        run.windows = res["windows"]
+        run.detail = res
+        return run
+
+    def _new(self, kind: str, repeat: int, scenes: list[Path]) -> Run:
+        import rasterio
+
+        pixels = windows = 0
+        for p in scenes:
+            with rasterio.open(p) as src:
+                pixels += src.width * src.height
+                windows += window_count(src.height, src.width)
+        return Run(kind, repeat, len(scenes), pixels, windows)
+
+    # -- correctness by-product -------------------------------------------------------------
+
+    def compare(self, name: str, baseline: Path, geoseg: Path) -> dict[str, Any]:
+        """Fraction of equal labels, block by block (never a whole big raster in memory)."""
+        import rasterio
+
+        equal = total = 0
+        hist = np.zeros(256, dtype=np.int64)
+        with rasterio.open(baseline) as a, rasterio.open(geoseg) as b:
+            if (a.height, a.width) != (b.height, b.width):
+                return {"scene": name, "error": f"shapes differ: {a.shape} vs {b.shape}"}
+            for _, win in a.block_windows(1):
+                la, lb = a.read(1, window=win), b.read(1, window=win)
+                equal += int((la == lb).sum())
+                total += la.size
+                hist += np.bincount(la.ravel(), minlength=256)[:256]
+        shares = {str(k): round(float(v) / total, 4) for k, v in enumerate(hist) if v}
+        return {"scene": name, "agreement": equal / total, "pixels": total,
+                "baseline_class_shares": shares}
+
+    # -- the schedule -------------------------------------------------------------------------
+
+    def go(self) -> dict[str, Any]:
+        a = self.args
+        self.prepare()
+        log(f"model {self.model}; {len(self.small)} scene(s) of {a.size}^2"
+            + (f", big {a.big}^2" if self.big else "") + f"; {a.repeats} repeat(s); "
+            f"geoseg workers {a.workers}, baseline threads {a.threads}")
+        steps: list[tuple[str, Callable[[int], Run]]] = [
+            ("model_only", lambda r: self.run_model_only(r, self.small[0], self.args.threads)),
+            # informational: one torch thread, the rate of one geoseg actor
+            ("model_only_1t", lambda r: self.run_model_only(r, self.small[0], 1, "model_only_1t")),
+            ("baseline_small", lambda r: self.run_baseline("baseline_small", r, self.small)),
+            ("geoseg_small", lambda r: self.run_geoseg("geoseg_small", r, self.small)),
+            ("geoseg_one", lambda r: self.run_geoseg("geoseg_one", r, self.small[:1])),
+        ]
+        if self.big is not None:
+            big = self.big
+            steps += [
+                ("baseline_big", lambda r: self.run_baseline("baseline_big", r, [big])),
+                ("geoseg_big", lambda r: self.run_geoseg("geoseg_big", r, [big])),
+            ]
+        t_all = time.perf_counter()
+        for r in range(a.repeats):
+            for kind, fn in steps:
+                log(f"repeat {r + 1}/{a.repeats}: {kind} ...")
+                run = fn(r)
+                self.runs.append(run)
+                log(f"  {kind}: {run.wall_s:.1f} s wall, peak PSS {run.peak_pss_mib:.0f} MiB "
+                    f"(RSS sum {run.peak_rss_sum_mib:.0f} MiB, {run.peak_processes} processes)")
+            if r == 0:
+                stem = self.small[0].stem
+                self.agreement["small"] = self.compare(
+                    stem, self.runs_dir / "baseline_small" / f"{stem}_labels.tif",
+                    self.runs_dir / "geoseg_small" / stem / "labels.tif")
+                if self.big is not None:
+                    bs = self.big.stem
+                    self.agreement["big"] = self.compare(
+                        bs, self.runs_dir / "baseline_big" / f"{bs}_labels.tif",
+                        self.runs_dir / "geoseg_big" / bs / "labels.tif")
+                for k, v in self.agreement.items():
+                    log(f"  agreement geoseg vs baseline ({k}, {v['scene']}): "
+                        f"{v.get('agreement', float('nan')):.6f}")
+        total = time.perf_counter() - t_all
+        return self.report(total)
+
+    # -- report ---------------------------------------------------------------------------------
+
+    def report(self, total_s: float) -> dict[str, Any]:
+        import ray
+        import torch
+
+        try:
+            import monai
+            monai_version = monai.__version__
+        except ImportError:
+            monai_version = "?"
+        a = self.args
+        by: dict[str, list[Run]] = {}
+        for run in self.runs:
+            by.setdefault(run.kind, []).append(run)
+
+        def med(kind: str, attr: str) -> float | None:
+            runs = by.get(kind)
+            if not runs:
+                return None
+            vals = [getattr(r, attr) for r in runs if getattr(r, attr) is not None]
+            return float(statistics.median(vals)) if vals else None
+
+        summary: dict[str, Any] = {}
+        for kind, runs in by.items():
+            summary[kind] = {
+                "scenes": runs[0].scenes, "pixels": runs[0].pixels, "windows": runs[0].windows,
+                "wall_s": med(kind, "wall_s"), "inner_s": med(kind, "inner_s"),
+                "peak_pss_mib": med(kind, "peak_pss_mib"), "peak_rss_sum_mib": med(kind, "peak_rss_sum_mib"),
+                "max_peak_pss_mib": max(r.peak_pss_mib for r in runs),
+            }
+            if kind.startswith("geoseg"):
+                keys = ("actors_requested", "first_item_planned", "last_item_done", "exit")
+                summary[kind]["phases_s"] = {
+                    k: float(statistics.median(r.detail["phases"][k] for r in runs))
+                    for k in keys if all(k in r.detail.get("phases", {}) for r in runs)
+                }
+                steady = [r.detail.get("steady_windows_per_s") for r in runs]
+                summary[kind]["steady_windows_per_s"] = (
+                    float(statistics.median(steady)) if all(v is not None for v in steady) else None)
+            if kind.startswith("model_only"):
+                wps = [r.detail["windows_per_s"] for r in runs]
+                summary[kind]["windows_per_s"] = float(statistics.median(wps))
+            else:
+                summary[kind]["windows_per_s"] = runs[0].windows / summary[kind]["wall_s"]
+
+        def ratio(x: float | None, y: float | None) -> float | None:
+            return None if x is None or y is None or y == 0 else x / y
+
+        mo = summary["model_only"]["windows_per_s"]
+        checks = []
+
+        def check(label: str, value: float | None, op: str, threshold: float) -> None:
+            ok = None if value is None else (value <= threshold if op == "<=" else
+                                             value >= threshold if op == ">=" else value < threshold)
+            checks.append({"target": label, "value": value, "op": op, "threshold": threshold, "pass": ok})
+
+        s = summary
+        small_label = f"{a.scenes} x {a.size}^2"
+        check(f"time geoseg / baseline, {small_label}",
+              ratio(s["geoseg_small"]["wall_s"], s["baseline_small"]["wall_s"]), "<=", 1.0)
+        if "geoseg_big" in s:
+            check(f"time geoseg / baseline, 1 x {a.big}^2",
+                  ratio(s["geoseg_big"]["wall_s"], s["baseline_big"]["wall_s"]), "<=", 1.0)
+        check(f"throughput geoseg / model-only, {small_label}",
+              ratio(s["geoseg_small"]["windows_per_s"], mo), ">=", 0.85)
+        if "geoseg_big" in s:
+            check(f"throughput geoseg / model-only, 1 x {a.big}^2",
+                  ratio(s["geoseg_big"]["windows_per_s"], mo), ">=", 0.85)
+            px = (a.big / a.size) ** 2
+            check(f"memory flatness: geoseg peak 1 x {a.big}^2 / 1 x {a.size}^2 ({px:g}x pixels)",
+                  ratio(s["geoseg_big"]["peak_pss_mib"], s["geoseg_one"]["peak_pss_mib"]), "<=", 1.2)
+            check(f"memory geoseg / baseline at 1 x {a.big}^2",
+                  ratio(s["geoseg_big"]["peak_pss_mib"], s["baseline_big"]["peak_pss_mib"]), "<", 1.0)
+
+        doc = {
+            "config": {
+                "scenes": a.scenes, "size": a.size, "big": a.big, "repeats": a.repeats, "workers": a.workers,
+                "threads": a.threads, "roi": ROI, "overlap": OVERLAP, "blend": "gaussian", "batch": BATCH,
+                "normalize": {"mean": MEAN, "std": STD}, "quick": a.quick,
+                "sample_every_s": SAMPLE_EVERY, "pss_every_s": a.pss_every,
+            },
+            "environment": {
+                "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                "python": platform.python_version(),
+                "torch": torch.__version__, "ray": ray.__version__, "monai": monai_version,
+                "numpy": np.__version__, "loadavg_at_end": os.getloadavg(),
+                "other_ray_at_start": self.args.other_ray,
+            },
+            "runs": [asdict(r) for r in self.runs],
+            "summary": summary,
+            "checks": checks,
+            "agreement": self.agreement,
+            "total_s": total_s,
+        }
+        (self.out / "results.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        md = markdown(doc)
+        (self.out / "results.md").write_text(md, encoding="utf-8")
+        print(md)
+        return doc
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+_LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d) ")
+
+
+def _geoseg_phases(log_path: Path, launched: float) -> dict[str, float]:
+    """Seconds after launch (1 s resolution, from geoseg's INFO log) at which: Ray was up and the
+    actors were requested; the first item was planned (actors up, model loaded and probed); the
+    last item was done. The rest, up to the exit, is the last COG commit and Ray's shutdown."""
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {}
+    lt = time.localtime(launched)
+    base = lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + (launched % 1.0)
+
+    def t(line: str) -> float | None:
+        m = _LOG_TIME.match(line)
+        if not m:
+            return None
+        v = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3)) - base
+        return v + 86400 if v < -43200 else v  # past midnight
+
+    marks: dict[str, float] = {}
+    for line in lines:
+        ts = t(line)
+        if ts is None:
+            continue
+        if "starting" in line and "inference actor" in line:
+            marks.setdefault("actors_requested", ts)
+        if "windows in" in line and "tasks" in line:
+            marks.setdefault("first_item_planned", ts)
+        if " item " in line and (": ok" in line or ": failed" in line):
+            marks["last_item_done"] = ts
+    return {k: round(max(v, 0.0), 1) for k, v in marks.items()}
+
+
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    c, s, env = doc["config"], doc["summary"], doc["environment"]
+    lines = [
+        "# geoseg 2D raster benchmark",
+        "",
+        f"{c['scenes']} scene(s) of {c['size']}^2" + (f" and one of {c['big']}^2" if c["big"] else "")
+        + f", 4-band uint16; MONAI UNet (TorchScript); roi {c['roi']}, overlap {c['overlap']}, gaussian, "
+        f"batch {c['batch']}; geoseg workers {c['workers']}, "
+        f"baseline/model-only torch threads {c['threads']}; "
+        f"{env['cpu_count']} CPUs; medians of {c['repeats']} repeat(s); torch {env['torch']}, "
+        f"ray {env['ray']}, monai {env['monai']}."
+        + (" **Quick smoke run: sizes too small to judge the targets.**" if c["quick"] else "")
+        + (" **Another Ray was running: figures are not reliable.**" if env["other_ray_at_start"] else ""),
+        "",
+        "| run | scenes | pixels | windows | end-to-end s | contender's own s | windows/s | "
+        "peak PSS MiB | peak RSS-sum MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    names = {
+        "model_only": "model-only (windows of 1 scene in memory)",
+        "model_only_1t": "model-only, 1 torch thread (one actor's limit)",
+        "baseline_small": "baseline (rasterio + MONAI SWI)",
+        "geoseg_small": "geoseg run",
+        "geoseg_one": "geoseg run, 1 scene (memory reference)",
+        "baseline_big": "baseline, big scene",
+        "geoseg_big": "geoseg run, big scene",
+    }
+    for kind in ("model_only", "model_only_1t", "baseline_small", "geoseg_small", "geoseg_one", "baseline_big",
+                 "geoseg_big"):
+        if kind not in s:
+            continue
+        r = s[kind]
+        lines.append(
+            f"| {names[kind]} | {r['scenes']} | {r['pixels'] / 1e6:.1f} M | {r['windows']} | "
+            f"{_fmt(r['wall_s'])} | "
+            f"{_fmt(r['inner_s'])} | {_fmt(r['windows_per_s'])} | {_fmt(r['peak_pss_mib'], 0)} | "
+            f"{_fmt(r['peak_rss_sum_mib'], 0)} |"
+        )
+    mo = s.get("model_only", {}).get("windows_per_s")
+    gk = [k for k in ("geoseg_small", "geoseg_one", "geoseg_big") if k in s and s[k].get("phases_s")]
+    if gk:
+        lines += [
+            "",
+            "Where geoseg's end-to-end time goes (seconds after launch, from its log, 1 s resolution):",
+            "",
+            "| geoseg run | Ray up, actors requested | first item planned (actors + model ready) | "
+            "last item done | exit | inference phase windows/s | / model-only |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for kind in gk:
+            ph, st = s[kind]["phases_s"], s[kind].get("steady_windows_per_s")
+            lines.append(
+                f"| {names[kind]} | {_fmt(ph.get('actors_requested'), 0)} | "
+                f"{_fmt(ph.get('first_item_planned'), 0)} | {_fmt(ph.get('last_item_done'), 0)} | "
+                f"{_fmt(ph.get('exit'), 1)} | {_fmt(st)} | {_fmt(st / mo if st and mo else None)} |"
+            )
+        lines += ["", "CPU seconds by process (first repeat; sampled every 0.2 s, so a process's last "
+                  "0.2 s may be missing):", ""]
+        for kind in gk + [k for k in ("baseline_small", "baseline_big") if k in s]:
+            runs = [r for r in doc["runs"] if r["kind"] == kind]
+            if runs and runs[0].get("cpu_by_process"):
+                top = runs[0]["cpu_by_process"]
+                total = sum(v for _, v in top)
+                lines.append(f"- {names[kind]}: {total:.1f} CPU s in {runs[0]['wall_s']:.1f} s: "
+                             + ", ".join(f"{n} {v:.1f}" for n, v in top[:7]))
+    lines += ["", "| target | value | threshold | result |", "|---|---:|---:|---|"]
+    for ch in doc["checks"]:
+        res = "n/a" if ch["pass"] is None else ("PASS" if ch["pass"] else "FAIL")
+        lines.append(f"| {ch['target']} | {_fmt(ch['value'], 3)} | {ch['op']} {ch['threshold']} | {res} |")
+    lines.append("")
+    one = s.get("model_only_1t", {}).get("windows_per_s")
+    if one and mo:
+        ideal = one * c["workers"]
+        lines.append(
+            f"- informational: model-only with 1 torch thread runs {one:.2f} windows/s, so {c['workers']} "
+            f"single-thread actors could reach at most {ideal:.2f} windows/s "
+            f"({ideal / mo:.2f} x model-only with {c['threads']} threads); geoseg reached "
+            + ", ".join(f"{s[k]['windows_per_s'] / ideal:.2f} ({k})" for k in ("geoseg_small", "geoseg_big")
+                        if k in s)
+            + " of that end to end."
+        )
+    for key, ag in doc["agreement"].items():
+        if "agreement" in ag:
+            shares = ", ".join(f"{k}: {v:.3f}" for k, v in ag["baseline_class_shares"].items())
+            lines.append(f"- label agreement geoseg vs baseline, {ag['scene']}: **{ag['agreement']:.6f}** "
+                         f"of {ag['pixels']} pixels (baseline class shares {shares})")
+        else:
+            lines.append(f"- label agreement ({key}): {ag.get('error')}")
+    lines += [
+        "- end-to-end: wall time of the subprocess, from launch to exit (imports, Ray start-up, model load "
+        "and output writing included); contender's own: the baseline's loop over scenes after imports, "
+        "geoseg's reported job time, model-only's forward passes alone.",
+        "- geoseg windows/s = windows / end-to-end time; peak PSS: max over 0.2 s samples of the summed PSS "
+        "of the process tree and the run's Ray processes.",
+        f"- memory sampling: every {c['sample_every_s']} s, exact PSS every {c['pss_every_s']} s (in between "
+        "carried forward by RSS changes); the sampler itself used "
+        f"{sum(r['sampler_cpu_s'] for r in doc['runs']):.1f} CPU s over "
+        f"{sum(r['wall_s'] for r in doc['runs']):.0f} s of runs.",
+        f"- total benchmark time {doc['total_s'] / 60:.1f} min.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Side-by-side benchmark: MONAI baseline vs model-only vs `geoseg run` (2D rasters).")
+    p.add_argument("--out", type=Path, default=Path("bench-output"),
+                   help="output folder (default bench-output/)")
+    p.add_argument("--scenes", type=int, default=None, help="scenes at --size (default 8)")
+    p.add_argument("--size", type=int, default=None, help="side of those scenes in pixels (default 2048)")
+    p.add_argument("--big", type=int, default=None,
+                   help="side of the single big scene (default 8192; 0 skips)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats, medians reported (default 3)")
+    p.add_argument("--workers", type=int, default=None, help="geoseg actors (default: os.cpu_count())")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the baseline and model-only (default: os.cpu_count())")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 2 scenes of 512, big 1024, 1 repeat (explicit options still win)")
+    p.add_argument("--pss-every", type=float, default=2.0,
+                   help="seconds between exact PSS reads; memory is sampled every 0.2 s and PSS "
+                        "carried forward by RSS changes in between (0.2: exact PSS at every sample)")
+    p.add_argument("--allow-other-ray", action="store_true",
+                   help="run even though another Ray is running (figures will not be reliable)")
+    args = p.parse_args(argv)
+    cpus = os.cpu_count() or 1
+    quick = {"scenes": 2, "size": 512, "big": 1024, "repeats": 1}
+    full = {"scenes": 8, "size": 2048, "big": 8192, "repeats": 3}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.workers = args.workers or cpus
+    args.threads = args.threads or cpus
+    if args.scenes < 1 or args.size < 16 or args.repeats < 1 or args.big < 0 or args.workers < 1:
+        p.error("--scenes, --size, --repeats and --workers must be positive, --big >= 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "_baseline":
+        return baseline_main(argv[1:])
+    if argv and argv[0] == "_model_only":
+        return model_only_main(argv[1:])
+    args = parse_args(argv)
+    if not Path("/proc/self/stat").exists():
+        raise SystemExit("this benchmark reads /proc: Linux only")
+    others = ray_daemons_running()
+    args.other_ray = others
+    if others:
+        msg = "another Ray is running: " + ", ".join(others)
+        if not args.allow_other_ray:
+            raise SystemExit(msg + "\nstop it first (ray stop), or pass --allow-other-ray for a smoke test")
+        log("WARNING: " + msg + "; its processes are excluded from memory, but timings will be disturbed")
+    doc = Bench(args).go()
+    failed = [c for c in doc["checks"] if c["pass"] is False]
+    log(f"done in {doc['total_s'] / 60:.1f} min; results in {args.out / 'results.md'} and results.json"
+        + (f"; {len(failed)} target(s) missed" if failed else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
