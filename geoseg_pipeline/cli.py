@@ -8,9 +8,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import GeosegError, SpecError
+
+if TYPE_CHECKING:
+    from .runtime import JobResult
 
 log = logging.getLogger("geoseg")
 
@@ -125,10 +129,7 @@ def _validate(path: Path) -> int:
     return 0
 
 
-def _report(result: object) -> int:
-    from .runtime import JobResult
-
-    assert isinstance(result, JobResult)
+def _report(result: JobResult) -> int:
     ok = [o for o in result.outcomes if o.status == "ok"]
     failed = [o for o in result.outcomes if o.status != "ok"]
     print(f"{len(ok)} item(s) done, {len(failed)} failed in {result.seconds:.1f} s")

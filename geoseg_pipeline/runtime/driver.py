@@ -73,11 +73,16 @@ class _ItemState:
     tally: ClassTally
     started: float = field(default_factory=time.monotonic)
     inflight: int = 0
-    exhausted: bool = False
+    submitted: int = 0
     windows_run: int = 0
     windows_skipped: int = 0
     small: bool = False
     failed: str | None = None
+
+    @property
+    def exhausted(self) -> bool:
+        """Every tile task of the item has been handed to an actor."""
+        return self.submitted == self.plan.task_count
 
 
 class _Legend:
@@ -115,13 +120,21 @@ def run_job(spec: WorkflowSpec, address: str | None = None, progress: bool | Non
         raise JobError("no input items: " + "; ".join(unmatched or ["inputs.paths is empty"]))
     out_dir.mkdir(parents=True, exist_ok=True)
     with ray_session(address), rasterio.Env(GDAL_CACHEMAX=spec.resources.gdal_cache_mb):
-        outcomes = _Scheduler(spec, items, make_progress(len(items), progress)).run()
+        scheduler = _Scheduler(spec, items, make_progress(len(items), progress))
+        outcomes = scheduler.run()
+    windows = sum(o.windows for o in outcomes)
     job = {
         "workflow": spec.name,
         "items_total": len(outcomes),
         "items_ok": sum(o.status == "ok" for o in outcomes),
         "items_failed": sum(o.status != "ok" for o in outcomes),
         "seconds": round(time.monotonic() - started, 3),
+        "windows_run": windows,
+        # from the first task handed to an actor to the last result stitched: the pipeline's
+        # sustained rate, without Ray's and the model's start-up
+        "inference_seconds": round(scheduler.inference_seconds, 3),
+        "windows_per_second": round(windows / scheduler.inference_seconds, 2) if scheduler.inference_seconds else None,
+        "actors": scheduler.actor_count,
     }
     paths = write_summary(out_dir, outcomes, job)
     return JobResult(tuple(outcomes), out_dir, tuple(paths), time.monotonic() - started)
@@ -141,6 +154,9 @@ class _Scheduler:
         self.actor_load: dict[int, int] = {}
         self.finalizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-commit")
         self.commits: list[tuple[_ItemState, Future[ItemOutcome]]] = []
+        self.first_submit: float | None = None
+        self.last_result: float | None = None
+        self.actor_count = 0
         names = Counter(i.name for i in items)
         self.duplicates = {n for n, c in names.items() if c > 1}
 
@@ -151,6 +167,7 @@ class _Scheduler:
         count = worker_count(spec.resources)
         log.info("starting %d inference actor(s)", count)
         self.actors = start_actors(spec.model, spec.resources, count)
+        self.actor_count = count
         self.actor_load = {i: 0 for i in range(count)}
         in_channels = len(spec.preprocessing.bands) if spec.preprocessing.bands else spec.model.in_channels
         try:
@@ -177,6 +194,13 @@ class _Scheduler:
             for actor in self.actors:
                 ray.kill(actor)
         return [self.outcomes[i.name] if i.name not in self.duplicates else self._dup(i) for i in self.items]
+
+    @property
+    def inference_seconds(self) -> float:
+        """Seconds from the first task submitted to the last result stitched."""
+        if self.first_submit is None or self.last_result is None:
+            return 0.0
+        return self.last_result - self.first_submit
 
     def _first_band_count(self) -> int | None:
         """Bands of the first item that opens: the input channels of a parameter-free model."""
@@ -254,8 +278,8 @@ class _Scheduler:
                 continue
             task = next(state.tasks, None)
             if task is not None:
+                state.submitted += 1
                 return state, task
-            state.exhausted = True
         # Open the next item only when every active one has handed out all its tasks, so
         # that at most about two items hold open blocks at a time.
         while self.pending:
@@ -281,6 +305,8 @@ class _Scheduler:
                 state, task = nxt
                 actor = min(self.actor_load, key=lambda a: self.actor_load[a])
                 ref = self.actors[actor].run.remote(state.job, task)
+                if self.first_submit is None:
+                    self.first_submit = time.monotonic()
                 self.inflight[ref] = (state, actor)
                 self.actor_load[actor] += 1
                 state.inflight += 1
@@ -293,6 +319,7 @@ class _Scheduler:
                 self.actor_load[actor] -= 1
                 state.inflight -= 1
                 self._receive(state, ref)
+                self.last_result = time.monotonic()
         self._collect_commits(block=True)
 
     def _receive(self, state: _ItemState, ref: Any) -> None:
