@@ -27,7 +27,11 @@ class BarProgress:
 
     def __init__(self, items: int) -> None:
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
+        # log lines go above the bars instead of through them
+        self._redirect = logging_redirect_tqdm()
+        self._redirect.__enter__()
         self._items = tqdm(total=items, desc="items", unit="item", position=0, dynamic_ncols=True)
         self._windows = tqdm(total=0, desc="windows", unit="win", position=1, dynamic_ncols=True)
 
@@ -45,6 +49,7 @@ class BarProgress:
     def close(self) -> None:
         self._windows.close()
         self._items.close()
+        self._redirect.__exit__(None, None, None)
 
 
 class LogProgress:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -93,7 +94,7 @@ def _sections(
 def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
     def resolve(p: str | Path) -> str:
         path = Path(p).expanduser()
-        return str(path if path.is_absolute() else base_dir / path)
+        return os.path.normpath(path if path.is_absolute() else base_dir / path)
 
     inputs = spec.inputs.model_copy(update={"paths": tuple(resolve(p) for p in spec.inputs.paths)})
     model = spec.model
