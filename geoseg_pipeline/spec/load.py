@@ -112,12 +112,11 @@ def load_workflow(path: str | Path) -> WorkflowSpec:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as stream:  # a stream, so YAML errors name the file
+            data = yaml.safe_load(stream)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read workflow file: {exc.strerror or exc}",
                         [("(file)", str(exc))]) from exc
-    try:
-        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}", [("(yaml)", str(exc))]) from exc
     return parse_workflow(data, path.resolve().parent, str(path))
