@@ -1,0 +1,260 @@
+"""NIfTI label volumes, written block by block through a memory map and published atomically.
+
+The label volume is never held in memory. The sink writes an uncompressed ``labels.nii`` in a
+hidden staging folder (``out_dir/.staging-*``): the header, then a data region of the full size
+that is memory-mapped (Fortran order, at ``vox_offset``) so that :meth:`NiftiLabelSink.write`
+assigns one block at a time. :meth:`NiftiLabelSink.commit` gzips it in
+:data:`COPY_CHUNK` pieces to ``labels.nii.gz``, writes the
+viewer sidecars, and renames everything into ``out_dir``, ``labels.nii.gz`` last; a crash leaves
+only the staging folder, never a ``labels.nii.gz`` that looks complete.
+
+The header is the input's own (same class NIfTI-1/2, sform and qform codes and matrices bit for
+bit, ``xyzt_units``, ``dim_info``, pixdim) with the data fields replaced: three dims, uint8 (or
+uint16 beyond 255 labels), ``scl_slope`` 1 / ``scl_inter`` 0, intent ``NIFTI_INTENT_LABEL``,
+``cal_min``/``cal_max`` = label range, no extensions. Without an input header (a Zarr item) it is
+built from the grid's affine and codes.
+
+Sidecars (there is no standard place for label names inside a NIfTI file):
+
+* ``labels_ColorTable.ctbl``: a 3D Slicer colour table (``# Color table file`` header, then
+  ``index name R G B A`` with 0-255 components, spaces in names replaced by ``_``). Slicer does
+  not pair it with the volume by itself: load it, then pick it as the labelmap's colour table
+  (Add Data > Options, or the Volumes module). The name follows Slicer's own
+  ``<volume>_ColorTable.ctbl``.
+* ``labels.txt``: an ITK-SNAP label description file (Segmentation > Import Label Descriptions):
+  ``IDX R G B A VIS MSH "LABEL"`` with alpha in 0..1; label 0 is ITK-SNAP's "Clear Label".
+
+In both, label 0 is transparent background and ``nodata_label`` (when it is not a class) is a
+transparent, hidden ``no data`` entry.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+
+from ..errors import SinkError
+from ..geometry import Window
+from ..volumes import VolumeGrid
+from .cog import ClassLegend
+
+LABELS_NAME = "labels.nii.gz"
+SLICER_CTBL_NAME = "labels_ColorTable.ctbl"
+ITKSNAP_NAME = "labels.txt"
+#: Buffer size for filling and compressing (bounded memory).
+COPY_CHUNK = 4 * 1024 * 1024
+#: nibabel writes .nii.gz at level 1 too: label maps compress well even at the fastest level.
+GZIP_LEVEL = 1
+
+
+class NiftiLabelSink:
+    """Write one volume item's label map as ``labels.nii.gz`` plus Slicer and ITK-SNAP legends.
+
+    Args:
+        out_dir: ``OUT/<item>``; created if needed.
+        grid: the item's voxel grid; the output has its shape and affine.
+        header_source: the input NIfTI whose header is copied (``None`` for Zarr items).
+        legend: class names and colours, index = label value.
+        nodata_label: label for voxels without valid input; unwritten voxels hold it
+            (0 when ``None``).
+
+    Raises:
+        SinkError: the output or its staging file cannot be created, or ``header_source``
+            cannot be read or does not match ``grid``.
+    """
+
+    def __init__(
+        self, out_dir: Path, grid: VolumeGrid, header_source: str | None, legend: ClassLegend,
+        nodata_label: int | None,
+    ) -> None:
+        self.out_dir = out_dir
+        self.grid = grid
+        self.legend = legend
+        self.nodata_label = nodata_label
+        self.max_label = max(len(legend.names) - 1, nodata_label or 0)
+        if self.max_label > np.iinfo(np.uint16).max:
+            raise SinkError(f"{out_dir}: labels up to {self.max_label} do not fit in uint16")
+        self.dtype = np.dtype(np.uint8 if self.max_label <= np.iinfo(np.uint8).max else np.uint16)
+        self._data: np.memmap | None = None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.staging = out_dir / f".staging-{uuid.uuid4().hex[:12]}"
+        self.staging.mkdir()
+        self._staged = self.staging / "labels.nii"
+        try:
+            hdr = label_header(grid, header_source, self.dtype, self.max_label)
+            offset = int(hdr.get_data_offset())
+            with open(self._staged, "wb") as f:
+                hdr.write_to(f)
+                f.write(b"\0" * (offset - f.tell()))
+                f.truncate(offset + grid.voxel_count * self.dtype.itemsize)  # sparse: reads as zeros
+            disk_dtype = np.dtype(hdr.get_data_dtype())  # little-endian uint8 / uint16
+            self._data = np.memmap(
+                self._staged, dtype=disk_dtype, mode="r+", offset=offset, shape=grid.shape, order="F"
+            )
+            if nodata_label:
+                _fill(self._data, nodata_label)
+        except SinkError:
+            self.abort()
+            raise
+        except (OSError, ValueError, HeaderDataError) as exc:
+            self.abort()
+            raise SinkError(f"{out_dir}: cannot create the staged label volume: {exc}") from exc
+
+    def write(self, window: Window, labels: np.ndarray) -> None:
+        """Write one finished block: ``labels`` has shape ``window.size`` and values in the legend.
+
+        Raises:
+            SinkError: after commit/abort, or a block outside the grid, of the wrong shape, or
+                with labels outside ``0..max_label``.
+        """
+        if self._data is None:
+            raise SinkError(f"{self.out_dir}: write after commit() or abort()")
+        shape = self.grid.shape
+        if window.ndim != 3 or any(a < 0 or e > n for a, e, n in zip(window.start, window.stop, shape, strict=True)):
+            raise SinkError(f"{self.out_dir}: block {window} does not lie inside the voxel grid {shape}")
+        if labels.shape != window.size:
+            raise SinkError(f"{self.out_dir}: block {window} got labels of shape {labels.shape}")
+        if labels.size and (int(labels.min()) < 0 or int(labels.max()) > self.max_label):
+            raise SinkError(
+                f"{self.out_dir}: block {window} has labels {int(labels.min())}..{int(labels.max())}, "
+                f"outside 0..{self.max_label}"
+            )
+        self._data[window.slices()] = labels
+
+    def commit(self) -> Path:
+        """Compress, write the sidecars, publish; returns the path of ``labels.nii.gz``."""
+        if self._data is None:
+            raise SinkError(f"{self.out_dir}: commit() after commit() or abort()")
+        final = self.out_dir / LABELS_NAME
+        try:
+            self._data.flush()
+            self._data = None  # unmaps once the last reference goes
+            staged_gz = self.staging / LABELS_NAME
+            with open(self._staged, "rb") as src, open(staged_gz, "wb") as raw, gzip.GzipFile(
+                filename="labels.nii", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0
+            ) as dst:
+                shutil.copyfileobj(src, dst, COPY_CHUNK)
+            sidecars = {
+                SLICER_CTBL_NAME: slicer_color_table(self.legend, self.nodata_label),
+                ITKSNAP_NAME: itksnap_label_description(self.legend, self.nodata_label),
+            }
+            for name, text in sidecars.items():
+                (self.staging / name).write_text(text, encoding="utf-8", newline="\n")
+            for name in sidecars:
+                os.replace(self.staging / name, self.out_dir / name)
+            os.replace(staged_gz, final)
+        except OSError as exc:
+            self.abort()
+            raise SinkError(f"{final}: cannot write the label volume: {exc}") from exc
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return final
+
+    def abort(self) -> None:
+        """Drop everything written so far (the staging folder)."""
+        self._data = None
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _fill(data: np.memmap, value: int) -> None:
+    """Set every voxel to ``value``, one contiguous slab of k at a time (bounded memory)."""
+    ni, nj, nk = data.shape
+    step = max(1, COPY_CHUNK // (ni * nj * data.dtype.itemsize))
+    for k in range(0, nk, step):
+        data[:, :, k : k + step] = value
+
+
+def label_header(grid: VolumeGrid, header_source: str | None, dtype: np.dtype, max_label: int) -> Any:
+    """The header (``nib.Nifti1Header`` or ``Nifti2Header``) of a label volume for ``grid``.
+
+    See the module docstring for what is copied and what is replaced.
+
+    Raises:
+        SinkError: ``header_source`` is unreadable, not NIfTI, or has another shape or affine.
+    """
+    if header_source is not None:
+        try:
+            src = nib.load(header_source)
+        except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError) as exc:
+            raise SinkError(f"{header_source}: cannot read the header to copy: {exc}") from exc
+        if not isinstance(src, nib.Nifti1Image):
+            raise SinkError(f"{header_source}: not a single-file NIfTI image, cannot copy its header")
+        src_shape = tuple((*src.shape[:3], 1, 1)[:3])
+        if src_shape != grid.shape:
+            raise SinkError(f"{header_source}: header shape {src.shape} does not match the grid {grid.shape}")
+        if not np.allclose(src.affine, grid.affine, atol=1e-4):
+            raise SinkError(f"{header_source}: header affine differs from the grid's:\n{src.affine}\n{grid.affine}")
+        hdr: Any = src.header
+        hdr = hdr.copy()
+        if hdr.endianness != "<":
+            hdr = hdr.as_byteswapped("<")
+    else:
+        header_class: Any = nib.Nifti2Header if max(grid.shape) > np.iinfo(np.int16).max else nib.Nifti1Header
+        hdr = header_class()
+        hdr.set_data_shape(grid.shape)
+        hdr.set_qform(grid.affine, grid.qform_code)
+        hdr.set_sform(grid.affine, grid.sform_code)
+        hdr.set_xyzt_units("mm", "sec")
+    hdr.set_data_shape(grid.shape)
+    hdr.set_data_dtype(dtype)
+    hdr.set_slope_inter(1.0, 0.0)
+    del hdr.extensions[:]
+    hdr.set_data_offset(hdr.single_vox_offset)
+    hdr.set_intent("label")
+    hdr["cal_min"] = 0
+    hdr["cal_max"] = max_label
+    hdr["descrip"] = b"geoseg-pipeline label map"
+    return hdr
+
+
+def _entries(legend: ClassLegend, nodata_label: int | None) -> list[tuple[int, str, tuple[int, int, int], bool]]:
+    """``(label, name, rgb, visible)`` for every class, then ``no data`` when it is not a class."""
+    colours = legend.colormap()
+    out = [(i, name or f"class {i}", colours[i][:3], i != 0) for i, name in enumerate(legend.names)]
+    if nodata_label is not None and nodata_label >= len(legend.names):
+        out.append((nodata_label, "no data", (0, 0, 0), False))
+    return [(i, n, (rgb[0], rgb[1], rgb[2]), v) for i, n, rgb, v in out]
+
+
+def slicer_color_table(legend: ClassLegend, nodata_label: int | None) -> str:
+    """3D Slicer colour table text (``.ctbl``): ``index name R G B A``, 0-255, ``_`` for spaces."""
+    entries = _entries(legend, nodata_label)
+    lines = [f"# Color table file {SLICER_CTBL_NAME}", f"# {len(entries)} values"]
+    for i, name, (r, g, b), visible in entries:
+        lines.append(f"{i} {'_'.join(name.split()) or f'class_{i}'} {r} {g} {b} {255 if visible else 0}")
+    return "\n".join(lines) + "\n"
+
+
+def itksnap_label_description(legend: ClassLegend, nodata_label: int | None) -> str:
+    """ITK-SNAP label description text: ``IDX R G B A VIS MSH "LABEL"``, alpha in 0..1."""
+    lines = [
+        "################################################",
+        "# ITK-SnAP Label Description File",
+        "# File format: ",
+        "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL",
+        "# Fields: ",
+        "#    IDX:   Zero-based index ",
+        "#    -R-:   Red color component (0..255)",
+        "#    -G-:   Green color component (0..255)",
+        "#    -B-:   Blue color component (0..255)",
+        "#    -A-:   Label transparency (0.00 .. 1.00)",
+        "#    VIS:   Label visibility (0 or 1)",
+        "#    MSH:   Label mesh visibility (0 or 1)",
+        "#  LABEL:   Label description ",
+        "################################################",
+    ]
+    for i, name, (r, g, b), visible in _entries(legend, nodata_label):
+        if i == 0:
+            name, (r, g, b) = "Clear Label", (0, 0, 0)
+        flag = int(visible)
+        label = name.replace('"', "'")
+        lines.append(f"{i:5d} {r:5d} {g:4d} {b:4d} {flag:8d} {flag:2d} {flag:2d}    \"{label}\"")
+    return "\n".join(lines) + "\n"

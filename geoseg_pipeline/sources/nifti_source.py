@@ -1,0 +1,299 @@
+"""NIfTI-1 and NIfTI-2 volumes (``.nii``, ``.nii.gz``) through nibabel, read slab by slab.
+
+Windows are in on-disk voxel order (nibabel's ``dataobj`` axes ``i, j, k``); nothing is
+reoriented, the affine says where each voxel lies. Values are returned as float32 *after* the
+header's ``scl_slope`` / ``scl_inter`` scaling, whatever the stored type and byte order.
+
+Cost of ``.nii.gz``:
+    gzip has no random access: to reach byte *n* a reader must inflate bytes ``0..n``, so
+    nibabel reading a slab of a ``.nii.gz`` decompresses from the start of the file each time,
+    and a sliding-window job over ``W`` windows would inflate the volume ``O(W)`` times.
+    :func:`prepare_volume` therefore inflates a ``.nii.gz`` once, sequentially, into an
+    uncompressed ``.nii`` in a staging folder: one pass over the file, disk = the uncompressed
+    size, memory = one copy buffer (:data:`COPY_CHUNK`). Every window is then a cheap seek and
+    read. A ``.nii.gz`` opened directly (no staging folder) still works, slowly, and its
+    truncation is only found when a read reaches the missing bytes.
+
+:func:`open_volume_source` picks NIfTI or Zarr (:mod:`.zarr_volume`) by name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import uuid
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+
+from ..errors import InputDataError, SourceError
+from ..geometry import Window
+from ..volumes import VolumeGrid
+
+#: Buffer size for streaming gzip in and out (bounded memory).
+COPY_CHUNK = 4 * 1024 * 1024
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@runtime_checkable
+class VolumeSource(Protocol):
+    """A 3D (optionally multi-channel) volume item, read window by window.
+
+    Contract:
+        * ``grid`` gives shape ``(i, j, k)`` and affine without reading voxels;
+        * ``read(window, channels)`` returns float32 ``(len(channels), i, j, k)`` for a window
+          inside the grid; ``channels`` are 0-based, ``None`` means all;
+        * nothing reads the whole item unless the window is the whole item.
+    """
+
+    path: str
+
+    @property
+    def grid(self) -> VolumeGrid: ...
+
+    @property
+    def channel_count(self) -> int: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    @property
+    def ndim_effective(self) -> int: ...
+
+    def read(self, window: Window, channels: Sequence[int] | None = None) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def is_gzip_nifti(path: str) -> bool:
+    """Whether ``path`` names a gzip-compressed NIfTI (by its ``.gz`` suffix, as nibabel does)."""
+    return path.lower().endswith(".gz")
+
+
+def prepare_volume(path: str, staging_dir: Path) -> str:
+    """Make ``path`` cheap to read window by window; returns the path to read from.
+
+    A ``.nii.gz`` is inflated once, in :data:`COPY_CHUNK` pieces, into an uncompressed ``.nii``
+    inside ``staging_dir`` (to a temporary name, then renamed, so a crash never leaves a partial
+    file under the final name). Anything else is returned unchanged.
+
+    Raises:
+        SourceError: the gzip stream is truncated or corrupt, or the copy cannot be written.
+    """
+    if not is_gzip_nifti(path):
+        return path
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(path).name[: -len(".gz")]
+    tag = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]  # same name, other folder
+    target = staging_dir / f"{tag}-{stem}"
+    tmp = staging_dir / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, COPY_CHUNK)
+        os.replace(tmp, target)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        tmp.unlink(missing_ok=True)
+        raise SourceError(f"{path}: truncated or corrupt gzip ({exc}); re-export or re-copy the file") from exc
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SourceError(f"{path}: cannot inflate into {staging_dir}: {exc}") from exc
+    return str(target)
+
+
+class NiftiSource:
+    """A NIfTI-1/2 volume; every read is a slab of ``dataobj``, scaled to float32.
+
+    Args:
+        path: the item as the user named it (used in messages and as ``path``).
+        channel_axis: the on-disk axis (>= 3) holding channels, e.g. ``3`` for a 4D
+            ``(i, j, k, c)`` file; ``None`` refuses a volume with a 4th dimension > 1.
+        data_path: the file actually read when it differs from ``path`` (the uncompressed
+            copy made by :func:`prepare_volume`).
+
+    Raises:
+        SourceError: missing, unreadable or not a single-file NIfTI; voxel type not real
+            numbers; singular affine; file shorter than its header says.
+        InputDataError: more dimensions than 3 spatial + 1 channel axis.
+    """
+
+    def __init__(self, path: str, channel_axis: int | None = None, *, data_path: str | None = None) -> None:
+        self.path = path
+        self.data_path = data_path or path
+        self._closed = False
+        if not Path(self.data_path).is_file():
+            raise SourceError(f"{path}: no such file")
+        try:
+            img = nib.load(self.data_path)
+        except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error) as exc:
+            raise SourceError(f"{path}: cannot open as NIfTI: {exc}") from exc
+        if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it; pairs do not
+            raise SourceError(f"{path}: not a single-file NIfTI-1/2 image (.nii, .nii.gz) but {type(img).__name__}")
+        self._img = img
+        hdr: Any = img.header
+        self._disk_shape = tuple(int(n) for n in img.shape)
+        self._stored_dtype: np.dtype = np.dtype(hdr.get_data_dtype())
+        if self._stored_dtype.kind not in "uif":
+            raise SourceError(f"{path}: unsupported voxel type {self._stored_dtype} (need real numbers)")
+        self._channel_axis, self._channels = _channel_layout(path, self._disk_shape, channel_axis)
+        spatial = (*self._disk_shape[:3], 1, 1)[:3]
+        if len(self._disk_shape) < 2:
+            raise InputDataError(f"{path}: {len(self._disk_shape)}D NIfTI (shape {self._disk_shape}) is not an image")
+        if not is_gzip_nifti(self.data_path):
+            proxy: Any = img.dataobj  # the loaded header's vox_offset is reset; the proxy keeps the file's
+            _check_file_size(path, self.data_path, self._disk_shape, self._stored_dtype, int(proxy.offset))
+        try:
+            self._grid = VolumeGrid(
+                (spatial[0], spatial[1], spatial[2]), img.affine,
+                int(hdr["sform_code"]), int(hdr["qform_code"]),
+            )
+        except ValueError as exc:
+            raise SourceError(f"{path}: unusable voxel-to-world affine (sform/qform): {exc}") from exc
+
+    @property
+    def grid(self) -> VolumeGrid:
+        """Shape ``(i, j, k)``, affine (nibabel's best affine) and sform/qform codes."""
+        return self._grid
+
+    @property
+    def channel_count(self) -> int:
+        """Channels: 1, or the size of ``channel_axis``."""
+        return self._channels
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Type of what :meth:`read` returns: always float32 (values are scaled)."""
+        return np.dtype(np.float32)
+
+    @property
+    def stored_dtype(self) -> np.dtype:
+        """On-disk voxel type (before scaling), with its byte order."""
+        return self._stored_dtype
+
+    @property
+    def ndim_effective(self) -> int:
+        """Spatial axes longer than one voxel: 3 for a volume, 2 for a single slice."""
+        return sum(1 for n in self._grid.shape if n > 1)
+
+    def read(self, window: Window, channels: Sequence[int] | None = None) -> np.ndarray:
+        """Read ``channels`` (0-based; all when ``None``) in ``window``, which must lie inside the grid.
+
+        Returns:
+            float32 ``(len(channels), i, j, k)``, C-contiguous.
+        """
+        if self._closed:
+            raise SourceError(f"{self.path}: read after close()")
+        _check_window(self.path, window, self._grid.shape)
+        chans = _checked_channels(self.path, channels, self._channels)
+        spatial = window.slices()[: len(self._disk_shape)]
+        try:
+            if self._channel_axis is None or self._channel_axis >= len(self._disk_shape):
+                parts = [self._slab(spatial, None, len(chans))]
+            elif chans == list(range(chans[0], chans[-1] + 1)):
+                parts = [self._slab(spatial, slice(chans[0], chans[-1] + 1))]
+            else:
+                parts = [self._slab(spatial, slice(c, c + 1)) for c in chans]
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            raise SourceError(f"{self.path}: cannot read window {window}: {exc}") from exc
+        return np.ascontiguousarray(np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0])
+
+    def _slab(self, spatial: tuple[slice, ...], chan: slice | None, count: int = 1) -> np.ndarray:
+        """One slab as float32 ``(c, i, j, k)``; extra size-1 axes are indexed away.
+
+        Without a channel axis the one channel is repeated ``count`` times.
+        """
+        slicer: list[slice | int] = list(spatial)
+        for axis in range(3, len(self._disk_shape)):
+            slicer.append(chan if axis == self._channel_axis and chan is not None else 0)
+        data = np.asarray(self._img.dataobj[tuple(slicer)], dtype=np.float32)
+        if data.ndim == 2:  # a 2D file: the grid's k axis has one voxel
+            data = data[:, :, None]
+        if data.ndim == 4:
+            return np.moveaxis(data, 3, 0)
+        return data[None] if count == 1 else np.broadcast_to(data, (count, *data.shape))
+
+    def close(self) -> None:
+        """Forget the image (nibabel keeps no file open between reads)."""
+        self._closed = True
+
+
+def _channel_layout(path: str, shape: tuple[int, ...], channel_axis: int | None) -> tuple[int | None, int]:
+    """Validate the non-spatial axes; returns ``(channel_axis, channel_count)``."""
+    if channel_axis is not None and channel_axis < 3:
+        raise InputDataError(f"{path}: channel_axis must be >= 3 (axes 0-2 are spatial), got {channel_axis}")
+    channels = shape[channel_axis] if channel_axis is not None and channel_axis < len(shape) else 1
+    extra = [(ax, n) for ax, n in enumerate(shape) if ax >= 3 and ax != channel_axis and n > 1]
+    if extra:
+        if channel_axis is None and len(shape) == 4:
+            raise InputDataError(
+                f"{path}: 4D NIfTI (shape {shape}): set a channel axis (channel_axis=3) to read the 4th "
+                "dimension as channels, or split the series into 3D volumes"
+            )
+        raise InputDataError(
+            f"{path}: {len(shape)}D NIfTI (shape {shape}): axes {[ax for ax, _ in extra]} are longer than 1 "
+            f"and are not the channel axis ({channel_axis}); only 3 spatial axes and one channel axis are read"
+        )
+    return channel_axis, int(channels)
+
+
+def _check_file_size(path: str, data_path: str, shape: tuple[int, ...], dtype: np.dtype, offset: int) -> None:
+    """Refuse an uncompressed file shorter than its header's dims x voxel size (truncated or wrong dims)."""
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    actual = os.path.getsize(data_path)
+    if actual < expected:
+        raise SourceError(
+            f"{path}: header says {shape} voxels of {dtype} from byte {offset} ({expected} bytes) but the file "
+            f"has {actual} bytes: truncated, or the header's dimensions are wrong"
+        )
+
+
+def _check_window(path: str, window: Window, shape: tuple[int, int, int]) -> None:
+    if window.ndim != 3 or any(a < 0 or e > n for a, e, n in zip(window.start, window.stop, shape, strict=True)):
+        raise ValueError(f"{path}: window {window} does not lie inside the voxel grid {shape}")
+
+
+def _checked_channels(path: str, channels: Sequence[int] | None, count: int) -> list[int]:
+    chans = list(range(count)) if channels is None else [int(c) for c in channels]
+    if not chans or any(not 0 <= c < count for c in chans):
+        raise InputDataError(f"{path}: channels {chans} out of range: the item has {count} (0-based)")
+    return chans
+
+
+def open_volume_source(
+    path: str, staging_dir: Path | None = None, channel_axis: int | None = None
+) -> VolumeSource:
+    """Open a volume item: NIfTI (``.nii``, ``.nii.gz``) or Zarr (plain array or OME-Zarr).
+
+    Args:
+        path: the item.
+        staging_dir: where a ``.nii.gz`` is inflated once (see :func:`prepare_volume`); without
+            it a ``.nii.gz`` is read in place, decompressing from the start for every window.
+            The copy stays there after :meth:`close`: the caller owns and removes the folder.
+        channel_axis: NIfTI only: on-disk axis holding channels (``3`` for ``(i, j, k, c)``).
+            Zarr channels are always the first axis (see :mod:`.zarr_volume`).
+
+    Raises:
+        SourceError: missing, unreadable, corrupt, or not a volume format.
+        InputDataError: dimensions that cannot be read as configured.
+    """
+    from .base import detect_format
+    from .zarr_volume import ZarrVolumeSource
+
+    if not Path(path).exists():
+        raise SourceError(f"{path}: no such file or directory")
+    if detect_format(path) == "zarr":
+        if channel_axis not in (None, 0):
+            raise InputDataError(f"{path}: Zarr volumes keep channels on axis 0, got channel_axis={channel_axis}")
+        return ZarrVolumeSource(path)
+    if not path.lower().endswith(_NIFTI_SUFFIXES):
+        raise SourceError(f"{path}: not a volume format: expected .nii, .nii.gz or a Zarr store")
+    data_path = prepare_volume(path, staging_dir) if staging_dir is not None else path
+    return NiftiSource(path, channel_axis, data_path=data_path)
