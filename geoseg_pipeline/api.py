@@ -46,10 +46,14 @@ def predict(
     workers: int | None = None,
     classes: Sequence[str] | None = None,
     formats: Sequence[str] = ("cog",),
+    lesion_classes: Sequence[int] = (),
     address: str | None = None,
     progress: bool | None = None,
 ) -> JobResult:
-    """Segment ``inputs`` with ``model`` into ``out`` without a workflow file."""
+    """Segment ``inputs`` with ``model`` into ``out`` without a workflow file.
+
+    A ``roi_size`` of three numbers makes the job a volume job (NIfTI or Zarr volumes).
+    """
     data: dict[str, Any] = {
         "name": "predict",
         "inputs": {"paths": [str(p) for p in inputs]},
@@ -57,6 +61,7 @@ def predict(
         "tiling": {"roi_size": roi_size, "overlap": overlap, "blend": blend, "batch_size": batch_size},
         "output": {"directory": str(out), "formats": list(formats)},
         "resources": {"workers": workers},
+        "statistics": {"lesion_classes": list(lesion_classes)},
     }
     if classes:
         data["classes"] = [{"name": c} for c in classes]

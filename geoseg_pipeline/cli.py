@@ -45,13 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("inputs", nargs="+")
     pred.add_argument("--model", required=True, help="TorchScript file, or a built-in name (landcover-demo)")
     pred.add_argument("--out", required=True, type=Path)
-    pred.add_argument("--roi-size", type=_roi, default=[256], metavar="N[,N]")
+    pred.add_argument("--roi-size", type=_roi, default=[256], metavar="N[,N[,N]]",
+                      help="window size; three numbers (e.g. 96,96,96) for volumes")
     pred.add_argument("--overlap", type=float, default=0.25)
     pred.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian")
     pred.add_argument("--batch-size", type=int, default=8)
     pred.add_argument("--workers", type=int, default=None)
     pred.add_argument("--classes", help="comma-separated class names, in label order")
     pred.add_argument("--logits", action="store_true", help="also write the blended logits (logits.tif)")
+    pred.add_argument("--lesion-classes", default="", metavar="K[,K]",
+                      help="volumes: classes whose connected components are counted and measured")
     pred.add_argument("--address")
 
     demo = sub.add_parser("demo", help="run a built-in demo on generated data")
@@ -87,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size, workers=args.workers,
                 classes=args.classes.split(",") if args.classes else None,
                 formats=("cog", "logits") if args.logits else ("cog",), address=args.address,
+                lesion_classes=[int(k) for k in args.lesion_classes.split(",") if k.strip()],
                 progress=progress,
             )
         else:

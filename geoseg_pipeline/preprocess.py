@@ -66,10 +66,12 @@ def to_model_input(data: np.ndarray, valid: np.ndarray, prep: Preprocessing, ite
         finite = np.isfinite(x)
         bad = ~finite & valid[None]
         if bad.any():
-            band, row, col = (int(v[0]) for v in np.nonzero(bad))
+            first = [int(v[0]) for v in np.nonzero(bad)]
+            where = (f"window row {first[1]}, col {first[2]}" if len(first) == 3
+                     else f"window voxel {tuple(first[1:])}")
             raise InputDataError(
                 f"{item}: {int(bad.sum())} valid pixel value(s) are NaN or infinite "
-                f"(first: band {prep.bands[band]}, window row {row}, col {col}); set inputs.nodata "
+                f"(first: band {prep.bands[first[0]]}, {where}); set inputs.nodata "
                 "(for example .nan) if they mark missing data"
             )
     else:

@@ -32,6 +32,9 @@ class ItemJob:
     blend: str
     sigma_scale: float
     batch_size: int
+    kind: str = "raster"  # or "volume"
+    data_path: str | None = None  # a volume's inflated copy (for .nii.gz), read by the actors
+    channel_axis: int | None = None
 
 
 @dataclass(frozen=True)

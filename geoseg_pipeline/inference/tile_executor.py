@@ -13,6 +13,7 @@ import torch
 from ..geometry import full_window, intersection
 from ..preprocess import to_model_input, valid_mask
 from ..sources import RasterSource, open_raster_source
+from ..sources.nifti_source import NiftiSource, VolumeSource, open_volume_source
 from ..spec import ModelSpec
 from ..stitching.weights import importance_map
 from ..tasks import ItemJob, ModelInfo, TileResult
@@ -25,16 +26,16 @@ class TileExecutor:
 
     def __init__(self, model: ModelSpec, device: str | None = None, threads: int | None = None) -> None:
         self.predictor = Predictor(model, device=device, threads=threads)
-        self._sources: OrderedDict[str, RasterSource] = OrderedDict()
+        self._sources: OrderedDict[str, RasterSource | VolumeSource] = OrderedDict()
 
     def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
         """The model's channels and classes (one probe forward pass)."""
         return self.predictor.describe(in_channels, roi, fallback)
 
-    def _source(self, job: ItemJob) -> RasterSource:
+    def _source(self, job: ItemJob) -> RasterSource | VolumeSource:
         src = self._sources.get(job.path)
         if src is None:
-            src = open_raster_source(job.path, job.format)
+            src = open_raster_source(job.path, job.format) if job.kind == "raster" else _open_volume(job)
             self._sources[job.path] = src
             while len(self._sources) > 4:
                 self._sources.popitem(last=False)[1].close()
@@ -56,7 +57,9 @@ class TileExecutor:
         inside = intersection(region, full_window(src.grid.shape))
         if inside is None:  # cannot happen for a plan of this grid
             raise ValueError(f"{job.name}: task {task.index} lies outside the image")
-        data = src.read(inside, prep.bands)
+        # raster bands are 1-based (GDAL), volume channels 0-based (array axes)
+        channels = list(prep.bands) if job.kind == "raster" else [b - 1 for b in prep.bands]
+        data = src.read(inside, channels)
         valid_in = valid_mask(data, prep.nodata)
         x_in = to_model_input(data, valid_in, prep, job.name)
 
@@ -93,3 +96,10 @@ class TileExecutor:
             windows_run=len(runnable),
             windows_skipped=len(task.windows) - len(runnable),
         )
+
+
+def _open_volume(job: ItemJob) -> VolumeSource:
+    """A volume for an actor: the driver's inflated copy of a ``.nii.gz`` when there is one."""
+    if job.data_path and job.data_path != job.path:
+        return NiftiSource(job.path, job.channel_axis, data_path=job.data_path)
+    return open_volume_source(job.path, None, job.channel_axis)

@@ -13,7 +13,9 @@ from typing import Any
 from ..sinks import atomic_write_text
 from ..statistics import ItemStats
 
-_CLASS_COLUMNS = ["class_index", "class_name", "pixels", "area_m2", "area_ha", "share"]
+_CLASS_COLUMNS = ["class_index", "class_name", "pixels", "area_m2", "area_ha", "volume_ml", "share"]
+_LESION_COLUMNS = ["lesion_id", "class_index", "class_name", "voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm",
+                   "centroid_z_mm", "bbox_min", "bbox_max", "longest_axial_diameter_mm"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,32 @@ def _class_rows(stats: ItemStats) -> list[dict[str, Any]]:
             "pixels": c.pixels,
             "area_m2": c.area_m2,
             "area_ha": c.area_ha,
+            "volume_ml": c.volume_ml,
             "share": c.share,
         }
         for c in stats.classes
     ]
+
+
+def _lesion_rows(stats: ItemStats) -> list[dict[str, Any]]:
+    names = {c.index: c.name for c in stats.classes}
+    return [
+        {
+            "lesion_id": x.id, "class_index": x.class_index, "class_name": names.get(x.class_index, ""),
+            "voxels": x.voxels, "volume_ml": x.volume_ml,
+            "centroid_x_mm": x.centroid_mm[0], "centroid_y_mm": x.centroid_mm[1], "centroid_z_mm": x.centroid_mm[2],
+            "bbox_min": " ".join(map(str, x.bbox_min)), "bbox_max": " ".join(map(str, x.bbox_max)),
+            "longest_axial_diameter_mm": x.longest_axial_diameter_mm,
+        }
+        for x in stats.lesions
+    ]
+
+
+def write_lesions(out_dir: Path, stats: ItemStats) -> Path:
+    """``lesions.csv``: one row per lesion (world coordinates in the input's scanner space, mm)."""
+    path = out_dir / "lesions.csv"
+    atomic_write_text(path, _csv(_lesion_rows(stats), _LESION_COLUMNS))
+    return path
 
 
 def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -69,6 +93,11 @@ def write_item_stats(out_dir: Path, source: str, stats: ItemStats, meta: dict[st
         **meta,
         "classes": _class_rows(stats),
     }
+    if stats.voxel_volume_mm3 is not None:
+        doc["voxel_volume_mm3"] = stats.voxel_volume_mm3
+        doc["lesions"] = _lesion_rows(stats)
+        doc["lesion_count"] = len(stats.lesions)
+        doc["lesion_burden_ml"] = sum(x.volume_ml for x in stats.lesions)
     json_path, csv_path = out_dir / "stats.json", out_dir / "stats.csv"
     atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
     atomic_write_text(csv_path, _csv(_class_rows(stats), _CLASS_COLUMNS))

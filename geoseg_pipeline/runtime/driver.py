@@ -21,18 +21,15 @@ import rasterio
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from ..errors import GeosegError, InputDataError, JobError, ModelError
-from ..geometry import Grid
-from ..preprocess import Preprocessing
-from ..report import ItemOutcome, write_item_stats, write_summary
-from ..sinks import ClassLegend, CogLabelSink
-from ..sources import open_raster_source
+from ..errors import GeosegError, JobError, ModelError
+from ..items import OpenItem, channel_count, open_item
+from ..report import ItemOutcome, write_summary
+from ..sinks import ClassLegend
 from ..sources.discovery import Item, expand_inputs
 from ..spec import WorkflowSpec
-from ..statistics import ClassTally, pixel_areas
 from ..stitching import BlockStitcher
-from ..tasks import ItemJob, TileResult
-from ..tiling import TilePlan, TileTask, plan_tiles
+from ..tasks import TileResult
+from ..tiling import TileTask
 from .actors import start_actors, worker_count
 from .cluster import ray_session
 from .progress import Progress, make_progress
@@ -63,26 +60,25 @@ class JobResult:
 
 @dataclass
 class _ItemState:
-    item: Item
-    job: ItemJob
-    grid: Grid
-    plan: TilePlan
+    opened: OpenItem
     tasks: Iterator[TileTask]
     stitcher: BlockStitcher
-    sink: CogLabelSink
-    tally: ClassTally
     started: float = field(default_factory=time.monotonic)
     inflight: int = 0
     submitted: int = 0
     windows_run: int = 0
     windows_skipped: int = 0
-    small: bool = False
     failed: str | None = None
+
+    @property
+    def item(self) -> Item:
+        """The input item."""
+        return self.opened.item
 
     @property
     def exhausted(self) -> bool:
         """Every tile task of the item has been handed to an actor."""
-        return self.submitted == self.plan.task_count
+        return self.submitted == self.opened.plan.task_count
 
 
 class _Legend:
@@ -206,11 +202,9 @@ class _Scheduler:
         """Bands of the first item that opens: the input channels of a parameter-free model."""
         for item in self.items:
             try:
-                src = open_raster_source(item.path, self.spec.inputs.format)
+                return channel_count(item, self.spec)
             except GeosegError:
                 continue
-            src.close()
-            return src.band_count
         return None
 
     def _dup(self, item: Item) -> ItemOutcome:
@@ -219,56 +213,21 @@ class _Scheduler:
                            error=f"output name {item.name!r} is shared by {', '.join(others)}; rename one")
 
     def _open_item(self, item: Item) -> _ItemState | None:
-        spec = self.spec
         try:
-            src = open_raster_source(item.path, spec.inputs.format)
-            try:
-                grid, count, file_nodata = src.grid, src.band_count, src.nodata
-            finally:
-                src.close()
-            bands = spec.preprocessing.bands or tuple(range(1, count + 1))
-            if max(bands) > count:
-                raise InputDataError(
-                    f"{item.path}: preprocessing.bands selects band {max(bands)} but the raster has {count}"
-                )
-            if len(bands) != self.info.in_channels:
-                raise InputDataError(
-                    f"{item.path}: the model takes {self.info.in_channels} input channel(s) but the raster "
-                    f"gives {len(bands)} band(s)"
-                    + (" after band selection" if spec.preprocessing.bands else "")
-                )
-            norm = spec.preprocessing.normalize
-            if norm is not None and len(norm.mean) != len(bands):
-                raise InputDataError(
-                    f"{item.path}: preprocessing.normalize has {len(norm.mean)} entries for {len(bands)} bands"
-                )
-            nodata = spec.inputs.nodata if spec.inputs.nodata is not None else file_nodata
-            prep = Preprocessing(bands, norm.mean if norm else None, norm.std if norm else None, nodata)
-            tiling = spec.tiling
-            plan = plan_tiles(grid.shape, tiling.roi_size, tiling.overlap, (tiling.block_size,) * 2)
-            job = ItemJob(item.name, item.path, spec.inputs.format, prep, tuple(tiling.roi_size),
-                          tiling.blend, tiling.sigma_scale, tiling.batch_size)
-            nodata_label = 255 if self.info.num_classes <= 255 else 65535
-            sink = CogLabelSink(
-                spec.output.directory / item.name, grid, self.legend, nodata_label,
-                compression=spec.output.compression, overview_resampling=spec.output.overview_resampling,
-                logits_classes=self.info.num_classes if "logits" in spec.output.formats else None,
-            )
-            stitcher = BlockStitcher(plan, self.info.num_classes, nodata_label,
-                                     np.dtype(sink.dtype), keep_logits="logits" in spec.output.formats)
+            opened = open_item(item, self.spec, self.info, self.legend)
+            plan = opened.plan
+            stitcher = BlockStitcher(plan, self.info.num_classes, opened.nodata_label, np.dtype(opened.label_dtype),
+                                     keep_logits="logits" in self.spec.output.formats)
         except (GeosegError, ValueError) as exc:
             self._record_failure(item, _reason(exc))
             return None
-        state = _ItemState(item, job, grid, plan, plan.tasks(), stitcher, sink,
-                           ClassTally(self.info.num_classes, pixel_areas(grid)))
-        state.small = any(n < r for n, r in zip(grid.shape, tiling.roi_size, strict=True))
-        if state.small:
+        if opened.small:
             log.warning("%s: %s is smaller than the roi %s; padded with zeros as MONAI does",
-                        item.name, grid.shape, tiling.roi_size)
+                        item.name, plan.image_shape, self.spec.tiling.roi_size)
         self.progress.add_windows(plan.window_count)
-        log.info("%s: %d x %d, %d windows in %d tasks", item.name, grid.height, grid.width,
+        log.info("%s: %s, %d windows in %d tasks", item.name, " x ".join(map(str, plan.image_shape)),
                  plan.window_count, plan.task_count)
-        return state
+        return _ItemState(opened, plan.tasks(), stitcher)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -304,7 +263,7 @@ class _Scheduler:
                     break
                 state, task = nxt
                 actor = min(self.actor_load, key=lambda a: self.actor_load[a])
-                ref = self.actors[actor].run.remote(state.job, task)
+                ref = self.actors[actor].run.remote(state.opened.job, task)
                 if self.first_submit is None:
                     self.first_submit = time.monotonic()
                 self.inflight[ref] = (state, actor)
@@ -332,22 +291,21 @@ class _Scheduler:
             state.windows_skipped += result.windows_skipped
             self.progress.windows_done(result.windows_run + result.windows_skipped)
             for block in state.stitcher.add(result):
-                state.sink.write(block.window, block.labels, block.logits)
-                state.tally.add(block.window, block.labels, block.valid)
+                state.opened.write(block)
         except (RayTaskError, RayActorError, GeosegError, OSError) as exc:
             self._fail(state, _reason(exc))
             return
         if state.exhausted and state.inflight == 0 and state.stitcher.done:
             self.active.remove(state)
             if state.windows_run == 0:
-                state.sink.abort()
+                state.opened.abort()
                 self._record_failure(state.item, f"{state.item.path}: every pixel is nodata; nothing to segment")
                 return
             self.commits.append((state, self.finalizer.submit(self._commit, state)))
 
     def _fail(self, state: _ItemState, reason: str) -> None:
         state.failed = reason
-        state.sink.abort()
+        state.opened.abort()
         self._maybe_retire(state)
 
     def _maybe_retire(self, state: _ItemState) -> None:
@@ -363,20 +321,11 @@ class _Scheduler:
         self.progress.item_done(item.name, "failed")
 
     def _commit(self, state: _ItemState) -> ItemOutcome:
-        labels = state.sink.commit()
-        stats = state.tally.result(state.item.name, self.legend.names)
-        meta = {
-            "crs": state.grid.crs,
-            "transform": list(state.grid.transform)[:6],
-            "shape": list(state.grid.shape),
-            "windows_run": state.windows_run,
-            "windows_skipped_nodata": state.windows_skipped,
-            "padded_to_roi": state.small,
-        }
-        paths = write_item_stats(labels.parent, state.item.path, stats, meta)
+        meta = {"windows_run": state.windows_run, "windows_skipped_nodata": state.windows_skipped,
+                "padded_to_roi": state.opened.small}
+        stats, paths = state.opened.commit(meta)
         return ItemOutcome(
-            state.item.name, state.item.path, "ok", stats=stats,
-            outputs=tuple(str(p) for p in [labels, *paths]),
+            state.item.name, state.item.path, "ok", stats=stats, outputs=tuple(str(p) for p in paths),
             seconds=time.monotonic() - state.started, windows=state.windows_run,
         )
 

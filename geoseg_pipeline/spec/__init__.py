@@ -9,6 +9,7 @@ from .model import (
     OutputSpec,
     PreprocessingSpec,
     ResourceSpec,
+    StatisticsSpec,
     TilingSpec,
     WorkflowSpec,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "OutputSpec",
     "PreprocessingSpec",
     "ResourceSpec",
+    "StatisticsSpec",
     "TilingSpec",
     "WorkflowSpec",
     "load_workflow",

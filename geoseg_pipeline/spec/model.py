@@ -23,7 +23,10 @@ class InputSpec(_Frozen):
     """
 
     paths: Annotated[tuple[str, ...], Field(min_length=1)]
-    format: Literal["auto", "geotiff", "zarr"] = "auto"
+    format: Literal["auto", "geotiff", "zarr", "nifti"] = "auto"
+    channel_axis: Annotated[int, Field(ge=0, le=3)] | None = Field(
+        default=None, description="Volumes: the on-disk axis holding channels (3 for a 4D NIfTI)."
+    )
     nodata: float | None = Field(
         default=None, description="Override the items' nodata value (use .nan for NaN)."
     )
@@ -94,7 +97,7 @@ class TilingSpec(_Frozen):
     blend: Literal["constant", "gaussian"] = "gaussian"
     sigma_scale: Annotated[float, Field(gt=0.0)] = 0.125
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
-    block_size: Annotated[int, Field(ge=16)] = 512
+    block_size: Annotated[int, Field(ge=16)] | None = None
 
     @field_validator("roi_size", mode="before")
     @classmethod
@@ -105,17 +108,30 @@ class TilingSpec(_Frozen):
 
     @field_validator("roi_size")
     @classmethod
-    def _two_d(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if len(value) != 2:
-            raise ValueError(f"roi_size needs 2 numbers (rows, cols) for rasters, got {list(value)}")
+    def _two_or_three_d(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(value) not in (2, 3):
+            raise ValueError(
+                f"roi_size needs 2 numbers (rows, cols) for rasters or 3 (i, j, k) for volumes, got {list(value)}"
+            )
         return value
 
     @field_validator("block_size")
     @classmethod
-    def _tile_multiple(cls, value: int) -> int:
-        if value % 16:
+    def _tile_multiple(cls, value: int | None) -> int | None:
+        if value is not None and value % 16:
             raise ValueError(f"block_size must be a multiple of 16 (GeoTIFF tiles), got {value}")
         return value
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for rasters, 3 for volumes (the length of ``roi_size``)."""
+        return len(self.roi_size)
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        """Output block shape: ``block_size`` per axis (default 512 for rasters, 128 for volumes)."""
+        size = self.block_size or (512 if self.spatial_dims == 2 else 128)
+        return (size,) * self.spatial_dims
 
 
 class OutputSpec(_Frozen):
@@ -135,6 +151,14 @@ class ResourceSpec(_Frozen):
     gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
     max_tasks_in_flight: Annotated[int, Field(ge=1)] = 2
     gdal_cache_mb: Annotated[int, Field(ge=8, le=65536)] = 64
+
+
+class StatisticsSpec(_Frozen):
+    """Volumes: which classes are lesion classes (connected components get counted and measured)."""
+
+    lesion_classes: tuple[Annotated[int, Field(ge=1)], ...] = ()
+    connectivity: Literal[6, 18, 26] = 26
+    min_lesion_voxels: Annotated[int, Field(ge=1)] = 1
 
 
 class ClassSpec(_Frozen):
@@ -162,6 +186,7 @@ class WorkflowSpec(_Frozen):
     tiling: TilingSpec = TilingSpec()
     output: OutputSpec
     resources: ResourceSpec = ResourceSpec()
+    statistics: StatisticsSpec = StatisticsSpec()
     classes: tuple[ClassSpec, ...] | None = None
 
     @model_validator(mode="after")
@@ -201,9 +226,9 @@ def cross_check(
             "preprocessing.bands",
             f"selects {len(preprocessing.bands)} bands but model.in_channels is {model.in_channels}",
         ))
-    if tiling is not None and tiling.block_size < max(tiling.roi_size):
+    if tiling is not None and tiling.block_shape[0] < max(tiling.roi_size):
         problems.append((
             "tiling.block_size",
-            f"must be at least the roi size ({max(tiling.roi_size)}), got {tiling.block_size}",
+            f"must be at least the roi size ({max(tiling.roi_size)}), got {tiling.block_shape[0]}",
         ))
     return problems

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..geometry import Window
 from .area import PixelAreas
+from .lesions import Lesion
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class ClassStats:
     pixels: int
     area_m2: float | None
     share: float
+    volume_ml: float | None = None
 
     @property
     def area_ha(self) -> float | None:
@@ -29,7 +31,8 @@ class ClassStats:
 
 @dataclass(frozen=True)
 class ItemStats:
-    """Per-class statistics of one item. ``share`` is of the valid area (or valid pixels)."""
+    """Per-class statistics of one item. ``share`` is of the valid area (or valid pixels);
+    volumes also carry their voxel volume and lesions."""
 
     item: str
     classes: tuple[ClassStats, ...]
@@ -38,6 +41,8 @@ class ItemStats:
     valid_area_m2: float | None
     area_method: str
     area_note: str
+    voxel_volume_mm3: float | None = None
+    lesions: tuple[Lesion, ...] = ()
 
 
 class ClassTally:
@@ -77,3 +82,27 @@ class ClassTally:
             classes.append(ClassStats(k, names[k], int(self.pixels[k]), area, share))
         return ItemStats(item, tuple(classes), valid, self.nodata_pixels, total_area,
                          self.areas.method, self.areas.note)
+
+
+class VolumeTally:
+    """Running per-class voxel counts of one volume; volumes in mL from the voxel volume."""
+
+    def __init__(self, num_classes: int, voxel_volume_mm3: float) -> None:
+        self.num_classes = num_classes
+        self.voxel_volume_mm3 = voxel_volume_mm3
+        self.voxels = np.zeros(num_classes, dtype=np.int64)
+
+    def add(self, labels: np.ndarray) -> None:
+        """Count one block's labels."""
+        self.voxels += np.bincount(labels.ravel(), minlength=self.num_classes)[: self.num_classes]
+
+    def result(self, item: str, names: Sequence[str], lesions: Sequence[Lesion] = ()) -> ItemStats:
+        """Freeze the tally (and the item's lesions) into :class:`ItemStats`."""
+        total = int(self.voxels.sum())
+        ml = self.voxel_volume_mm3 / 1000.0
+        classes = tuple(
+            ClassStats(k, names[k], int(v), None, float(v) / total if total else 0.0, volume_ml=float(v) * ml)
+            for k, v in enumerate(self.voxels)
+        )
+        note = f"voxel volume {self.voxel_volume_mm3:.6g} mm³ = |det(affine)|"
+        return ItemStats(item, classes, total, 0, None, "voxel", note, self.voxel_volume_mm3, tuple(lesions))

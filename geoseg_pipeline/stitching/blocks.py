@@ -58,7 +58,7 @@ class BlockStitcher:
         self,
         plan: TilePlan,
         num_classes: int,
-        nodata_label: int,
+        nodata_label: int | None,
         label_dtype: np.dtype,
         keep_logits: bool = False,
     ) -> None:
@@ -111,7 +111,7 @@ class BlockStitcher:
 
     def _finish(self, index: tuple[int, ...], window: Window, acc: _Accumulator) -> FinishedBlock:
         valid = acc.valid & (acc.weights > 0)
-        labels = np.full(window.size, self.nodata_label, dtype=self.label_dtype)
+        labels = np.full(window.size, self.nodata_label or 0, dtype=self.label_dtype)
         if valid.any():
             labels[valid] = np.argmax(acc.logits[:, valid], axis=0).astype(self.label_dtype)
         logits = None

@@ -192,12 +192,12 @@ def test_write_item_stats(tmp_path: Path) -> None:
     paths = write_item_stats(tmp_path, "/data/scene.tif", stats, {"seconds": 1.5})  # type: ignore[arg-type]
     assert paths == [tmp_path / "stats.json", tmp_path / "stats.csv"]
     columns, rows = _read_csv(tmp_path / "stats.csv")
-    assert columns == ["class_index", "class_name", "pixels", "area_m2", "area_ha", "share"]
+    assert columns == ["class_index", "class_name", "pixels", "area_m2", "area_ha", "volume_ml", "share"]
     assert rows == [
         {"class_index": "0", "class_name": "water", "pixels": "7", "area_m2": "700.0", "area_ha": "0.07",
-         "share": str(7 / 15)},
+         "volume_ml": "", "share": str(7 / 15)},
         {"class_index": "1", "class_name": "land", "pixels": "8", "area_m2": "800.0", "area_ha": "0.08",
-         "share": str(8 / 15)},
+         "volume_ml": "", "share": str(8 / 15)},
     ]
     doc = json.loads((tmp_path / "stats.json").read_text(encoding="utf-8"))
     assert doc["item"] == "scene"
@@ -228,8 +228,8 @@ def test_write_summary_with_a_failed_item(tmp_path: Path) -> None:
     paths = write_summary(tmp_path, outcomes, {"workflow": "demo", "ok": 1, "failed": 1})
     assert paths == [tmp_path / "summary.csv", tmp_path / "summary.json"]
     columns, rows = _read_csv(tmp_path / "summary.csv")
-    assert columns == ["item", "status", "class_index", "class_name", "pixels", "area_m2", "area_ha", "share",
-                       "source", "error"]
+    assert columns == ["item", "status", "class_index", "class_name", "pixels", "area_m2", "area_ha", "volume_ml",
+                       "share", "source", "error"]
     assert [(r["item"], r["status"], r["class_name"], r["pixels"]) for r in rows] == [
         ("a", "ok", "water", "7"), ("a", "ok", "land", "8"), ("b", "failed", "", ""),
     ]
@@ -237,7 +237,7 @@ def test_write_summary_with_a_failed_item(tmp_path: Path) -> None:
     failed = rows[2]
     assert failed["source"] == "/d/b.tif"
     assert failed["error"] == "/d/b.tif: cannot open as a raster: boom"
-    assert all(failed[c] == "" for c in ["class_index", "pixels", "area_m2", "area_ha", "share"])
+    assert all(failed[c] == "" for c in ["class_index", "pixels", "area_m2", "area_ha", "volume_ml", "share"])
     doc = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert doc["workflow"] == "demo"
     assert doc["items"][0] == {"item": "a", "source": "/d/a.tif", "status": "ok", "error": None,

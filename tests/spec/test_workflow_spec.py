@@ -39,7 +39,7 @@ def test_minimal_workflow_defaults(tmp_path: Path) -> None:
     assert spec.tiling.roi_size == (256, 256)
     assert spec.tiling.overlap == 0.25
     assert spec.tiling.blend == "gaussian"
-    assert spec.tiling.block_size == 512
+    assert spec.tiling.block_size is None and spec.tiling.block_shape == (512, 512)
     assert spec.output.formats == ("cog",)
     assert spec.preprocessing.bands is None
     assert spec.classes is None
@@ -158,7 +158,7 @@ def test_spec_error_is_a_value_error() -> None:
     ("section", "value", "path", "fragment"),
     [
         ("tiling", {"overlap": -0.1}, "tiling.overlap", "-0.1"),
-        ("tiling", {"roi_size": [8, 8, 8], "block_size": 16}, "tiling.roi_size", "[8, 8, 8]"),
+        ("tiling", {"roi_size": [8, 8, 8, 8], "block_size": 16}, "tiling.roi_size", "[8, 8, 8, 8]"),
         ("tiling", {"block_size": 100}, "tiling.block_size", "got 100"),
         ("tiling", {"blend": "median"}, "tiling.blend", "'median'"),
         ("inputs", {"paths": []}, "inputs.paths", "at least 1"),

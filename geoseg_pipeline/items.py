@@ -1,0 +1,199 @@
+"""One open item: its tiling plan, what the actors are sent, and where its finished blocks go
+(sink and statistics). Rasters and volumes differ only here; the driver schedules both alike.
+
+Torch-free and Ray-free: the driver opens items (metadata only), the actors read pixels.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from .errors import InputDataError
+from .preprocess import Preprocessing
+from .report import write_item_stats, write_lesions
+from .sinks import ClassLegend, CogLabelSink
+from .sinks.nifti import NiftiLabelSink
+from .sources import open_raster_source
+from .sources.discovery import Item
+from .sources.nifti_source import open_volume_source
+from .spec import WorkflowSpec
+from .statistics import ClassTally, ItemStats, LesionTracker, pixel_areas
+from .statistics.classes import VolumeTally
+from .stitching import FinishedBlock
+from .tasks import ItemJob, ModelInfo
+from .tiling import TilePlan, plan_tiles
+
+
+class OpenItem(ABC):
+    """An item being processed: ``plan`` and ``job`` drive the actors; ``write`` takes each
+    finished block; ``commit`` publishes outputs and statistics (may run in a thread)."""
+
+    item: Item
+    plan: TilePlan
+    job: ItemJob
+    nodata_label: int | None
+    label_dtype: str
+    small: bool
+
+    @abstractmethod
+    def write(self, block: FinishedBlock) -> None:
+        """Write one finished block and count it."""
+
+    @abstractmethod
+    def commit(self, meta: dict[str, Any]) -> tuple[ItemStats, list[Path]]:
+        """Publish the outputs; returns the statistics and the written paths."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Drop everything written so far."""
+
+
+def _bands(item: Item, spec: WorkflowSpec, count: int, info: ModelInfo, kind: str, what: str) -> Preprocessing:
+    """Band (channel) selection and normalization, checked against the model and the item."""
+    bands = spec.preprocessing.bands or tuple(range(1, count + 1))
+    if max(bands) > count:
+        raise InputDataError(f"{item.path}: preprocessing.bands selects {max(bands)} but the {kind} has {count} {what}")
+    if len(bands) != info.in_channels:
+        raise InputDataError(
+            f"{item.path}: the model takes {info.in_channels} input channel(s) but the {kind} gives "
+            f"{len(bands)} {what}" + (" after band selection" if spec.preprocessing.bands else "")
+        )
+    norm = spec.preprocessing.normalize
+    if norm is not None and len(norm.mean) != len(bands):
+        raise InputDataError(
+            f"{item.path}: preprocessing.normalize has {len(norm.mean)} entries for {len(bands)} {what}"
+        )
+    return Preprocessing(bands, norm.mean if norm else None, norm.std if norm else None)
+
+
+def _job(item: Item, spec: WorkflowSpec, prep: Preprocessing, kind: str, **extra: Any) -> ItemJob:
+    t = spec.tiling
+    return ItemJob(item.name, item.path, spec.inputs.format, prep, tuple(t.roi_size), t.blend, t.sigma_scale,
+                   t.batch_size, kind=kind, **extra)
+
+
+class RasterItem(OpenItem):
+    """A 2D raster: COG label map, per-class areas."""
+
+    def __init__(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend) -> None:
+        src = open_raster_source(item.path, spec.inputs.format)
+        try:
+            grid, count, file_nodata = src.grid, src.band_count, src.nodata
+        finally:
+            src.close()
+        prep = _bands(item, spec, count, info, "raster", "band(s)")
+        nodata = spec.inputs.nodata if spec.inputs.nodata is not None else file_nodata
+        prep = Preprocessing(prep.bands, prep.mean, prep.std, nodata)
+        self.item, self.grid = item, grid
+        self.plan = plan_tiles(grid.shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
+        self.job = _job(item, spec, prep, "raster")
+        self.small = any(n < r for n, r in zip(grid.shape, spec.tiling.roi_size, strict=True))
+        self.nodata_label = 255 if info.num_classes <= 255 else 65535
+        self.sink = CogLabelSink(
+            spec.output.directory / item.name, grid, legend, self.nodata_label,
+            compression=spec.output.compression, overview_resampling=spec.output.overview_resampling,
+            logits_classes=info.num_classes if "logits" in spec.output.formats else None,
+        )
+        self.label_dtype = self.sink.dtype
+        self.tally = ClassTally(info.num_classes, pixel_areas(grid))
+        self.names = legend.names
+
+    def write(self, block: FinishedBlock) -> None:
+        self.sink.write(block.window, block.labels, block.logits)
+        self.tally.add(block.window, block.labels, block.valid)
+
+    def commit(self, meta: dict[str, Any]) -> tuple[ItemStats, list[Path]]:
+        labels = self.sink.commit()
+        stats = self.tally.result(self.item.name, self.names)
+        meta = {"crs": self.grid.crs, "transform": list(self.grid.transform)[:6], "shape": list(self.grid.shape),
+                **meta}
+        return stats, [labels, *write_item_stats(labels.parent, self.item.path, stats, meta)]
+
+    def abort(self) -> None:
+        self.sink.abort()
+
+
+class VolumeItem(OpenItem):
+    """A 3D volume (NIfTI, Zarr): NIfTI label volume on the input's grid, volumes in mL, lesions.
+
+    A ``.nii.gz`` is inflated once into a hidden folder of the item's output (see
+    :func:`~geoseg_pipeline.sources.nifti_source.prepare_volume`), removed when the item ends.
+    """
+
+    def __init__(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend) -> None:
+        out_dir = spec.output.directory / item.name
+        self.inflated = out_dir / f".inflate-{uuid.uuid4().hex[:12]}"
+        self.inflated.mkdir(parents=True)
+        try:
+            src = open_volume_source(item.path, self.inflated, spec.inputs.channel_axis)
+            try:
+                grid, count = src.grid, src.channel_count
+                data_path = getattr(src, "data_path", item.path)
+                if src.ndim_effective < 3:
+                    raise InputDataError(f"{item.path}: a {src.ndim_effective}D image (shape {grid.shape}) "
+                                         "given to a 3D model")
+            finally:
+                src.close()
+            prep = _bands(item, spec, count, info, "volume", "channel(s)")
+            self.item, self.grid = item, grid
+            self.plan = plan_tiles(grid.shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
+            self.job = _job(item, spec, prep, "volume", data_path=data_path, channel_axis=spec.inputs.channel_axis)
+            self.small = any(n < r for n, r in zip(grid.shape, spec.tiling.roi_size, strict=True))
+            self.nodata_label = None
+            header = item.path if item.path.lower().endswith((".nii", ".nii.gz")) else None
+            self.sink = NiftiLabelSink(out_dir, grid, header, legend, None)
+            self.label_dtype = str(self.sink.dtype)
+            self.tally = VolumeTally(info.num_classes, grid.voxel_volume_mm3)
+            st = spec.statistics
+            self.lesions = LesionTracker(st.lesion_classes, grid.affine, grid.shape, connectivity=st.connectivity,
+                                         min_voxels=st.min_lesion_voxels) if st.lesion_classes else None
+            self.names = legend.names
+        except BaseException:
+            shutil.rmtree(self.inflated, ignore_errors=True)
+            raise
+
+    def write(self, block: FinishedBlock) -> None:
+        self.sink.write(block.window, block.labels)
+        self.tally.add(block.labels)
+        if self.lesions is not None:
+            self.lesions.add_block(block.window, block.labels)
+
+    def commit(self, meta: dict[str, Any]) -> tuple[ItemStats, list[Path]]:
+        try:
+            labels = self.sink.commit()
+            lesions = tuple(self.lesions.finish()) if self.lesions is not None else ()
+            stats = self.tally.result(self.item.name, self.names, lesions)
+            meta = {"shape": list(self.grid.shape), "affine": self.grid.affine.tolist(),
+                    "axcodes": "".join(self.grid.axcodes), "voxel_size_mm": list(self.grid.zooms), **meta}
+            paths = [labels, *write_item_stats(labels.parent, self.item.path, stats, meta)]
+            if self.lesions is not None:
+                paths.append(write_lesions(labels.parent, stats))
+            return stats, paths
+        finally:
+            shutil.rmtree(self.inflated, ignore_errors=True)
+
+    def abort(self) -> None:
+        self.sink.abort()
+        shutil.rmtree(self.inflated, ignore_errors=True)
+
+
+def open_item(item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend) -> OpenItem:
+    """Open ``item`` as the workflow's kind: a raster for a 2D roi, a volume for a 3D roi."""
+    if spec.tiling.spatial_dims == 3:
+        return VolumeItem(item, spec, info, legend)
+    return RasterItem(item, spec, info, legend)
+
+
+def channel_count(item: Item, spec: WorkflowSpec) -> int:
+    """Bands (or channels) of ``item``, from its metadata."""
+    if spec.tiling.spatial_dims == 3:
+        vol = open_volume_source(item.path, None, spec.inputs.channel_axis)
+        vol.close()
+        return vol.channel_count
+    src = open_raster_source(item.path, spec.inputs.format)
+    src.close()
+    return src.band_count

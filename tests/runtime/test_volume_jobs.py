@@ -1,0 +1,112 @@
+"""Volume jobs end to end on a real local Ray: NIfTI in, NIfTI out on the same grid, mL, lesions."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.inferers import sliding_window_inference
+
+from geoseg_pipeline.api import predict
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+class _Bands(torch.nn.Module):
+    """Exact model: class 0 below 100, class 1 in [100, 200), class 2 from 200 (HU-like)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([100 - x, -torch.abs(x - 150) + 50, x - 200], dim=1)
+
+
+def _volume(tmp_path: Path, name: str = "ct.nii.gz") -> tuple[Path, np.ndarray, np.ndarray]:
+    shape = (40, 36, 18)
+    data = np.zeros(shape, dtype=np.int16)
+    data[5:30, 4:30, 2:15] = 80  # organ: 2 * 80 - 10 = 150 HU
+    data[8:14, 8:14, 4:8] = 130  # lesion 1 (250 HU), 6*6*4 = 144 voxels
+    data[20:28, 20:24, 10:13] = 130  # lesion 2, 8*4*3 = 96 voxels, crosses the 16-voxel blocks
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])  # LPS, anisotropic
+    affine[:3, 3] = (30.0, 20.0, -40.0)
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_data_dtype(">i2")  # big-endian on disk
+    img.header.set_slope_inter(2.0, -10.0)  # stored s -> 2 s - 10 HU
+    img.set_sform(affine, 1)
+    img.set_qform(affine, 1)
+    path = tmp_path / name
+    nib.save(img, path)
+    hu = np.asarray(nib.load(path).get_fdata(), dtype=np.float32)
+    return path, hu, affine
+
+
+def test_nifti_volume_job(tmp_path: Path) -> None:
+    model = tmp_path / "bands.pt"
+    torch.jit.script(_Bands()).save(str(model))
+    path, hu, affine = _volume(tmp_path)
+    result = predict([path], str(model), tmp_path / "out", roi_size=[16, 16, 8], overlap=0.25,
+                     classes=["background", "organ", "lesion"], lesion_classes=[2], workers=2, progress=False)
+    assert result.ok, result.outcomes
+    out = tmp_path / "out" / "ct"
+    labels_img = nib.load(out / "labels.nii.gz")
+    src = nib.load(path)
+    assert labels_img.shape == src.shape
+    assert np.allclose(labels_img.affine, src.affine)
+    assert int(labels_img.header["sform_code"]) == 1 and int(labels_img.header["qform_code"]) == 1
+    labels = np.asarray(labels_img.dataobj)
+    assert labels.dtype == np.uint8
+    expected = np.digitize(hu, [100, 200]).astype(np.uint8)  # the model's exact answer
+    assert np.array_equal(labels, expected)
+    # the same as MONAI's sliding window over the whole volume
+    with torch.no_grad():
+        ref = sliding_window_inference(torch.from_numpy(hu)[None, None], (16, 16, 8), 4, _Bands(), overlap=0.25,
+                                       mode="gaussian")
+    assert np.array_equal(labels, ref[0].argmax(0).numpy())
+
+    doc = json.loads((out / "stats.json").read_text())
+    voxel_ml = 0.8 * 0.8 * 2.5 / 1000
+    assert doc["voxel_volume_mm3"] == pytest.approx(1.6)
+    lesion_voxels = int((expected == 2).sum())
+    assert doc["classes"][2]["pixels"] == lesion_voxels
+    assert doc["classes"][2]["volume_ml"] == pytest.approx(lesion_voxels * voxel_ml)
+    assert doc["lesion_count"] == 2
+    assert doc["lesion_burden_ml"] == pytest.approx((144 + 96) * voxel_ml)
+    rows = list(csv.DictReader((out / "lesions.csv").read_text().splitlines()))
+    assert [int(r["voxels"]) for r in rows] == [144, 96]
+    centre = affine @ np.array([10.5, 10.5, 5.5, 1.0])  # lesion 1's voxel centroid, in scanner mm
+    assert float(rows[0]["centroid_x_mm"]) == pytest.approx(centre[0])
+    assert float(rows[0]["centroid_z_mm"]) == pytest.approx(centre[2])
+    # 6 x 6 voxels of 0.8 mm: the axial diagonal between voxel centres is 5 * 0.8 * sqrt(2)
+    assert float(rows[0]["longest_axial_diameter_mm"]) == pytest.approx(5 * 0.8 * np.sqrt(2))
+    assert (out / "labels_ColorTable.ctbl").is_file() and (out / "labels.txt").is_file()
+    assert not list(out.glob(".inflate-*")) and not list(out.glob(".staging-*"))
+    assert "ct,ok,2,lesion" in (tmp_path / "out" / "summary.csv").read_text()
+
+
+def test_bad_volumes_fail_alone(tmp_path: Path) -> None:
+    model = tmp_path / "bands.pt"
+    torch.jit.script(_Bands()).save(str(model))
+    good, _, _ = _volume(tmp_path, "good.nii.gz")
+    four_d = tmp_path / "four_d.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 2), np.float32), np.eye(4)), four_d)
+    flat = tmp_path / "flat.nii"
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 1), np.float32), np.eye(4)), flat)
+    nan = np.zeros((20, 20, 10), np.float32)
+    nan[3, 4, 5] = np.nan
+    nan_path = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), nan_path)
+    truncated = tmp_path / "truncated.nii.gz"
+    raw = good.read_bytes()
+    truncated.write_bytes(raw[: len(raw) // 2])
+    result = predict([good, four_d, flat, nan_path, truncated], str(model), tmp_path / "out", roi_size=[16, 16, 8],
+                     workers=2, progress=False)
+    by_item = {o.item: o for o in result.outcomes}
+    assert by_item["good"].status == "ok"
+    for name, fragment in {"four_d": "4D", "flat": "2D image", "nan": "NaN", "truncated": "truncated"}.items():
+        assert by_item[name].status == "failed", name
+        assert fragment in by_item[name].error, (name, by_item[name].error)
+        assert not (tmp_path / "out" / name / "labels.nii.gz").exists()
+        assert not list((tmp_path / "out").glob(f"{name}/.*")), name
