@@ -100,3 +100,21 @@ def test_all_nodata_raster_is_a_clear_failure(tmp_path: Path, threshold_model: P
     outcome = result.outcomes[0]
     assert outcome.status == "failed" and "every pixel is nodata" in outcome.error
     assert not (tmp_path / "out/all-nodata/labels.tif").exists()
+
+
+def test_mr_label_volume_and_lesions_through_the_volume_path(tmp_path: Path, threshold_model: Path) -> None:
+    import nibabel as nib
+
+    src = _need("brain1_label.nii.gz")
+    result = predict([src], str(threshold_model), tmp_path / "out", roi_size=[96, 96, 16], workers=2,
+                     lesion_classes=[1], progress=False)
+    assert result.ok, result.outcomes
+    doc = json.loads((tmp_path / "out/brain1_label/stats.json").read_text())
+    # README (pyradiomics VoxelVolume): 4,137 voxels = 16,412.66 mm3, 2 connected components
+    assert doc["classes"][1]["pixels"] == 4137
+    assert doc["classes"][1]["volume_ml"] * 1000 == pytest.approx(16412.66, abs=0.01)
+    assert doc["lesion_count"] == 2
+    assert doc["axcodes"] == "LAS"
+    out, ref = nib.load(tmp_path / "out/brain1_label/labels.nii.gz"), nib.load(src)
+    assert np.allclose(out.affine, ref.affine) and out.shape == ref.shape
+    assert np.array_equal(np.asarray(out.dataobj), (np.asarray(ref.dataobj) > 0.5).astype("uint8"))
