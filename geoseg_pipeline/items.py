@@ -9,17 +9,19 @@ from __future__ import annotations
 import shutil
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .errors import InputDataError
+from .intensity import nonzero_mean_std
 from .preprocess import Preprocessing
 from .report import write_item_stats, write_lesions
 from .sinks import ClassLegend, CogLabelSink
 from .sinks.nifti import NiftiLabelSink
 from .sources import open_raster_source
 from .sources.discovery import Item
-from .sources.nifti_source import open_volume_source
+from .sources.nifti_source import VolumeSource, open_volume_source
 from .spec import WorkflowSpec
 from .statistics import ClassTally, ItemStats, LesionTracker, pixel_areas
 from .statistics.classes import VolumeTally
@@ -74,6 +76,17 @@ def _job(item: Item, spec: WorkflowSpec, prep: Preprocessing, kind: str, **extra
     t = spec.tiling
     return ItemJob(item.name, item.path, spec.inputs.format, prep, tuple(t.roi_size), t.blend, t.sigma_scale,
                    t.batch_size, kind=kind, **extra)
+
+
+def _intensity(src: VolumeSource, spec: WorkflowSpec, prep: Preprocessing) -> Preprocessing:
+    """Add the workflow's intensity preparation; a z-score reads the item once, slab by slab."""
+    intensity = spec.preprocessing.intensity
+    if intensity is None:
+        return prep
+    if intensity.mode == "window":
+        return replace(prep, window=intensity.window)
+    mean, std = nonzero_mean_std(src, [b - 1 for b in prep.bands])
+    return replace(prep, mean=mean, std=std, nonzero_only=True)
 
 
 class RasterItem(OpenItem):
@@ -136,9 +149,9 @@ class VolumeItem(OpenItem):
                 if src.ndim_effective < 3:
                     raise InputDataError(f"{item.path}: a {src.ndim_effective}D image (shape {grid.shape}) "
                                          "given to a 3D model")
+                prep = _intensity(src, spec, _bands(item, spec, count, info, "volume", "channel(s)"))
             finally:
                 src.close()
-            prep = _bands(item, spec, count, info, "volume", "channel(s)")
             self.item, self.grid = item, grid
             self.plan = plan_tiles(grid.shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
             self.job = _job(item, spec, prep, "volume", data_path=data_path, channel_axis=spec.inputs.channel_axis)

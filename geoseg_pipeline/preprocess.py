@@ -22,6 +22,8 @@ class Preprocessing:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     nodata: float | None = None
+    window: tuple[float, float] | None = None
+    nonzero_only: bool = False
 
     def __post_init__(self) -> None:
         if (self.mean is None) != (self.std is None):
@@ -76,10 +78,17 @@ def to_model_input(data: np.ndarray, valid: np.ndarray, prep: Preprocessing, ite
             )
     else:
         finite = None
+    if prep.window is not None:
+        lo, hi = prep.window
+        x = (np.clip(x, lo, hi) - np.float32(lo)) / np.float32(hi - lo)
     if prep.mean is not None and prep.std is not None:
-        mean = np.asarray(prep.mean, dtype=np.float32)[:, None, None]
-        std = np.asarray(prep.std, dtype=np.float32)[:, None, None]
-        x = (x - mean) / std
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        mean = np.asarray(prep.mean, dtype=np.float32).reshape(shape)
+        std = np.asarray(prep.std, dtype=np.float32).reshape(shape)
+        if prep.nonzero_only:
+            x = np.where(x != 0, (x - mean) / std, np.float32(0.0)).astype(np.float32)
+        else:
+            x = (x - mean) / std
     if finite is not None:
         x[~finite] = 0.0
     return x

@@ -4,6 +4,7 @@ from .load import load_workflow, parse_workflow
 from .model import (
     ClassSpec,
     InputSpec,
+    IntensitySpec,
     ModelSpec,
     NormalizeSpec,
     OutputSpec,
@@ -17,6 +18,7 @@ from .model import (
 __all__ = [
     "ClassSpec",
     "InputSpec",
+    "IntensitySpec",
     "ModelSpec",
     "NormalizeSpec",
     "OutputSpec",

@@ -69,6 +69,30 @@ class NormalizeSpec(_Frozen):
         return self
 
 
+class IntensitySpec(_Frozen):
+    """Volume intensity preparation.
+
+    ``window``: CT window, ``clip(x, lo, hi)`` scaled to [0, 1] (MONAI ``ScaleIntensityRange``
+    with ``clip=True``). ``zscore_nonzero``: MR z-score over the item's nonzero voxels, zeros
+    kept at 0 (MONAI ``NormalizeIntensity(nonzero=True)``); the statistics come from one pass
+    over the item, slab by slab.
+    """
+
+    mode: Literal["window", "zscore_nonzero"]
+    window: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> IntensitySpec:
+        if self.mode == "window":
+            if self.window is None:
+                raise ValueError("mode 'window' needs window: [low, high] (for example [-150, 250])")
+            if not self.window[0] < self.window[1]:
+                raise ValueError(f"window must be [low, high] with low < high, got {list(self.window)}")
+        elif self.window is not None:
+            raise ValueError("window goes with mode 'window' only")
+        return self
+
+
 class PreprocessingSpec(_Frozen):
     """Band selection (1-based, as GDAL and rasterio number bands) and normalization.
 
@@ -77,6 +101,13 @@ class PreprocessingSpec(_Frozen):
 
     bands: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] | None = None
     normalize: NormalizeSpec | None = None
+    intensity: IntensitySpec | None = None
+
+    @model_validator(mode="after")
+    def _one_normalization(self) -> PreprocessingSpec:
+        if self.normalize is not None and self.intensity is not None and self.intensity.mode == "zscore_nonzero":
+            raise ValueError("use either normalize (fixed mean/std) or intensity zscore_nonzero, not both")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> PreprocessingSpec:

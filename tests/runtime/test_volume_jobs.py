@@ -110,3 +110,35 @@ def test_bad_volumes_fail_alone(tmp_path: Path) -> None:
         assert fragment in by_item[name].error, (name, by_item[name].error)
         assert not (tmp_path / "out" / name / "labels.nii.gz").exists()
         assert not list((tmp_path / "out").glob(f"{name}/.*")), name
+
+
+def test_zscore_job_equals_monai_pipeline(tmp_path: Path) -> None:
+    from monai.transforms import NormalizeIntensity
+
+    from geoseg_pipeline.api import run_workflow
+    from geoseg_pipeline.spec import parse_workflow
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 3, padding=1))
+    model = tmp_path / "net.pt"
+    torch.jit.script(net.eval()).save(str(model))
+    rng = np.random.default_rng(2)
+    data = np.zeros((30, 28, 20), np.float32)
+    data[3:27, 4:25, 2:18] = rng.normal(300, 60, (24, 21, 16))
+    path = tmp_path / "mr.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([-0.9, 0.9, 2.0, 1.0])), path)
+    wf = {
+        "inputs": {"paths": [str(path)]},
+        "model": {"type": "torchscript", "path": str(model)},
+        "preprocessing": {"intensity": {"mode": "zscore_nonzero"}},
+        "tiling": {"roi_size": [16, 16, 8], "overlap": 0.5, "blend": "gaussian", "batch_size": 4},
+        "output": {"directory": str(tmp_path / "out")},
+        "resources": {"workers": 2},
+    }
+    result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
+    assert result.ok, result.outcomes
+    x = NormalizeIntensity(nonzero=True)(torch.from_numpy(data[None]))[None].float()
+    with torch.no_grad():
+        ref = sliding_window_inference(x, (16, 16, 8), 4, net, overlap=0.5, mode="gaussian")[0].argmax(0).numpy()
+    labels = np.asarray(nib.load(tmp_path / "out/mr/labels.nii.gz").dataobj)
+    assert (labels == ref).mean() >= 0.9999
