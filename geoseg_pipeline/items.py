@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import InputDataError
 from .intensity import nonzero_mean_std
+from .orientation import axis_map
 from .preprocess import Preprocessing
 from .report import write_item_stats, write_lesions
 from .sinks import ClassLegend, CogLabelSink
@@ -153,9 +154,12 @@ class VolumeItem(OpenItem):
             finally:
                 src.close()
             self.item, self.grid = item, grid
-            self.plan = plan_tiles(grid.shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
-            self.job = _job(item, spec, prep, "volume", data_path=data_path, channel_axis=spec.inputs.channel_axis)
-            self.small = any(n < r for n, r in zip(grid.shape, spec.tiling.roi_size, strict=True))
+            self.amap = axis_map(grid.affine, grid.shape, spec.preprocessing.orientation)
+            shape = self.amap.model_shape
+            self.plan = plan_tiles(shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
+            self.job = _job(item, spec, prep, "volume", data_path=data_path, channel_axis=spec.inputs.channel_axis,
+                            axcodes=spec.preprocessing.orientation, image_shape=shape)
+            self.small = any(n < r for n, r in zip(shape, spec.tiling.roi_size, strict=True))
             self.nodata_label = None
             header = item.path if item.path.lower().endswith((".nii", ".nii.gz")) else None
             self.sink = NiftiLabelSink(out_dir, grid, header, legend, None)
@@ -170,10 +174,12 @@ class VolumeItem(OpenItem):
             raise
 
     def write(self, block: FinishedBlock) -> None:
-        self.sink.write(block.window, block.labels)
-        self.tally.add(block.labels)
+        # blocks are planned in the model's orientation; outputs stay on the input's grid
+        window, labels = self.amap.to_disk_window(block.window), self.amap.to_disk_array(block.labels)
+        self.sink.write(window, labels)
+        self.tally.add(labels)
         if self.lesions is not None:
-            self.lesions.add_block(block.window, block.labels)
+            self.lesions.add_block(window, labels)
 
     def commit(self, meta: dict[str, Any]) -> tuple[ItemStats, list[Path]]:
         try:

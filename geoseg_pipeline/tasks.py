@@ -35,6 +35,8 @@ class ItemJob:
     kind: str = "raster"  # or "volume"
     data_path: str | None = None  # a volume's inflated copy (for .nii.gz), read by the actors
     channel_axis: int | None = None
+    axcodes: str | None = None  # volumes: the model's orientation (windows are reoriented)
+    image_shape: tuple[int, ...] | None = None  # the planned (model-space) shape
 
 
 @dataclass(frozen=True)

@@ -99,3 +99,23 @@ def test_singular_message_names_the_affine() -> None:
     with pytest.raises(ValueError, match="affine") as info:
         VolumeGrid((2, 2, 2), np.zeros((4, 4)))
     assert "VolumeGrid affine" in str(info.value)
+
+
+def test_axis_map_matches_nibabel_apply_orientation() -> None:
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    from geoseg_pipeline.geometry import Window
+    from geoseg_pipeline.orientation import axis_map
+
+    rng = np.random.default_rng(0)
+    affines = [np.diag([-1.0, -1.0, 1.0, 1.0]), np.array([[0, 0, 2.0, 0], [-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]]),
+               np.eye(4)]
+    for affine in affines:
+        disk = rng.random((5, 6, 7))
+        amap = axis_map(affine, disk.shape, "RAS")
+        ref = apply_orientation(disk, ornt_transform(io_orientation(affine), axcodes2ornt(("R", "A", "S"))))
+        assert np.array_equal(amap.to_model_array(disk), ref)
+        assert np.array_equal(amap.to_disk_array(ref), disk)
+        window = Window((1, 2, 0), (2, 3, 4))
+        assert np.array_equal(amap.to_model_array(disk[amap.to_disk_window(window).slices()]), ref[window.slices()])
+    assert axis_map(np.eye(4), (2, 3, 4), None).identity

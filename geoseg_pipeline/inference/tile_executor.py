@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..geometry import full_window, intersection
+from ..orientation import OrientedVolume, axis_map
 from ..preprocess import to_model_input, valid_mask
 from ..sources import RasterSource, open_raster_source
 from ..sources.nifti_source import NiftiSource, VolumeSource, open_volume_source
@@ -54,7 +55,7 @@ class TileExecutor:
         src = self._source(job)
         prep = job.preprocessing
         region = task.region
-        inside = intersection(region, full_window(src.grid.shape))
+        inside = intersection(region, full_window(job.image_shape or src.grid.shape))
         if inside is None:  # cannot happen for a plan of this grid
             raise ValueError(f"{job.name}: task {task.index} lies outside the image")
         # raster bands are 1-based (GDAL), volume channels 0-based (array axes)
@@ -99,7 +100,13 @@ class TileExecutor:
 
 
 def _open_volume(job: ItemJob) -> VolumeSource:
-    """A volume for an actor: the driver's inflated copy of a ``.nii.gz`` when there is one."""
+    """A volume for an actor: the driver's inflated copy of a ``.nii.gz`` when there is one,
+    presented in the model's orientation when the workflow sets one."""
     if job.data_path and job.data_path != job.path:
-        return NiftiSource(job.path, job.channel_axis, data_path=job.data_path)
-    return open_volume_source(job.path, None, job.channel_axis)
+        src: VolumeSource = NiftiSource(job.path, job.channel_axis, data_path=job.data_path)
+    else:
+        src = open_volume_source(job.path, None, job.channel_axis)
+    if job.axcodes is None:
+        return src
+    amap = axis_map(src.grid.affine, src.grid.shape, job.axcodes)
+    return src if amap.identity else OrientedVolume(src, amap)  # type: ignore[return-value]

@@ -102,6 +102,20 @@ class PreprocessingSpec(_Frozen):
     bands: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] | None = None
     normalize: NormalizeSpec | None = None
     intensity: IntensitySpec | None = None
+    orientation: str | None = Field(
+        default=None, description="Volumes: the model's axis codes (e.g. RAS); windows are reoriented, not resampled."
+    )
+
+    @field_validator("orientation")
+    @classmethod
+    def _axcodes(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.upper()
+        axis_of = {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}
+        if len(code) != 3 or sorted(axis_of.get(c, -1) for c in code) != [0, 1, 2]:
+            raise ValueError(f"orientation must be 3 axis codes, one of L/R, A/P, S/I each (e.g. RAS), got {value!r}")
+        return code
 
     @model_validator(mode="after")
     def _one_normalization(self) -> PreprocessingSpec:

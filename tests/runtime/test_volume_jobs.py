@@ -142,3 +142,42 @@ def test_zscore_job_equals_monai_pipeline(tmp_path: Path) -> None:
         ref = sliding_window_inference(x, (16, 16, 8), 4, net, overlap=0.5, mode="gaussian")[0].argmax(0).numpy()
     labels = np.asarray(nib.load(tmp_path / "out/mr/labels.nii.gz").dataobj)
     assert (labels == ref).mean() >= 0.9999
+
+
+def test_reoriented_job_equals_monai_orientation_pipeline(tmp_path: Path) -> None:
+    from monai.transforms import Orientation
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    from geoseg_pipeline.api import run_workflow
+    from geoseg_pipeline.spec import parse_workflow
+
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 3, padding=1))
+    model = tmp_path / "net.pt"
+    torch.jit.script(net.eval()).save(str(model))
+    data = np.random.default_rng(3).normal(0, 1, (22, 30, 12)).astype(np.float32)
+    affine = np.array([[0, 0, -2.0, 10], [-0.9, 0, 0, 5], [0, 0.8, 0, -3], [0, 0, 0, 1]])  # permuted, PIL-ish
+    path = tmp_path / "vol.nii"
+    nib.save(nib.Nifti1Image(data, affine), path)
+    wf = {
+        "inputs": {"paths": [str(path)]},
+        "model": {"type": "torchscript", "path": str(model)},
+        "preprocessing": {"orientation": "RAS"},
+        "tiling": {"roi_size": [16, 16, 8], "overlap": 0.25},
+        "output": {"directory": str(tmp_path / "out")},
+        "resources": {"workers": 2},
+    }
+    result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
+    assert result.ok, result.outcomes
+    # MONAI: reorient to RAS, sliding window, argmax; then back to the disk orientation
+    from monai.data import MetaTensor
+
+    x = Orientation(axcodes="RAS")(MetaTensor(torch.from_numpy(data[None]), affine=torch.from_numpy(affine)))
+    with torch.no_grad():
+        ras = sliding_window_inference(x[None].as_tensor(), (16, 16, 8), 4, net, overlap=0.25,
+                                       mode="gaussian")[0].argmax(0).numpy()
+    back = apply_orientation(ras, ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(affine)))
+    out = nib.load(tmp_path / "out/vol/labels.nii.gz")
+    assert np.allclose(out.affine, affine) and out.shape == data.shape
+    labels = np.asarray(out.dataobj)
+    assert (labels == back).mean() >= 0.9999
