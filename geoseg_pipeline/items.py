@@ -18,11 +18,12 @@ from .intensity import nonzero_mean_std
 from .orientation import axis_map
 from .preprocess import Preprocessing
 from .report import write_item_stats, write_lesions
+from .report.html import write_volume_report
 from .sinks import ClassLegend, CogLabelSink
 from .sinks.nifti import NiftiLabelSink
 from .sources import open_raster_source
 from .sources.discovery import Item
-from .sources.nifti_source import VolumeSource, open_volume_source
+from .sources.nifti_source import NiftiSource, VolumeSource, open_volume_source
 from .spec import WorkflowSpec
 from .statistics import ClassTally, ItemStats, LesionTracker, pixel_areas
 from .statistics.classes import VolumeTally
@@ -169,6 +170,7 @@ class VolumeItem(OpenItem):
             self.lesions = LesionTracker(st.lesion_classes, grid.affine, grid.shape, connectivity=st.connectivity,
                                          min_voxels=st.min_lesion_voxels) if st.lesion_classes else None
             self.names = legend.names
+            self.colours = legend.colours
         except BaseException:
             shutil.rmtree(self.inflated, ignore_errors=True)
             raise
@@ -191,6 +193,14 @@ class VolumeItem(OpenItem):
             paths = [labels, *write_item_stats(labels.parent, self.item.path, stats, meta)]
             if self.lesions is not None:
                 paths.append(write_lesions(labels.parent, stats))
+            # the inflated copy (if any) is still there: no second decompression
+            data_path = self.job.data_path or self.item.path
+            src: VolumeSource = (NiftiSource(self.item.path, self.job.channel_axis, data_path=data_path)
+                                 if data_path != self.item.path else open_volume_source(self.item.path))
+            try:
+                paths.append(write_volume_report(labels.parent, src, stats, self.colours))
+            finally:
+                src.close()
             return stats, paths
         finally:
             shutil.rmtree(self.inflated, ignore_errors=True)

@@ -82,6 +82,8 @@ def test_nifti_volume_job(tmp_path: Path) -> None:
     # 6 x 6 voxels of 0.8 mm: the axial diagonal between voxel centres is 5 * 0.8 * sqrt(2)
     assert float(rows[0]["longest_axial_diameter_mm"]) == pytest.approx(5 * 0.8 * np.sqrt(2))
     assert (out / "labels_ColorTable.ctbl").is_file() and (out / "labels.txt").is_file()
+    report = (out / "report.html").read_text()
+    assert "2 lesion(s)" in report and report.count("data:image/png;base64,") == 2
     assert not list(out.glob(".inflate-*")) and not list(out.glob(".staging-*"))
     assert "ct,ok,2,lesion" in (tmp_path / "out" / "summary.csv").read_text()
 
