@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--address")
 
     demo = sub.add_parser("demo", help="run a built-in demo on generated data")
-    demo.add_argument("which", choices=["landcover"])
+    demo.add_argument("which", choices=["landcover", "ct"])
     demo.add_argument("--out", type=Path, default=Path("demo-output"))
     demo.add_argument("--address")
     return p
@@ -94,9 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=progress,
             )
         else:
-            from .demo.run import run_landcover_demo
+            from .demo.run import run_ct_demo, run_landcover_demo
 
-            result = run_landcover_demo(args.out, address=args.address, progress=progress)
+            run_demo = run_ct_demo if args.which == "ct" else run_landcover_demo
+            result = run_demo(args.out, address=args.address, progress=progress)
     except SpecError as exc:
         print(f"geoseg: invalid workflow: {exc}", file=sys.stderr)
         return 2

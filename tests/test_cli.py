@@ -111,3 +111,46 @@ def test_demo_landcover_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
         ious = [((pred == k) & (truth == k) & valid).sum() / (((pred == k) | (truth == k)) & valid).sum()
                 for k in range(4)]
         assert float(np.mean(ious)) >= 0.95, ious
+
+
+@pytest.fixture(scope="module")
+def ct_demo(tmp_path_factory: pytest.TempPathFactory, ray_local: None) -> Path:
+    out = tmp_path_factory.mktemp("ct-demo")
+    assert main(["--no-progress", "demo", "ct", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_demo_ct_end_to_end(ct_demo: Path) -> None:
+    import nibabel as nib
+
+    for name in ("phantom_a", "phantom_b", "phantom_c"):
+        out = nib.load(ct_demo / "ct" / name / "labels.nii.gz")
+        src = nib.load(ct_demo / "data" / f"{name}.nii.gz")
+        assert np.allclose(out.affine, src.affine) and out.shape == src.shape
+        assert "".join(nib.aff2axcodes(out.affine)) == "PLS"  # a non-RAS, permuted input kept as it is
+        assert (ct_demo / "ct" / name / "report.html").is_file()
+        assert (ct_demo / "ct" / name / "lesions.csv").is_file()
+    assert len((ct_demo / "ct" / "truth_comparison.csv").read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shipped CT demo model over-segments unseen phantoms: +17.1 %, +5.0 %, +18.9 % tumour volume "
+    "(issue 3 asks for 5 %); retrain before closing issue 3",
+)
+def test_demo_ct_tumour_volumes_within_5_percent(ct_demo: Path) -> None:
+    import csv
+
+    rows = list(csv.DictReader((ct_demo / "ct" / "truth_comparison.csv").read_text().splitlines()))
+    assert rows and all(abs(float(r["relative_error"])) <= 0.05 for r in rows), rows
+
+
+def test_shipped_ct_workflow_matches_the_demo_command() -> None:
+    from geoseg_pipeline.demo.run import ct_workflow
+
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflows/ct-tumor-demo.yaml").read_text())
+    generated = ct_workflow()
+    for section in ("model", "preprocessing", "tiling", "statistics", "classes"):
+        assert shipped[section] == generated[section], section

@@ -18,9 +18,16 @@ def _builtin_landcover() -> torch.nn.Module:
     return load_landcover_demo()
 
 
+def _builtin_ct() -> torch.nn.Module:
+    from ..models.ct_demo import load_ct_demo
+
+    return load_ct_demo()
+
+
 #: Built-in models by name: a loader returning an eval-mode module.
 BUILTIN_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "landcover-demo": _builtin_landcover,
+    "ct-demo": _builtin_ct,
 }
 
 

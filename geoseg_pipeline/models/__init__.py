@@ -5,4 +5,4 @@ that returns the network in eval mode on the CPU, ready for a predictor to move 
 """
 
 #: Names of the built-in models (kept torch-free so the CLI can resolve them cheaply).
-BUILTIN_MODEL_NAMES: tuple[str, ...] = ("landcover-demo",)
+BUILTIN_MODEL_NAMES: tuple[str, ...] = ("landcover-demo", "ct-demo")
