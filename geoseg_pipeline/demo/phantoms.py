@@ -116,7 +116,7 @@ class PhantomTruth:
 
     @property
     def tumour_count(self) -> int:
-        """Number of tumours (connected, mutually separated components of label ``2``)."""
+        """Number of tumours; each is one 26-connected component of label ``2``."""
         return len(self.tumour_volumes_ml)
 
     @property
@@ -199,7 +199,14 @@ def write_ct_phantom(
 def ct_phantom_affine(
     shape: tuple[int, int, int], spacing: tuple[float, float, float], orientation: str = "LPS"
 ) -> FloatArray:
-    """The NIfTI affine (voxel indices to RAS mm) of a phantom grid; see :func:`write_ct_phantom`."""
+    """The NIfTI affine (voxel indices to RAS mm) of a phantom grid; see :func:`write_ct_phantom`.
+
+    Raises:
+        ValueError: If ``orientation`` is not three axis codes such as ``"LPS"``.
+    """
+    problem = _orientation_problem(orientation)
+    if problem:
+        raise ValueError(problem)
     affine = np.zeros((4, 4))
     affine[3, 3] = 1.0
     for axis, code in enumerate(orientation):
@@ -220,17 +227,23 @@ def _check_arguments(
         raise ValueError(f"shape must be three positive voxel counts, got {shape} for {path}")
     if len(spacing) != 3 or not all(s > 0 for s in spacing):
         raise ValueError(f"spacing must be three positive sizes in mm, got {spacing} for {path}")
-    codes = [_AXIS_CODES.get(code) for code in orientation]
-    if len(orientation) != 3 or None in codes or len({c[0] for c in codes if c}) != 3:
-        raise ValueError(
-            f"orientation must be one of L/R, P/A and S/I in some order (e.g. 'LPS'), got {orientation!r} for {path}"
-        )
+    problem = _orientation_problem(orientation)
+    if problem:
+        raise ValueError(f"{problem} for {path}")
     extent = [n * s for n, s in zip(shape, spacing, strict=True)]
     if min(extent) < MIN_FIELD_OF_VIEW_MM:
         raise ValueError(
             f"field of view (shape x spacing) must be >= {MIN_FIELD_OF_VIEW_MM} mm along every axis, "
             f"got {[round(e, 1) for e in extent]} mm for {path}; increase the shape or the spacing"
         )
+
+
+def _orientation_problem(orientation: str) -> str:
+    """Why ``orientation`` is not a valid code, or ``""``."""
+    codes = [_AXIS_CODES.get(code) for code in orientation]
+    if len(orientation) != 3 or None in codes or len({c[0] for c in codes if c}) != 3:
+        return f"orientation must be one of L/R, P/A and S/I in some order (e.g. 'LPS'), got {orientation!r}"
+    return ""
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,7 @@ def test_torchscript_matches_eager() -> None:
 
 def test_tumour_volume_on_unseen_phantom(tmp_path: Path) -> None:
     image_path, labels_path = tmp_path / "ct.nii.gz", tmp_path / "labels.nii.gz"
-    truth = write_ct_phantom(
-        image_path, UNSEEN_SEED, shape=(96, 96, 40), spacing=(1.3, 1.3, 4.0), labels_path=labels_path
-    )
+    truth = write_ct_phantom(image_path, UNSEEN_SEED, labels_path=labels_path)  # the default grid
     image, reference = (nib.load(path) for path in (image_path, labels_path))
     assert isinstance(image, nib.Nifti1Image) and isinstance(reference, nib.Nifti1Image)
     hu = torch.from_numpy(np.asarray(image.dataobj, dtype=np.float32))
