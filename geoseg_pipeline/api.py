@@ -45,21 +45,27 @@ def predict(
     batch_size: int = 8,
     workers: int | None = None,
     classes: Sequence[str] | None = None,
-    formats: Sequence[str] = ("cog",),
+    formats: Sequence[str] | None = None,
     lesion_classes: Sequence[int] = (),
+    orientation: str | None = None,
+    spacing: Sequence[float] | None = None,
+    block_size: int | None = None,
     address: str | None = None,
     progress: bool | None = None,
 ) -> JobResult:
     """Segment ``inputs`` with ``model`` into ``out`` without a workflow file.
 
-    A ``roi_size`` of three numbers makes the job a volume job (NIfTI or Zarr volumes).
+    A ``roi_size`` of three numbers makes the job a volume job (NIfTI or Zarr volumes);
+    ``orientation`` (axis codes) and ``spacing`` (mm) then prepare each volume for the model.
     """
     data: dict[str, Any] = {
         "name": "predict",
         "inputs": {"paths": [str(p) for p in inputs]},
         "model": model_section(model),
-        "tiling": {"roi_size": roi_size, "overlap": overlap, "blend": blend, "batch_size": batch_size},
-        "output": {"directory": str(out), "formats": list(formats)},
+        "tiling": {"roi_size": roi_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
+                   "block_size": block_size},
+        "preprocessing": {"orientation": orientation, "spacing": list(spacing) if spacing else None},
+        "output": {"directory": str(out), "formats": list(formats) if formats else None},
         "resources": {"workers": workers},
         "statistics": {"lesion_classes": list(lesion_classes)},
     }

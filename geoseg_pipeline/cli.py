@@ -27,6 +27,17 @@ def _roi(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"roi size must be N or N,N, got {text!r}") from None
 
 
+def _spacing(text: str) -> list[float]:
+    parts = [p for p in text.replace("x", ",").split(",") if p]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"spacing must be three voxel sizes in mm (e.g. 1.5,1.5,2), got {text!r}")
+    return values
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geoseg", description="Batch segmentation of rasters on Ray.")
     p.add_argument("--version", action="version", version=f"geoseg {__version__}")
@@ -52,9 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=8)
     pred.add_argument("--workers", type=int, default=None)
     pred.add_argument("--classes", help="comma-separated class names, in label order")
-    pred.add_argument("--logits", action="store_true", help="also write the blended logits (logits.tif)")
+    pred.add_argument("--logits", action="store_true", help="rasters: also write the blended logits (logits.tif)")
+    pred.add_argument("--zarr", action="store_true", help="volumes: also write labels.zarr (OME-Zarr)")
     pred.add_argument("--lesion-classes", default="", metavar="K[,K]",
                       help="volumes: classes whose connected components are counted and measured")
+    pred.add_argument("--orientation", metavar="AXCODES",
+                      help="volumes: the model's axis codes (e.g. RAS); windows are reoriented")
+    pred.add_argument("--spacing", type=_spacing, metavar="X,Y,Z",
+                      help="volumes: the model's voxel size in mm (model axis order); windows are resampled")
+    pred.add_argument("--block-size", type=int, default=None, help="output block edge in voxels/pixels")
     pred.add_argument("--address")
 
     demo = sub.add_parser("demo", help="run a built-in demo on generated data")
@@ -89,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.inputs, args.model, args.out, roi_size=roi, overlap=args.overlap, blend=args.blend,
                 batch_size=args.batch_size, workers=args.workers,
                 classes=args.classes.split(",") if args.classes else None,
-                formats=("cog", "logits") if args.logits else ("cog",), address=args.address,
+                formats=_formats(args), address=args.address,
                 lesion_classes=[int(k) for k in args.lesion_classes.split(",") if k.strip()],
+                orientation=args.orientation, spacing=args.spacing, block_size=args.block_size,
                 progress=progress,
             )
         else:
@@ -105,6 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"geoseg: {exc}", file=sys.stderr)
         return 1
     return _report(result)
+
+
+def _formats(args: argparse.Namespace) -> tuple[str, ...] | None:
+    if args.logits and args.zarr:
+        raise SpecError("--logits is for rasters and --zarr for volumes; give one", [("formats", "both given")])
+    if args.logits:
+        return ("cog", "logits")
+    if args.zarr:
+        return ("nifti", "zarr")
+    return None
 
 
 def _validate(path: Path) -> int:

@@ -6,6 +6,7 @@ Torch-free and Ray-free: the driver opens items (metadata only), the actors read
 
 from __future__ import annotations
 
+import math
 import shutil
 import uuid
 from abc import ABC, abstractmethod
@@ -13,14 +14,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import InputDataError
+from .geometry import Window
 from .intensity import nonzero_mean_std
 from .orientation import axis_map
 from .preprocess import Preprocessing
 from .report import write_item_stats, write_lesions
 from .report.html import write_volume_report
+from .resampling import spacing_map
 from .sinks import ClassLegend, CogLabelSink
 from .sinks.nifti import NiftiLabelSink
+from .sinks.zarr_labels import ZarrLabelSink
 from .sources import open_raster_source
 from .sources.discovery import Item
 from .sources.nifti_source import NiftiSource, VolumeSource, open_volume_source
@@ -30,6 +36,9 @@ from .statistics.classes import VolumeTally
 from .stitching import FinishedBlock
 from .tasks import ItemJob, ModelInfo
 from .tiling import TilePlan, plan_tiles
+
+#: Input-grid planes mapped back from the model's spacing at a time.
+RESAMPLE_SLAB = 16
 
 
 class OpenItem(ABC):
@@ -42,6 +51,10 @@ class OpenItem(ABC):
     nodata_label: int | None
     label_dtype: str
     small: bool
+    #: where the stitcher keeps open blocks' sums (``None``: in memory)
+    scratch: Path | None = None
+    #: whether finished blocks must carry their blended logits
+    keep_logits: bool = False
 
     @abstractmethod
     def write(self, block: FinishedBlock) -> None:
@@ -108,10 +121,11 @@ class RasterItem(OpenItem):
         self.job = _job(item, spec, prep, "raster")
         self.small = any(n < r for n, r in zip(grid.shape, spec.tiling.roi_size, strict=True))
         self.nodata_label = 255 if info.num_classes <= 255 else 65535
+        self.keep_logits = "logits" in spec.output.resolved_formats(2)
         self.sink = CogLabelSink(
             spec.output.directory / item.name, grid, legend, self.nodata_label,
             compression=spec.output.compression, overview_resampling=spec.output.overview_resampling,
-            logits_classes=info.num_classes if "logits" in spec.output.formats else None,
+            logits_classes=info.num_classes if self.keep_logits else None,
         )
         self.label_dtype = self.sink.dtype
         self.tally = ClassTally(info.num_classes, pixel_areas(grid))
@@ -135,16 +149,19 @@ class RasterItem(OpenItem):
 class VolumeItem(OpenItem):
     """A 3D volume (NIfTI, Zarr): NIfTI label volume on the input's grid, volumes in mL, lesions.
 
-    A ``.nii.gz`` is inflated once into a hidden folder of the item's output (see
-    :func:`~geoseg_pipeline.sources.nifti_source.prepare_volume`), removed when the item ends.
+    The item's hidden scratch folder in its output directory holds the inflated copy of a
+    ``.nii.gz`` (see :func:`~geoseg_pipeline.sources.nifti_source.prepare_volume`), the open
+    blocks' running sums and, when resampling, the model-space labels; it is removed when the
+    item ends.
     """
 
     def __init__(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend) -> None:
         out_dir = spec.output.directory / item.name
-        self.inflated = out_dir / f".inflate-{uuid.uuid4().hex[:12]}"
-        self.inflated.mkdir(parents=True)
+        self.scratch_dir = out_dir / f".scratch-{uuid.uuid4().hex[:12]}"
+        self.scratch_dir.mkdir(parents=True)
+        self.scratch = self.scratch_dir
         try:
-            src = open_volume_source(item.path, self.inflated, spec.inputs.channel_axis)
+            src = open_volume_source(item.path, self.scratch_dir, spec.inputs.channel_axis)
             try:
                 grid, count = src.grid, src.channel_count
                 data_path = getattr(src, "data_path", item.path)
@@ -156,41 +173,88 @@ class VolumeItem(OpenItem):
                 src.close()
             self.item, self.grid = item, grid
             self.amap = axis_map(grid.affine, grid.shape, spec.preprocessing.orientation)
-            shape = self.amap.model_shape
+            oriented_zooms = tuple(grid.zooms[p] for p in self.amap.perm)
+            self.smap = spacing_map(self.amap.model_shape, oriented_zooms, spec.preprocessing.spacing)
+            shape = self.smap.model_shape if self.smap is not None else self.amap.model_shape
             self.plan = plan_tiles(shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
             self.job = _job(item, spec, prep, "volume", data_path=data_path, channel_axis=spec.inputs.channel_axis,
-                            axcodes=spec.preprocessing.orientation, image_shape=shape)
+                            axcodes=spec.preprocessing.orientation, image_shape=shape, resample=self.smap)
             self.small = any(n < r for n, r in zip(shape, spec.tiling.roi_size, strict=True))
             self.nodata_label = None
             header = item.path if item.path.lower().endswith((".nii", ".nii.gz")) else None
-            self.sink = NiftiLabelSink(out_dir, grid, header, legend, None)
-            self.label_dtype = str(self.sink.dtype)
+            formats = spec.output.resolved_formats(3)
+            self.sinks: list[NiftiLabelSink | ZarrLabelSink] = []
+            if "nifti" in formats:
+                self.sinks.append(NiftiLabelSink(out_dir, grid, header, legend, None))
+            if "zarr" in formats:
+                self.sinks.append(ZarrLabelSink(out_dir, grid, legend, None, chunks=_zarr_chunks(spec)))
+            self.label_dtype = str(self.sinks[0].dtype)
             self.tally = VolumeTally(info.num_classes, grid.voxel_volume_mm3)
             st = spec.statistics
             self.lesions = LesionTracker(st.lesion_classes, grid.affine, grid.shape, connectivity=st.connectivity,
                                          min_voxels=st.min_lesion_voxels) if st.lesion_classes else None
             self.names = legend.names
             self.colours = legend.colours
+            # with resampling, blocks arrive in model space: one byte (two) per model voxel in a
+            # scratch file, mapped back onto the input grid at commit
+            self.model_labels: Path | None = None
+            if self.smap is not None:
+                self.model_labels = self.scratch_dir / "model-labels.raw"
+                with open(self.model_labels, "wb") as f:  # sparse
+                    f.truncate(math.prod(shape) * np.dtype(self.label_dtype).itemsize)
         except BaseException:
-            shutil.rmtree(self.inflated, ignore_errors=True)
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
             raise
 
     def write(self, block: FinishedBlock) -> None:
+        if self.model_labels is not None:
+            self._model_labels()[block.window.slices()] = block.labels
+        else:
+            self._write_oriented(block.window, block.labels)
+
+    def _write_oriented(self, window: Window, labels: np.ndarray) -> None:
         # blocks are planned in the model's orientation; outputs stay on the input's grid
-        window, labels = self.amap.to_disk_window(block.window), self.amap.to_disk_array(block.labels)
-        self.sink.write(window, labels)
+        window, labels = self.amap.to_disk_window(window), self.amap.to_disk_array(labels)
+        for sink in self.sinks:
+            sink.write(window, labels)
         self.tally.add(labels)
         if self.lesions is not None:
             self.lesions.add_block(window, labels)
 
+    def _model_labels(self) -> np.memmap:
+        # mapped per use, so that the pages stay in the page cache, not in the driver
+        assert self.model_labels is not None and self.smap is not None
+        return np.memmap(self.model_labels, dtype=self.label_dtype, mode="r+", shape=self.smap.model_shape)
+
+    def _map_back(self) -> None:
+        """Nearest-neighbour labels from the model-spacing grid onto the (reoriented) input grid,
+        one slab of ``RESAMPLE_SLAB`` planes at a time."""
+        assert self.smap is not None
+        model_labels = self._model_labels()
+        shape = self.amap.model_shape
+        j = self.smap.nearest_model_index(1, 0, shape[1])
+        k = self.smap.nearest_model_index(2, 0, shape[2])
+        for start in range(0, shape[0], RESAMPLE_SLAB):
+            size = min(RESAMPLE_SLAB, shape[0] - start)
+            i = self.smap.nearest_model_index(0, start, size)
+            labels = np.asarray(model_labels[np.ix_(i, j, k)])
+            self._write_oriented(Window((start, 0, 0), (size, shape[1], shape[2])), labels)
+        self.model_labels = None
+
     def commit(self, meta: dict[str, Any]) -> tuple[ItemStats, list[Path]]:
         try:
-            labels = self.sink.commit()
+            if self.model_labels is not None:
+                self._map_back()
+            written = [sink.commit() for sink in self.sinks]
+            labels = written[0]
             lesions = tuple(self.lesions.finish()) if self.lesions is not None else ()
             stats = self.tally.result(self.item.name, self.names, lesions)
             meta = {"shape": list(self.grid.shape), "affine": self.grid.affine.tolist(),
                     "axcodes": "".join(self.grid.axcodes), "voxel_size_mm": list(self.grid.zooms), **meta}
-            paths = [labels, *write_item_stats(labels.parent, self.item.path, stats, meta)]
+            if self.smap is not None:
+                meta["model_grid"] = {"shape": list(self.smap.model_shape), "voxel_size_mm": list(self.smap.target),
+                                      "labels_mapped_back": "nearest"}
+            paths = [*written, *write_item_stats(labels.parent, self.item.path, stats, meta)]
             if self.lesions is not None:
                 paths.append(write_lesions(labels.parent, stats))
             # the inflated copy (if any) is still there: no second decompression
@@ -203,11 +267,18 @@ class VolumeItem(OpenItem):
                 src.close()
             return stats, paths
         finally:
-            shutil.rmtree(self.inflated, ignore_errors=True)
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
     def abort(self) -> None:
-        self.sink.abort()
-        shutil.rmtree(self.inflated, ignore_errors=True)
+        for sink in self.sinks:
+            sink.abort()
+        shutil.rmtree(self.scratch_dir, ignore_errors=True)
+
+
+def _zarr_chunks(spec: WorkflowSpec) -> tuple[int, ...]:
+    """Zarr chunks: the output block, at most 64 voxels an axis (so a viewer reads little)."""
+    edge = min(64, spec.tiling.block_shape[0])
+    return (edge, edge, edge)
 
 
 def open_item(item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend) -> OpenItem:

@@ -9,6 +9,7 @@ import numpy as np
 
 from .geometry import Window
 from .preprocess import Preprocessing
+from .resampling import SpacingMap
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ItemJob:
     channel_axis: int | None = None
     axcodes: str | None = None  # volumes: the model's orientation (windows are reoriented)
     image_shape: tuple[int, ...] | None = None  # the planned (model-space) shape
+    resample: SpacingMap | None = None  # volumes: from the reoriented grid to the model's spacing
 
 
 @dataclass(frozen=True)

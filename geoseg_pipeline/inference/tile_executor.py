@@ -13,6 +13,7 @@ import torch
 from ..geometry import full_window, intersection
 from ..orientation import OrientedVolume, axis_map
 from ..preprocess import to_model_input, valid_mask
+from ..resampling import ResampledVolume
 from ..sources import RasterSource, open_raster_source
 from ..sources.nifti_source import NiftiSource, VolumeSource, open_volume_source
 from ..spec import ModelSpec
@@ -62,7 +63,7 @@ class TileExecutor:
         channels = list(prep.bands) if job.kind == "raster" else [b - 1 for b in prep.bands]
         data = src.read(inside, channels)
         valid_in = valid_mask(data, prep.nodata)
-        x_in = to_model_input(data, valid_in, prep, job.name)
+        x_in = to_model_input(data, valid_in, prep, job.path)
 
         # Windows may reach into MONAI's zero padding around a small image.
         x = np.zeros((len(prep.bands), *region.size), dtype=np.float32)
@@ -101,12 +102,13 @@ class TileExecutor:
 
 def _open_volume(job: ItemJob) -> VolumeSource:
     """A volume for an actor: the driver's inflated copy of a ``.nii.gz`` when there is one,
-    presented in the model's orientation when the workflow sets one."""
+    presented in the model's orientation and spacing when the workflow sets them."""
     if job.data_path and job.data_path != job.path:
         src: VolumeSource = NiftiSource(job.path, job.channel_axis, data_path=job.data_path)
     else:
         src = open_volume_source(job.path, None, job.channel_axis)
-    if job.axcodes is None:
-        return src
     amap = axis_map(src.grid.affine, src.grid.shape, job.axcodes)
-    return src if amap.identity else OrientedVolume(src, amap)  # type: ignore[return-value]
+    out: VolumeSource = src if amap.identity else OrientedVolume(src, amap)  # type: ignore[assignment]
+    if job.resample is not None:
+        out = ResampledVolume(out, job.resample)  # type: ignore[assignment]
+    return out

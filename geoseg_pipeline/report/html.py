@@ -5,9 +5,9 @@ HTML: images are PNGs embedded as base64. Reads only the slices it shows."""
 from __future__ import annotations
 
 import base64
+import binascii
 import html
-import struct
-import zlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,18 +16,10 @@ import numpy as np
 from ..geometry import Window
 from ..sinks import atomic_write_text
 from ..statistics import ItemStats, Lesion
+from .png import png_bytes
 
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """Encode an ``(rows, cols, 3)`` uint8 image as PNG (stdlib only)."""
-    rows, cols, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[r].tobytes() for r in range(rows))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", cols, rows, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+#: The first lesion figure of a report written by :func:`write_volume_report`: the largest lesion.
+_FIRST_FIGURE = re.compile(r'<figure><img alt="lesion \d+" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, colours: dict[int, tuple[int, int, int]],
@@ -102,3 +94,19 @@ def _figure(source: object, labels: Path, axis: int, lesion: Lesion, colours: di
     png = _slice_png(source, labels, axis, centre, colours)
     return (f'<figure><img alt="lesion {lesion.id}" src="data:image/png;base64,{png}">'
             f"<figcaption>lesion {lesion.id}: {lesion.volume_ml:.2f} mL, slice {centre}</figcaption></figure>")
+
+
+def largest_lesion_png(report: Path) -> bytes | None:
+    """The PNG of the largest lesion's slice overlay in a ``report.html`` written by
+    :func:`write_volume_report`; ``None`` when the report is missing, unreadable or shows no lesion."""
+    try:
+        text = report.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = _FIRST_FIGURE.search(text)
+    if match is None:
+        return None
+    try:
+        return base64.b64decode(match.group(1), validate=True)
+    except binascii.Error:
+        return None

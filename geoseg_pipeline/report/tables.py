@@ -1,4 +1,5 @@
-"""``stats.json`` / ``stats.csv`` per item and ``summary.csv`` / ``summary.json`` per job."""
+"""``stats.json`` / ``stats.csv`` per item, ``summary.csv`` / ``summary.json`` per job, and for
+volume jobs the cohort tables ``cohort.csv`` / ``cohort.json`` and page ``report.html``."""
 
 from __future__ import annotations
 
@@ -6,31 +7,18 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..sinks import atomic_write_text
 from ..statistics import ItemStats
+from .cohort import cohort_document, cohort_table, is_volume_job
+from .cohort_page import write_cohort_page
+from .outcome import ItemOutcome
 
 _CLASS_COLUMNS = ["class_index", "class_name", "pixels", "area_m2", "area_ha", "volume_ml", "share"]
 _LESION_COLUMNS = ["lesion_id", "class_index", "class_name", "voxels", "volume_ml", "centroid_x_mm", "centroid_y_mm",
                    "centroid_z_mm", "bbox_min", "bbox_max", "longest_axial_diameter_mm"]
-
-
-@dataclass(frozen=True)
-class ItemOutcome:
-    """How one item ended: ``ok`` with its stats, or ``failed`` with the reason."""
-
-    item: str
-    source: str
-    status: str
-    stats: ItemStats | None = None
-    error: str = ""
-    outputs: tuple[str, ...] = ()
-    seconds: float = 0.0
-    windows: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _class_rows(stats: ItemStats) -> list[dict[str, Any]]:
@@ -106,7 +94,8 @@ def write_item_stats(out_dir: Path, source: str, stats: ItemStats, meta: dict[st
 
 def write_summary(out_root: Path, outcomes: Sequence[ItemOutcome], job: dict[str, Any]) -> list[Path]:
     """``summary.csv`` (one row per item and class; one row per failed item) and
-    ``summary.json`` (the job record)."""
+    ``summary.json`` (the job record); for a volume job (an item with a voxel volume) also
+    :func:`write_cohort`'s files. Returns the paths written, the summary's first."""
     columns = ["item", "status", *_CLASS_COLUMNS, "source", "error"]
     rows: list[dict[str, Any]] = []
     for o in outcomes:
@@ -125,4 +114,20 @@ def write_summary(out_root: Path, outcomes: Sequence[ItemOutcome], job: dict[str
     csv_path, json_path = out_root / "summary.csv", out_root / "summary.json"
     atomic_write_text(csv_path, _csv(rows, columns))
     atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
-    return [csv_path, json_path]
+    paths = [csv_path, json_path]
+    if job.get("kind") == "volume" or is_volume_job(outcomes):
+        paths += write_cohort(out_root, outcomes, job)
+    return paths
+
+
+def write_cohort(out_root: Path, outcomes: Sequence[ItemOutcome], job: dict[str, Any]) -> list[Path]:
+    """The cohort of a volume job (see :mod:`.cohort`): ``cohort.csv`` (one row per item),
+    ``cohort.json`` (the same rows with the job record, classes and lesion summary) and the
+    page ``report.html``. The lesion classes are ``job["lesion_classes"]`` when the record has
+    them, else the classes with a lesion in some item. Returns the three paths."""
+    lesion_classes = job.get("lesion_classes")
+    table = cohort_table(outcomes, None if lesion_classes is None else [int(k) for k in lesion_classes])
+    csv_path, json_path = out_root / "cohort.csv", out_root / "cohort.json"
+    atomic_write_text(csv_path, _csv(table.rows, table.columns))
+    atomic_write_text(json_path, json.dumps(cohort_document(table, job), indent=2) + "\n")
+    return [csv_path, json_path, write_cohort_page(out_root, table, outcomes, job)]

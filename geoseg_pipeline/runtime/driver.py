@@ -131,6 +131,8 @@ def run_job(spec: WorkflowSpec, address: str | None = None, progress: bool | Non
         "inference_seconds": round(scheduler.inference_seconds, 3),
         "windows_per_second": round(windows / scheduler.inference_seconds, 2) if scheduler.inference_seconds else None,
         "actors": scheduler.actor_count,
+        "kind": "volume" if spec.tiling.spatial_dims == 3 else "raster",
+        "lesion_classes": list(spec.statistics.lesion_classes),
     }
     paths = write_summary(out_dir, outcomes, job)
     return JobResult(tuple(outcomes), out_dir, tuple(paths), time.monotonic() - started)
@@ -217,7 +219,7 @@ class _Scheduler:
             opened = open_item(item, self.spec, self.info, self.legend)
             plan = opened.plan
             stitcher = BlockStitcher(plan, self.info.num_classes, opened.nodata_label, np.dtype(opened.label_dtype),
-                                     keep_logits="logits" in self.spec.output.formats)
+                                     keep_logits=opened.keep_logits, scratch=opened.scratch)
         except (GeosegError, ValueError) as exc:
             self._record_failure(item, _reason(exc))
             return None
@@ -305,6 +307,7 @@ class _Scheduler:
 
     def _fail(self, state: _ItemState, reason: str) -> None:
         state.failed = reason
+        state.stitcher.discard()
         state.opened.abort()
         self._maybe_retire(state)
 

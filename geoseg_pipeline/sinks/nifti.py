@@ -46,6 +46,7 @@ from ..errors import SinkError
 from ..geometry import Window
 from ..volumes import VolumeGrid
 from .cog import ClassLegend
+from .volume_labels import check_block, label_type
 
 LABELS_NAME = "labels.nii.gz"
 SLICER_CTBL_NAME = "labels_ColorTable.ctbl"
@@ -80,11 +81,8 @@ class NiftiLabelSink:
         self.grid = grid
         self.legend = legend
         self.nodata_label = nodata_label
-        self.max_label = max(len(legend.names) - 1, nodata_label or 0)
-        if self.max_label > np.iinfo(np.uint16).max:
-            raise SinkError(f"{out_dir}: labels up to {self.max_label} do not fit in uint16")
-        self.dtype = np.dtype(np.uint8 if self.max_label <= np.iinfo(np.uint8).max else np.uint16)
-        self._data: np.memmap | None = None
+        self.max_label, self.dtype = label_type(out_dir, legend, nodata_label)
+        self._open = False
         out_dir.mkdir(parents=True, exist_ok=True)
         self.staging = out_dir / f".staging-{uuid.uuid4().hex[:12]}"
         self.staging.mkdir()
@@ -96,12 +94,10 @@ class NiftiLabelSink:
                 hdr.write_to(f)
                 f.write(b"\0" * (offset - f.tell()))
                 f.truncate(offset + grid.voxel_count * self.dtype.itemsize)  # sparse: reads as zeros
-            disk_dtype = np.dtype(hdr.get_data_dtype())  # little-endian uint8 / uint16
-            self._data = np.memmap(
-                self._staged, dtype=disk_dtype, mode="r+", offset=offset, shape=grid.shape, order="F"
-            )
+            self._layout = (np.dtype(hdr.get_data_dtype()), offset)  # little-endian uint8 / uint16
+            self._open = True
             if nodata_label:
-                _fill(self._data, nodata_label)
+                _fill(self._map(), nodata_label)
         except SinkError:
             self.abort()
             raise
@@ -116,28 +112,24 @@ class NiftiLabelSink:
             SinkError: after commit/abort, or a block outside the grid, of the wrong shape, or
                 with labels outside ``0..max_label``.
         """
-        if self._data is None:
+        if not self._open:
             raise SinkError(f"{self.out_dir}: write after commit() or abort()")
-        shape = self.grid.shape
-        if window.ndim != 3 or any(a < 0 or e > n for a, e, n in zip(window.start, window.stop, shape, strict=True)):
-            raise SinkError(f"{self.out_dir}: block {window} does not lie inside the voxel grid {shape}")
-        if labels.shape != window.size:
-            raise SinkError(f"{self.out_dir}: block {window} got labels of shape {labels.shape}")
-        if labels.size and (int(labels.min()) < 0 or int(labels.max()) > self.max_label):
-            raise SinkError(
-                f"{self.out_dir}: block {window} has labels {int(labels.min())}..{int(labels.max())}, "
-                f"outside 0..{self.max_label}"
-            )
-        self._data[window.slices()] = labels
+        check_block(self.out_dir, self.grid.shape, window, labels, self.max_label)
+        self._map()[window.slices()] = labels
+
+    def _map(self) -> np.memmap:
+        # Mapped per write and unmapped when the array goes: written blocks stay in the page
+        # cache (and on disk), not in this process's memory.
+        dtype, offset = self._layout
+        return np.memmap(self._staged, dtype=dtype, mode="r+", offset=offset, shape=self.grid.shape, order="F")
 
     def commit(self) -> Path:
         """Compress, write the sidecars, publish; returns the path of ``labels.nii.gz``."""
-        if self._data is None:
+        if not self._open:
             raise SinkError(f"{self.out_dir}: commit() after commit() or abort()")
         final = self.out_dir / LABELS_NAME
+        self._open = False
         try:
-            self._data.flush()
-            self._data = None  # unmaps once the last reference goes
             staged_gz = self.staging / LABELS_NAME
             with open(self._staged, "rb") as src, open(staged_gz, "wb") as raw, gzip.GzipFile(
                 filename="labels.nii", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0
@@ -160,7 +152,7 @@ class NiftiLabelSink:
 
     def abort(self) -> None:
         """Drop everything written so far (the staging folder)."""
-        self._data = None
+        self._open = False
         shutil.rmtree(self.staging, ignore_errors=True)
 
 

@@ -245,13 +245,20 @@ def _channel_layout(path: str, shape: tuple[int, ...], channel_axis: int | None)
 
 
 def _check_file_size(path: str, data_path: str, shape: tuple[int, ...], dtype: np.dtype, offset: int) -> None:
-    """Refuse an uncompressed file shorter than its header's dims x voxel size (truncated or wrong dims)."""
+    """Refuse an uncompressed file whose size is not its header's dims x voxel size (truncated or
+    wrong dims)."""
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     actual = os.path.getsize(data_path)
     if actual < expected:
         raise SourceError(
             f"{path}: header says {shape} voxels of {dtype} from byte {offset} ({expected} bytes) but the file "
             f"has {actual} bytes: truncated, or the header's dimensions are wrong"
+        )
+    if actual > expected:
+        # NIfTI has nothing after the voxels: more bytes means dims that undercount the data
+        raise SourceError(
+            f"{path}: header says {shape} voxels of {dtype} from byte {offset} ({expected} bytes) but the file "
+            f"has {actual} bytes, {actual - expected} more: the header's dimensions disagree with the data"
         )
 
 

@@ -195,6 +195,10 @@ def _ome_level0(path: str, group: Any) -> tuple[Any, list[Role], np.ndarray]:
     space = [i for i, r in enumerate(roles) if r == "space"]
     if len(space) != 3:
         raise InputDataError(f"{path}: need exactly 3 space axes, got {[axes[i][0] for i in space]}")
+    if "affine" in attrs:
+        # the full affine, where a writer (ours) kept it next to the NGFF transforms, which
+        # cannot hold flips or rotations
+        return arr, roles, _matrix(path, attrs["affine"])
     scale, trans = _compose(path, arr.ndim, [*ds0.get("coordinateTransformations", []),
                                              *ms.get("coordinateTransformations", [])])
     names = [axes[i][0] for i in space]

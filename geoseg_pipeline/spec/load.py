@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError
-from .model import ClassSpec, ModelSpec, PreprocessingSpec, TilingSpec, WorkflowSpec, cross_check
+from .model import ClassSpec, ModelSpec, OutputSpec, PreprocessingSpec, TilingSpec, WorkflowSpec, cross_check
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -75,7 +75,9 @@ def _section(cls: type[_M], value: Any) -> _M | None:
 
 def _sections(
     data: dict[str, Any],
-) -> tuple[ModelSpec | None, PreprocessingSpec | None, TilingSpec | None, tuple[ClassSpec, ...] | None]:
+) -> tuple[
+    ModelSpec | None, PreprocessingSpec | None, TilingSpec | None, tuple[ClassSpec, ...] | None, OutputSpec | None
+]:
     """Each section validated on its own, so that problems between sections are found even
     when some other field is wrong."""
     classes_raw = data.get("classes")
@@ -88,6 +90,7 @@ def _sections(
         _section(PreprocessingSpec, data.get("preprocessing", {})),
         _section(TilingSpec, data.get("tiling", {})),
         classes,
+        _section(OutputSpec, data.get("output")),
     )
 
 

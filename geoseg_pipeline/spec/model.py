@@ -103,8 +103,22 @@ class PreprocessingSpec(_Frozen):
     normalize: NormalizeSpec | None = None
     intensity: IntensitySpec | None = None
     orientation: str | None = Field(
-        default=None, description="Volumes: the model's axis codes (e.g. RAS); windows are reoriented, not resampled."
+        default=None,
+        description="Volumes: the model's axis codes (e.g. RAS); windows are reoriented (permuted and flipped).",
     )
+
+    spacing: tuple[float, float, float] | None = Field(
+        default=None,
+        description="Volumes: the model's voxel size in mm, in the model's axis order (after orientation); "
+        "windows are resampled linearly to it and the labels mapped back by nearest neighbour.",
+    )
+
+    @field_validator("spacing")
+    @classmethod
+    def _positive_spacing(cls, value: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if value is not None and not all(math.isfinite(v) and v > 0 for v in value):
+            raise ValueError(f"spacing must be 3 positive voxel sizes in mm, got {list(value)}")
+        return value
 
     @field_validator("orientation")
     @classmethod
@@ -180,10 +194,20 @@ class TilingSpec(_Frozen):
 
 
 class OutputSpec(_Frozen):
-    """Where and what to write. ``cog``: labels.tif; ``logits``: blended float32 logits.tif."""
+    """Where and what to write.
+
+    Rasters: ``cog`` (labels.tif), ``logits`` (blended float32 logits.tif); default ``[cog]``.
+    Volumes: ``nifti`` (labels.nii.gz), ``zarr`` (labels.zarr, OME-Zarr); default ``[nifti]``.
+    """
 
     directory: Path
-    formats: Annotated[tuple[Literal["cog", "logits"], ...], Field(min_length=1)] = ("cog",)
+    formats: Annotated[tuple[Literal["cog", "logits", "nifti", "zarr"], ...], Field(min_length=1)] | None = None
+
+    def resolved_formats(self, spatial_dims: int) -> tuple[str, ...]:
+        """The formats to write for a job of ``spatial_dims`` (the default when none is set)."""
+        if self.formats is not None:
+            return self.formats
+        return ("cog",) if spatial_dims == 2 else ("nifti",)
     overview_resampling: Literal["nearest", "mode"] = "nearest"
     compression: Literal["deflate", "lzw", "zstd"] = "deflate"
 
@@ -236,7 +260,7 @@ class WorkflowSpec(_Frozen):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> WorkflowSpec:
-        problems = cross_check(self.model, self.preprocessing, self.tiling, self.classes)
+        problems = cross_check(self.model, self.preprocessing, self.tiling, self.classes, self.output)
         if problems:
             raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
         return self
@@ -247,6 +271,7 @@ def cross_check(
     preprocessing: PreprocessingSpec | None,
     tiling: TilingSpec | None,
     classes: tuple[ClassSpec, ...] | None,
+    output: OutputSpec | None = None,
 ) -> list[tuple[str, str]]:
     """Problems between sections, as ``(field path, message)``; sections that did not validate
     on their own are passed as ``None`` and skipped."""
@@ -271,6 +296,16 @@ def cross_check(
             "preprocessing.bands",
             f"selects {len(preprocessing.bands)} bands but model.in_channels is {model.in_channels}",
         ))
+    if tiling is not None and tiling.spatial_dims == 2 and preprocessing is not None:
+        for name in ("orientation", "spacing", "intensity"):
+            if getattr(preprocessing, name) is not None:
+                problems.append((f"preprocessing.{name}", "applies to volumes only (tiling.roi_size has 2 numbers)"))
+    if tiling is not None and output is not None and output.formats is not None:
+        allowed = ("cog", "logits") if tiling.spatial_dims == 2 else ("nifti", "zarr")
+        kind = "rasters" if tiling.spatial_dims == 2 else "volumes"
+        for i, fmt in enumerate(output.formats):
+            if fmt not in allowed:
+                problems.append((f"output.formats[{i}]", f"{fmt!r} is not an output of {kind}; use {list(allowed)}"))
     if tiling is not None and tiling.block_shape[0] < max(tiling.roi_size):
         problems.append((
             "tiling.block_size",

@@ -8,7 +8,11 @@ block-row tall is ever held in memory.
 from __future__ import annotations
 
 import itertools
+import math
+import mmap
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,13 +38,82 @@ class FinishedBlock:
 
 
 class _Accumulator:
-    __slots__ = ("logits", "remaining", "valid", "weights")
+    """The running sums of one open block, in memory or, with ``path``, in a scratch file.
 
-    def __init__(self, shape: tuple[int, ...], classes: int, remaining: int) -> None:
-        self.logits = np.zeros((classes, *shape), dtype=np.float32)
-        self.weights = np.zeros(shape, dtype=np.float32)
-        self.valid = np.zeros(shape, dtype=bool)
+    A file-backed block is mapped only while a task is added and unmapped right after, so
+    its pages sit in the operating system's page cache (written back to disk under memory
+    pressure), not in the driver's memory, as with MONAI's ``ZarrAvgMerger``.
+    """
+
+    __slots__ = ("_arrays", "classes", "path", "remaining", "shape")
+
+    def __init__(self, shape: tuple[int, ...], classes: int, remaining: int, path: Path | None = None) -> None:
+        self.shape = shape
+        self.classes = classes
         self.remaining = remaining
+        self.path = path
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if path is None:
+            self._arrays = (
+                np.zeros((classes, *shape), dtype=np.float32),
+                np.zeros(shape, dtype=np.float32),
+                np.zeros(shape, dtype=bool),
+            )
+        else:
+            with open(path, "wb") as f:  # sparse: reads as zeros
+                f.truncate(self._nbytes())
+
+    def _nbytes(self) -> int:
+        n = math.prod(self.shape)
+        return (self.classes + 1) * n * 4 + n
+
+    def _views(self, buf: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = math.prod(self.shape)
+        logits = np.frombuffer(buf, np.float32, self.classes * n).reshape(self.classes, *self.shape)
+        weights = np.frombuffer(buf, np.float32, n, self.classes * n * 4).reshape(self.shape)
+        valid = np.frombuffer(buf, np.bool_, n, (self.classes + 1) * n * 4).reshape(self.shape)
+        return logits, weights, valid
+
+    def add(self, dst: tuple[slice, ...], result: TileResult, src: tuple[slice, ...]) -> None:
+        """Add ``result``'s part ``src`` into this block's part ``dst``."""
+        if self._arrays is not None:
+            self._add(self._arrays, dst, result, src)
+            return
+        assert self.path is not None
+        with open(self.path, "r+b") as f, mmap.mmap(f.fileno(), 0) as buf:
+            arrays = self._views(buf)
+            try:
+                self._add(arrays, dst, result, src)
+            finally:
+                del arrays  # drop the buffer views before the map closes
+
+    @staticmethod
+    def _add(
+        arrays: tuple[np.ndarray, np.ndarray, np.ndarray], dst: tuple[slice, ...], result: TileResult,
+        src: tuple[slice, ...],
+    ) -> None:
+        logits, weights, valid = arrays
+        if result.logits.shape[0]:
+            logits[(slice(None), *dst)] += result.logits[(slice(None), *src)]
+            weights[dst] += result.weights[src]
+        valid[dst] |= result.valid[src]
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The final sums (logits, weights, valid) in memory; a scratch file is removed."""
+        if self._arrays is not None:
+            arrays, self._arrays = self._arrays, None
+            return arrays
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            raw = bytearray(f.read())
+        self.path.unlink()
+        return self._views(raw)
+
+    def discard(self) -> None:
+        """Drop the sums (and the scratch file)."""
+        self._arrays = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 class BlockStitcher:
@@ -52,6 +125,9 @@ class BlockStitcher:
         nodata_label: label written where there is no valid input.
         label_dtype: ``uint8`` or ``uint16``.
         keep_logits: also return the blended logits of each block.
+        scratch: a folder for the open blocks' sums (files, one per block, removed as blocks
+            finish); ``None`` keeps them in memory. Volumes use it: their open blocks span a
+            whole plane of the volume.
     """
 
     def __init__(
@@ -61,12 +137,14 @@ class BlockStitcher:
         nodata_label: int | None,
         label_dtype: np.dtype,
         keep_logits: bool = False,
+        scratch: Path | None = None,
     ) -> None:
         self.plan = plan
         self.num_classes = num_classes
         self.nodata_label = nodata_label
         self.label_dtype = np.dtype(label_dtype)
         self.keep_logits = keep_logits
+        self.scratch = scratch
         self._remaining = plan.contributions()
         self._open: dict[tuple[int, ...], _Accumulator] = {}
 
@@ -88,15 +166,12 @@ class BlockStitcher:
             bw = self.plan.block_window(index)
             acc = self._open.get(index)
             if acc is None:
-                acc = _Accumulator(bw.size, self.num_classes, self._remaining.pop(index))
+                path = None if self.scratch is None else self.scratch / ("block-" + "-".join(map(str, index)) + ".f32")
+                acc = _Accumulator(bw.size, self.num_classes, self._remaining.pop(index), path)
                 self._open[index] = acc
             part = intersection(region, bw)
             if part is not None:
-                dst, src = part.slices(bw.start), part.slices(region.start)
-                if result.logits.shape[0]:
-                    acc.logits[(slice(None), *dst)] += result.logits[(slice(None), *src)]
-                    acc.weights[dst] += result.weights[src]
-                acc.valid[dst] |= result.valid[src]
+                acc.add(part.slices(bw.start), result, part.slices(region.start))
             acc.remaining -= 1
             if acc.remaining == 0:
                 finished.append(self._finish(index, bw, self._open.pop(index)))
@@ -109,14 +184,23 @@ class BlockStitcher:
         ]
         return [tuple(ix) for ix in itertools.product(*ranges)]
 
+    def discard(self) -> None:
+        """Drop every open block (the item failed)."""
+        for acc in self._open.values():
+            acc.discard()
+        self._open.clear()
+
     def _finish(self, index: tuple[int, ...], window: Window, acc: _Accumulator) -> FinishedBlock:
-        valid = acc.valid & (acc.weights > 0)
+        sums, weights, seen = acc.take()
+        valid = seen & (weights > 0)
         labels = np.full(window.size, self.nodata_label or 0, dtype=self.label_dtype)
-        if valid.any():
-            labels[valid] = np.argmax(acc.logits[:, valid], axis=0).astype(self.label_dtype)
+        if valid.all():
+            labels[...] = np.argmax(sums, axis=0)
+        elif valid.any():
+            labels[valid] = np.argmax(sums[:, valid], axis=0).astype(self.label_dtype)
         logits = None
         if self.keep_logits:
             with np.errstate(invalid="ignore", divide="ignore"):
-                logits = acc.logits / acc.weights
+                logits = sums / weights
             logits[:, ~valid] = np.nan
         return FinishedBlock(index, window, labels, valid, logits)

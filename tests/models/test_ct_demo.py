@@ -21,7 +21,7 @@ from geoseg_pipeline.models.ct_demo import (
 )
 
 UNSEEN_SEED = 4242
-"""Not among the training seeds (0..7) nor the evaluation seeds of the training script (1000, 1001)."""
+"""Not among the training (0..29), calibration (500..507) or evaluation seeds (1000..1005) of the training script."""
 
 
 def _generator() -> torch.Generator:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import struct
 from pathlib import Path
 
 import nibabel as nib
@@ -84,8 +86,17 @@ def test_nifti_volume_job(tmp_path: Path) -> None:
     assert (out / "labels_ColorTable.ctbl").is_file() and (out / "labels.txt").is_file()
     report = (out / "report.html").read_text()
     assert "2 lesion(s)" in report and report.count("data:image/png;base64,") == 2
-    assert not list(out.glob(".inflate-*")) and not list(out.glob(".staging-*"))
+    assert not list(out.glob(".*"))  # no scratch, no staging left
     assert "ct,ok,2,lesion" in (tmp_path / "out" / "summary.csv").read_text()
+
+
+def _nifti_bytes(tmp_path: Path, data: np.ndarray) -> bytes:
+    """The bytes of an uncompressed NIfTI-1 file holding ``data``."""
+    scratch = tmp_path / "scratch.nii"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), scratch)
+    raw = scratch.read_bytes()
+    scratch.unlink()
+    return raw
 
 
 def test_bad_volumes_fail_alone(tmp_path: Path) -> None:
@@ -103,13 +114,25 @@ def test_bad_volumes_fail_alone(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.nii.gz"
     raw = good.read_bytes()
     truncated.write_bytes(raw[: len(raw) // 2])
-    result = predict([good, four_d, flat, nan_path, truncated], str(model), tmp_path / "out", roi_size=[16, 16, 8],
-                     workers=2, progress=False)
+    img = nib.Nifti1Image(np.zeros((20, 20, 10), np.float32), np.eye(4))
+    img.header["srow_z"] = [0, 0, 0, 0]  # a flat sform, and no qform to fall back on
+    img.header["sform_code"], img.header["qform_code"] = 1, 0
+    degenerate = tmp_path / "degenerate.nii"
+    nib.save(nib.Nifti1Image(img.dataobj, None, img.header), degenerate)
+    dims = tmp_path / "dims.nii.gz"  # the header says 30 slices, the data holds 10
+    raw_dims = bytearray(_nifti_bytes(tmp_path, np.zeros((20, 20, 10), np.float32)))
+    raw_dims[46:48] = struct.pack("<h", 30)  # dim[3]
+    dims.write_bytes(gzip.compress(bytes(raw_dims)))
+    items = [good, four_d, flat, nan_path, truncated, degenerate, dims]
+    result = predict(items, str(model), tmp_path / "out", roi_size=[16, 16, 8], workers=2, progress=False)
     by_item = {o.item: o for o in result.outcomes}
     assert by_item["good"].status == "ok"
-    for name, fragment in {"four_d": "4D", "flat": "2D image", "nan": "NaN", "truncated": "truncated"}.items():
+    expected = {"four_d": "4D", "flat": "2D image", "nan": "NaN", "truncated": "truncated",
+                "degenerate": "not invertible", "dims": "header says (20, 20, 30)"}
+    for name, fragment in expected.items():
         assert by_item[name].status == "failed", name
         assert fragment in by_item[name].error, (name, by_item[name].error)
+        assert str(tmp_path / name) in by_item[name].error, by_item[name].error  # names the file
         assert not (tmp_path / "out" / name / "labels.nii.gz").exists()
         assert not list((tmp_path / "out").glob(f"{name}/.*")), name
 
@@ -183,3 +206,84 @@ def test_reoriented_job_equals_monai_orientation_pipeline(tmp_path: Path) -> Non
     assert np.allclose(out.affine, affine) and out.shape == data.shape
     labels = np.asarray(out.dataobj)
     assert (labels == back).mean() >= 0.9999
+
+
+def test_resampled_job_equals_monai_spacing_pipeline(tmp_path: Path) -> None:
+    """Orientation + spacing: MONAI's Orientation -> Spacing -> sliding window -> argmax, labels
+    back onto the input grid by nearest neighbour (ResampleToMatch); same shape, affine, codes."""
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, ResampleToMatch, Spacing
+
+    from geoseg_pipeline.api import run_workflow
+    from geoseg_pipeline.spec import parse_workflow
+
+    model = tmp_path / "bands.pt"
+    torch.jit.script(_Bands()).save(str(model))
+    shape = (48, 40, 14)
+    ii, jj, kk = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
+    # smooth blobs in HU: an organ around 150 and a lesion above 200
+    organ = 260 * np.exp(-(((ii - 24) / 14) ** 2 + ((jj - 20) / 12) ** 2 + ((kk - 7) / 5) ** 2))
+    lesion = 160 * np.exp(-(((ii - 30) / 4) ** 2 + ((jj - 16) / 4) ** 2 + ((kk - 8) / 1.5) ** 2))
+    data = (organ + lesion).astype(np.float32)
+    affine = np.array([[0, -0.8, 0, 40], [-0.7, 0, 0, 30], [0, 0, 3.0, -20], [0, 0, 0, 1]])  # PLS, anisotropic
+    path = tmp_path / "ct.nii"
+    img = nib.Nifti1Image(data, affine)
+    img.set_sform(affine, 1)
+    img.set_qform(affine, 1)
+    nib.save(img, path)
+    wf = {
+        "inputs": {"paths": [str(path)]},
+        "model": {"type": "torchscript", "path": str(model)},
+        "preprocessing": {"orientation": "RAS", "spacing": [1.0, 1.0, 1.5]},
+        "tiling": {"roi_size": [16, 16, 8], "overlap": 0.25, "block_size": 16},
+        "statistics": {"lesion_classes": [2]},
+        "output": {"directory": str(tmp_path / "out")},
+        "resources": {"workers": 2},
+    }
+    result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
+    assert result.ok, result.outcomes
+
+    x = MetaTensor(torch.from_numpy(data[None]), affine=torch.from_numpy(affine))
+    ras = Orientation(axcodes="RAS")(x)
+    model_space = Spacing(pixdim=(1.0, 1.0, 1.5), mode="bilinear")(ras)
+    with torch.no_grad():
+        logits = sliding_window_inference(model_space[None].as_tensor(), (16, 16, 8), 4, _Bands(), overlap=0.25,
+                                          mode="gaussian")
+    pred = MetaTensor(logits[0].argmax(0, keepdim=True).float(), affine=model_space.affine)
+    back = ResampleToMatch(mode="nearest")(pred, x)[0].numpy()
+
+    out = nib.load(tmp_path / "out/ct/labels.nii.gz")
+    assert out.shape == data.shape and np.allclose(out.affine, affine)
+    assert int(out.header["sform_code"]) == 1 and int(out.header["qform_code"]) == 1
+    labels = np.asarray(out.dataobj)
+    assert (labels == 2).sum() > 200
+    assert (labels == back).mean() >= 0.999
+    doc = json.loads((tmp_path / "out/ct/stats.json").read_text())
+    assert doc["model_grid"]["shape"] == list(model_space.shape[1:])
+    assert doc["classes"][2]["pixels"] == int((labels == 2).sum())
+    assert not list((tmp_path / "out/ct").glob(".*"))
+
+
+def test_zarr_label_output_equals_the_nifti(tmp_path: Path) -> None:
+    from geoseg_pipeline.geometry import Window
+    from geoseg_pipeline.sources.zarr_volume import ZarrVolumeSource
+
+    model = tmp_path / "bands.pt"
+    torch.jit.script(_Bands()).save(str(model))
+    path, hu, _ = _volume(tmp_path)
+    result = predict([path], str(model), tmp_path / "out", roi_size=[16, 16, 8], formats=["nifti", "zarr"],
+                     workers=2, progress=False)
+    assert result.ok, result.outcomes
+    out = tmp_path / "out" / "ct"
+    assert {Path(p).name for p in result.outcomes[0].outputs} >= {"labels.nii.gz", "labels.zarr"}
+    nifti = np.asarray(nib.load(out / "labels.nii.gz").dataobj)
+    src = ZarrVolumeSource(str(out / "labels.zarr"))
+    try:
+        assert src.grid.shape == hu.shape
+        np.testing.assert_allclose(src.grid.affine, nib.load(path).affine, atol=1e-6)
+        zarr_labels = src.read(Window((0, 0, 0), hu.shape))[0]
+    finally:
+        src.close()
+    np.testing.assert_array_equal(zarr_labels, nifti)
+    assert np.array_equal(nifti, np.digitize(hu, [100, 200]))
+    assert not list(out.glob(".*"))

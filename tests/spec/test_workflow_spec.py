@@ -40,7 +40,7 @@ def test_minimal_workflow_defaults(tmp_path: Path) -> None:
     assert spec.tiling.overlap == 0.25
     assert spec.tiling.blend == "gaussian"
     assert spec.tiling.block_size is None and spec.tiling.block_shape == (512, 512)
-    assert spec.output.formats == ("cog",)
+    assert spec.output.formats is None and spec.output.resolved_formats(2) == ("cog",)
     assert spec.preprocessing.bands is None
     assert spec.classes is None
 
@@ -253,3 +253,21 @@ def test_schema_problems_from_a_file_name_the_file(tmp_path: Path) -> None:
         load_workflow(path)
     assert str(info.value).startswith(f"{path}: 1 problem(s)")
     assert info.value.problems[0][0] == "tiling.overlap"
+
+
+def test_output_formats_follow_the_kind_of_job(tmp_path: Path) -> None:
+    base = {"inputs": {"paths": ["a.nii"]}, "model": {"type": "builtin", "name": "ct-demo"}}
+    volume = parse_workflow({**base, "tiling": {"roi_size": [32, 32, 16]}, "output": {"directory": "o"}}, tmp_path)
+    assert volume.output.resolved_formats(3) == ("nifti",)
+    raster = parse_workflow({**base, "output": {"directory": "o"}}, tmp_path)
+    assert raster.output.resolved_formats(2) == ("cog",)
+    with pytest.raises(SpecError) as info:
+        parse_workflow({**base, "tiling": {"roi_size": [32, 32, 16]},
+                        "preprocessing": {}, "output": {"directory": "o", "formats": ["cog", "zarr"]}}, tmp_path)
+    assert ("output.formats[0]", "'cog' is not an output of volumes; use ['nifti', 'zarr']") in info.value.problems
+    with pytest.raises(SpecError) as info:
+        parse_workflow({**base, "preprocessing": {"spacing": [1, 1, 2]}, "output": {"directory": "o"}}, tmp_path)
+    assert ("preprocessing.spacing", "applies to volumes only (tiling.roi_size has 2 numbers)") in info.value.problems
+    with pytest.raises(SpecError, match="spacing must be 3 positive"):
+        parse_workflow({**base, "tiling": {"roi_size": [32, 32, 16]}, "preprocessing": {"spacing": [1, 0, 2]},
+                        "output": {"directory": "o"}}, tmp_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,12 +66,12 @@ def tile_result(plan: TilePlan, task: TileTask, valid_image: np.ndarray, weights
 
 
 def stitch(plan: TilePlan, valid_image: np.ndarray, blend: str, classes: int, offset: float, seed: int,
-           keep_logits: bool = True) -> tuple[list[FinishedBlock], list[TileResult]]:
+           keep_logits: bool = True, scratch: Path | None = None) -> tuple[list[FinishedBlock], list[TileResult]]:
     weights = importance_map(plan.roi_size, blend).numpy()
     tasks = list(plan.tasks())
     results = [tile_result(plan, t, valid_image, weights, classes, offset) for t in tasks]
     random.Random(seed).shuffle(results)
-    stitcher = BlockStitcher(plan, classes, NODATA, np.dtype(np.uint8), keep_logits=keep_logits)
+    stitcher = BlockStitcher(plan, classes, NODATA, np.dtype(np.uint8), keep_logits=keep_logits, scratch=scratch)
     touching = {t.index: set(plan.blocks_touched(t)) for t in tasks}
     added: set[int] = set()
     finished: list[FinishedBlock] = []
@@ -85,6 +86,8 @@ def stitch(plan: TilePlan, valid_image: np.ndarray, blend: str, classes: int, of
         # ... and as soon as that is the case.
         expected_open = {b for i in added for b in touching[i]} - {b.index for b in finished}
         assert stitcher.open_blocks == len(expected_open), n
+        if scratch is not None:  # one file per open block
+            assert len(list(scratch.iterdir())) == len(expected_open)
     assert stitcher.done
     assert stitcher.open_blocks == 0
     return finished, results
@@ -138,6 +141,33 @@ def test_exact_predictor_with_nodata(blend: str, seed: int) -> None:
     check_exact(plan, finished, valid_image, classes, offset)
     labels, _, _ = assemble(plan, finished, classes)
     assert set(np.unique(labels)) == {0, 2, NODATA}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_scratch_file_blocks_equal_memory_blocks(tmp_path: Path, seed: int) -> None:
+    """Open blocks kept in scratch files (volumes) blend exactly as in memory, in 3D, and leave
+    no file behind."""
+    shape, classes = (30, 26, 20), 3
+    plan = plan_tiles(shape, (8, 8, 6), 0.5, (16, 16, 16))
+    valid_image = np.ones(shape, dtype=bool)
+    valid_image[:9, :9, :7] = False
+    offset = 15_000_000.5
+    in_memory, _ = stitch(plan, valid_image, "gaussian", classes, offset, seed)
+    on_disk, _ = stitch(plan, valid_image, "gaussian", classes, offset, seed, scratch=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    check_exact(plan, on_disk, valid_image, classes, offset)
+    for a, b in zip(assemble(plan, in_memory, classes), assemble(plan, on_disk, classes), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_discard_removes_scratch_files(tmp_path: Path) -> None:
+    plan = plan_tiles((40, 40, 40), (8, 8, 8), 0.25, (16, 16, 16))
+    weights = importance_map((8, 8, 8), "gaussian").numpy()
+    stitcher = BlockStitcher(plan, 2, None, np.dtype(np.uint8), scratch=tmp_path)
+    stitcher.add(tile_result(plan, next(plan.tasks()), np.ones((40, 40, 40), bool), weights, 2, 0.0))
+    assert stitcher.open_blocks and list(tmp_path.iterdir())
+    stitcher.discard()
+    assert stitcher.open_blocks == 0 and list(tmp_path.iterdir()) == []
 
 
 def test_image_smaller_than_the_roi() -> None:
