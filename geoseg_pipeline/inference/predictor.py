@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import numpy as np
 import torch
 
 from ..errors import ModelError
-from ..spec import ModelSpec
+from ..spec import InferenceSpec, ModelSpec
 from ..tasks import ModelInfo
 from .loading import first_conv_in_channels, load_model, probe_model
+
+log = logging.getLogger("geoseg")
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Predictor:
@@ -18,16 +25,37 @@ class Predictor:
         spec: which model.
         device: ``"cuda"`` / ``"cuda:0"`` / ``"cpu"``; ``None`` picks CUDA when available.
         threads: torch intra-op threads on CPU (match the actor's CPUs).
+        options: precision, memory layout, compilation and test-time augmentation.
+
+    Raises:
+        ModelError: the model cannot be loaded, or ``options`` ask for what the device lacks.
     """
 
-    def __init__(self, spec: ModelSpec, device: str | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, device: str | None = None, threads: int | None = None,
+        options: InferenceSpec | None = None,
+    ) -> None:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         if self.device.type == "cpu" and threads:
             torch.set_num_threads(max(int(threads), 1))
         self.spec = spec
+        self.options = options or InferenceSpec()
+        if self.options.precision == "fp16" and self.device.type == "cpu":
+            raise ModelError("inference.precision fp16 needs a GPU actor (resources.gpus_per_worker > 0); "
+                             "CPU actors support bf16 or fp32")
         self.model = load_model(spec, self.device)
+        self._layout: torch.memory_format | None = None
+        self.max_batch: int | None = None  # lowered after a CUDA out-of-memory error
+        if self.options.channels_last and isinstance(self.model, torch.nn.Module):
+            self._layout = torch.channels_last  # 4D; switched to channels_last_3d for 5D inputs
+        if self.options.compile:
+            if isinstance(self.model, torch.jit.ScriptModule):
+                # torch.compile refuses TorchScript; it is already a compiled graph
+                log.warning("inference.compile is ignored for a TorchScript model")
+            else:
+                self.model = torch.compile(self.model)  # type: ignore[assignment]
 
     def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
         """Probe the model with one window.
@@ -38,14 +66,61 @@ class Predictor:
         channels = in_channels or self.spec.in_channels or first_conv_in_channels(self.model) or fallback
         if channels is None:
             raise ModelError("cannot tell the model's input channels: set model.in_channels in the workflow")
+        if self._layout is not None:
+            self._set_layout(len(roi) + 2)
         return probe_model(self.model, channels, roi, self.device)
 
+    def _set_layout(self, ndim: int) -> None:
+        self._layout = torch.channels_last_3d if ndim == 5 else torch.channels_last
+        self.model = self.model.to(memory_format=self._layout)  # type: ignore[call-overload]
+
     def predict(self, batch: np.ndarray) -> torch.Tensor:
-        """Logits (float32, on CPU... or the model's device) for a batch of windows."""
+        """Blended-ready logits (float32, on the model's device) for a batch of windows; the mean
+        over the mirror flips when test-time augmentation is on.
+
+        A CUDA out-of-memory error halves the batch and retries (down to one window), and the
+        smaller size is kept for later batches.
+        """
         x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        with torch.inference_mode():
+        step = min(self.max_batch or len(x), len(x))
+        parts = []
+        start = 0
+        while start < len(x):
+            chunk = x[start : start + step]
+            try:
+                parts.append(self._forward(chunk))
+            except torch.OutOfMemoryError:
+                if step == 1:
+                    raise ModelError(f"out of GPU memory on a single window of {tuple(chunk.shape)}") from None
+                step = max(step // 2, 1)
+                self.max_batch = step
+                torch.cuda.empty_cache()
+                log.warning("CUDA out of memory: batch size lowered to %d", step)
+                continue
+            start += len(chunk)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        flips = self.options.flips
+        total: torch.Tensor | None = None
+        for axes in flips:
+            dims = [2 + a for a in axes]
+            y = self._run(torch.flip(x, dims) if dims else x)
+            if dims:
+                y = torch.flip(y, dims)
+            total = y if total is None else total + y
+        assert total is not None
+        return total / len(flips) if len(flips) > 1 else total
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self._layout is not None:
+            x = x.contiguous(memory_format=self._layout)
+        dtype = _AUTOCAST.get(self.options.precision)
+        cast = (torch.autocast(device_type=self.device.type, dtype=dtype) if dtype is not None
+                else contextlib.nullcontext())
+        with torch.inference_mode(), cast:
             y = self.model(x)
         if not isinstance(y, torch.Tensor) or y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise ModelError(f"the model returned {shape} for a batch of {tuple(x.shape)}")
-        return y.float()
+        return y.float().contiguous()

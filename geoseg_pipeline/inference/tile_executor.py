@@ -16,7 +16,7 @@ from ..preprocess import to_model_input, valid_mask
 from ..resampling import ResampledVolume
 from ..sources import RasterSource, open_raster_source
 from ..sources.nifti_source import NiftiSource, VolumeSource, open_volume_source
-from ..spec import ModelSpec
+from ..spec import InferenceSpec, ModelSpec
 from ..stitching.weights import importance_map
 from ..tasks import ItemJob, ModelInfo, TileResult
 from ..tiling import TileTask
@@ -26,8 +26,11 @@ from .predictor import Predictor
 class TileExecutor:
     """Holds a :class:`Predictor` and the open sources; processes tile tasks."""
 
-    def __init__(self, model: ModelSpec, device: str | None = None, threads: int | None = None) -> None:
-        self.predictor = Predictor(model, device=device, threads=threads)
+    def __init__(
+        self, model: ModelSpec, device: str | None = None, threads: int | None = None,
+        options: InferenceSpec | None = None,
+    ) -> None:
+        self.predictor = Predictor(model, device=device, threads=threads, options=options)
         self._sources: OrderedDict[str, RasterSource | VolumeSource] = OrderedDict()
 
     def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:

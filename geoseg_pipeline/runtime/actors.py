@@ -6,7 +6,7 @@ from typing import Any
 
 import ray
 
-from ..spec import ModelSpec, ResourceSpec
+from ..spec import InferenceSpec, ModelSpec, ResourceSpec
 from ..tasks import ItemJob, ModelInfo, TileResult
 from ..tiling import TileTask
 
@@ -15,7 +15,9 @@ class InferenceActor:
     """One model per actor: loaded once, on the actor's GPU when it has one, else on CPU with
     torch threads matching its CPUs. Torch is imported inside the actor only."""
 
-    def __init__(self, model: ModelSpec, use_gpu: bool, threads: int, gdal_cache_mb: int) -> None:
+    def __init__(
+        self, model: ModelSpec, use_gpu: bool, threads: int, gdal_cache_mb: int, options: InferenceSpec | None = None
+    ) -> None:
         import rasterio
 
         from ..inference.tile_executor import TileExecutor
@@ -25,7 +27,7 @@ class InferenceActor:
         # as long as the actor does.
         self._gdal_env = rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb)
         self._gdal_env.__enter__()
-        self._executor = TileExecutor(model, device="cuda" if use_gpu else "cpu", threads=threads)
+        self._executor = TileExecutor(model, device="cuda" if use_gpu else "cpu", threads=threads, options=options)
 
     def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
         """The model's input channels and classes (one probe forward pass)."""
@@ -54,11 +56,13 @@ def worker_count(resources: ResourceSpec) -> int:
     return max(int(total.get("CPU", 1) // resources.cpus_per_worker), 1)
 
 
-def start_actors(model: ModelSpec, resources: ResourceSpec, count: int) -> list[Any]:
+def start_actors(
+    model: ModelSpec, resources: ResourceSpec, count: int, options: InferenceSpec | None = None
+) -> list[Any]:
     """Start ``count`` inference actors with the configured CPUs and GPUs each."""
     # Ray sets OMP_NUM_THREADS to the actor's CPUs and the predictor sets torch's threads; a
     # runtime_env here would only keep Ray from using its pre-started workers.
     threads = max(int(resources.cpus_per_worker), 1)
     remote_cls = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)(InferenceActor)
     use_gpu = resources.gpus_per_worker > 0
-    return [remote_cls.remote(model, use_gpu, threads, resources.gdal_cache_mb) for _ in range(count)]
+    return [remote_cls.remote(model, use_gpu, threads, resources.gdal_cache_mb, options) for _ in range(count)]

@@ -164,7 +164,7 @@ class _Scheduler:
         spec = self.spec
         count = worker_count(spec.resources)
         log.info("starting %d inference actor(s)", count)
-        self.actors = start_actors(spec.model, spec.resources, count)
+        self.actors = start_actors(spec.model, spec.resources, count, spec.inference)
         self.actor_count = count
         self.actor_load = {i: 0 for i in range(count)}
         in_channels = len(spec.preprocessing.bands) if spec.preprocessing.bands else spec.model.in_channels

@@ -1,5 +1,6 @@
 """The workflow spec: frozen, validated, the one place that parses YAML."""
 
+from .inference import InferenceSpec
 from .load import load_workflow, parse_workflow
 from .model import (
     ClassSpec,
@@ -17,6 +18,7 @@ from .model import (
 
 __all__ = [
     "ClassSpec",
+    "InferenceSpec",
     "InputSpec",
     "IntensitySpec",
     "ModelSpec",

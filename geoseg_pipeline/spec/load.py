@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError
+from .inference import InferenceSpec
 from .model import ClassSpec, ModelSpec, OutputSpec, PreprocessingSpec, TilingSpec, WorkflowSpec, cross_check
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -76,7 +77,8 @@ def _section(cls: type[_M], value: Any) -> _M | None:
 def _sections(
     data: dict[str, Any],
 ) -> tuple[
-    ModelSpec | None, PreprocessingSpec | None, TilingSpec | None, tuple[ClassSpec, ...] | None, OutputSpec | None
+    ModelSpec | None, PreprocessingSpec | None, TilingSpec | None, tuple[ClassSpec, ...] | None, OutputSpec | None,
+    InferenceSpec | None,
 ]:
     """Each section validated on its own, so that problems between sections are found even
     when some other field is wrong."""
@@ -91,6 +93,7 @@ def _sections(
         _section(TilingSpec, data.get("tiling", {})),
         classes,
         _section(OutputSpec, data.get("output")),
+        _section(InferenceSpec, data.get("inference", {})),
     )
 
 

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .inference import InferenceSpec
+
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -256,11 +258,13 @@ class WorkflowSpec(_Frozen):
     output: OutputSpec
     resources: ResourceSpec = ResourceSpec()
     statistics: StatisticsSpec = StatisticsSpec()
+    inference: InferenceSpec = InferenceSpec()
     classes: tuple[ClassSpec, ...] | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> WorkflowSpec:
-        problems = cross_check(self.model, self.preprocessing, self.tiling, self.classes, self.output)
+        problems = cross_check(self.model, self.preprocessing, self.tiling, self.classes, self.output,
+                               self.inference)
         if problems:
             raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
         return self
@@ -272,6 +276,7 @@ def cross_check(
     tiling: TilingSpec | None,
     classes: tuple[ClassSpec, ...] | None,
     output: OutputSpec | None = None,
+    inference: InferenceSpec | None = None,
 ) -> list[tuple[str, str]]:
     """Problems between sections, as ``(field path, message)``; sections that did not validate
     on their own are passed as ``None`` and skipped."""
@@ -306,6 +311,9 @@ def cross_check(
         for i, fmt in enumerate(output.formats):
             if fmt not in allowed:
                 problems.append((f"output.formats[{i}]", f"{fmt!r} is not an output of {kind}; use {list(allowed)}"))
+    if tiling is not None and inference is not None and any(a >= tiling.spatial_dims for a in inference.mirror_axes):
+        problems.append(("inference.mirror_axes",
+                         f"{list(inference.mirror_axes)} names an axis beyond the roi's {tiling.spatial_dims} dims"))
     if tiling is not None and tiling.block_shape[0] < max(tiling.roi_size):
         problems.append((
             "tiling.block_size",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,43 @@ def test_blended_logits_equal_monai(
     doc = json.loads((tmp_path / "out" / "scene" / "stats.json").read_text())
     assert doc["windows_skipped_nodata"] > 0
     assert doc["valid_pixels"] == int(valid.sum())
+
+
+class _Mirrored(torch.nn.Module):
+    """nnU-Net's test-time mirroring around a model: the mean over every flip combination."""
+
+    def __init__(self, net: torch.nn.Module, axes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net = net
+        self.combos = [[2 + a for a in c] for n in range(len(axes) + 1) for c in itertools.combinations(axes, n)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [torch.flip(self.net(torch.flip(x, d)), d) if d else self.net(x) for d in self.combos]
+        return torch.stack(outs).mean(0)
+
+
+def test_mirroring_equals_monai_with_mirrored_model(
+    tmp_path: Path, write_raster: Callable[..., Path], conv_model: Callable[..., Path]
+) -> None:
+    data = np.random.default_rng(5).integers(1, 1000, (3, 150, 170)).astype("uint16")
+    src = write_raster("scene.tif", data)
+    model = conv_model(in_channels=3, classes=4)
+    wf = _workflow(tmp_path, [str(src)], model)
+    wf["inference"] = {"mirror_axes": [0, 1]}
+    wf["preprocessing"] = {"normalize": {"mean": [500.0] * 3, "std": [290.0] * 3}}
+    result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
+    assert result.ok, result.outcomes
+    x = (data.astype(np.float32) - 500.0) / 290.0
+    with torch.no_grad():
+        ref = sliding_window_inference(torch.from_numpy(x)[None], (64, 64), 4,
+                                       _Mirrored(torch.jit.load(str(model)), (0, 1)), overlap=0.25,
+                                       mode="gaussian")[0].numpy()
+        plain = sliding_window_inference(torch.from_numpy(x)[None], (64, 64), 4, torch.jit.load(str(model)),
+                                         overlap=0.25, mode="gaussian")[0].numpy()
+    with rasterio.open(tmp_path / "out" / "scene" / "logits.tif") as ds:
+        logits = ds.read()
+    assert np.abs(logits - ref).max() < 1e-4
+    assert np.abs(logits - plain).max() > 1e-2  # mirroring changed the logits
 
 
 def test_raster_smaller_than_roi_is_padded_like_monai(
