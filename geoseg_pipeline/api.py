@@ -6,22 +6,44 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .ledger import LEDGER_NAME, Ledger, LedgerRow
 from .runtime import JobResult, run_job
 from .spec import WorkflowSpec, load_workflow, parse_workflow
 
 
 def run_workflow(
-    workflow: WorkflowSpec | str | Path, address: str | None = None, progress: bool | None = None
+    workflow: WorkflowSpec | str | Path, address: str | None = None, progress: bool | None = None,
+    force: bool = False,
 ) -> JobResult:
     """Run a workflow (a spec, or the path of a YAML file).
+
+    Items finished by an earlier run into the same output directory, with the same input,
+    model and settings, are skipped (see :mod:`geoseg_pipeline.ledger`).
 
     Args:
         workflow: the workflow.
         address: ``None`` starts a local Ray for the job; ``"auto"`` or ``HOST:PORT`` joins a cluster.
         progress: force progress bars on or off (default: on a terminal only).
+        force: reprocess every item.
     """
     spec = workflow if isinstance(workflow, WorkflowSpec) else load_workflow(workflow)
-    return run_job(spec, address=address, progress=progress)
+    return run_job(spec, address=address, progress=progress, force=force)
+
+
+def ledger_rows(out: str | Path) -> list[LedgerRow]:
+    """The run ledger of an output directory: one row per item (empty if there is none).
+
+    Raises:
+        LedgerError: the ledger exists but cannot be read.
+    """
+    path = Path(out)
+    if not (path / LEDGER_NAME).is_file():
+        return []
+    ledger = Ledger(path)
+    try:
+        return ledger.rows()
+    finally:
+        ledger.close()
 
 
 def model_section(model: str) -> dict[str, Any]:
@@ -52,6 +74,7 @@ def predict(
     block_size: int | None = None,
     address: str | None = None,
     progress: bool | None = None,
+    force: bool = False,
 ) -> JobResult:
     """Segment ``inputs`` with ``model`` into ``out`` without a workflow file.
 
@@ -72,4 +95,4 @@ def predict(
     if classes:
         data["classes"] = [{"name": c} for c in classes]
     spec = parse_workflow(data, Path.cwd(), "geoseg predict")
-    return run_job(spec, address=address, progress=progress)
+    return run_job(spec, address=address, progress=progress, force=force)

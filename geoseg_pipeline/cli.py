@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a workflow file")
     run.add_argument("workflow", type=Path)
     run.add_argument("--address", help="Ray cluster address (auto or HOST:PORT); default: a local Ray")
+    run.add_argument("--force", action="store_true",
+                     help="reprocess every item, also those the ledger records as done")
 
     val = sub.add_parser("validate", help="check a workflow file and list every problem")
     val.add_argument("workflow", type=Path)
@@ -73,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="volumes: the model's voxel size in mm (model axis order); windows are resampled")
     pred.add_argument("--block-size", type=int, default=None, help="output block edge in voxels/pixels")
     pred.add_argument("--address")
+    pred.add_argument("--force", action="store_true", help="reprocess items the ledger records as done")
+
+    status = sub.add_parser("status", help="print the run ledger of an output directory")
+    status.add_argument("out", type=Path)
 
     demo = sub.add_parser("demo", help="run a built-in demo on generated data")
     demo.add_argument("which", choices=["landcover", "ct"])
@@ -94,10 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args.workflow)
+        if args.command == "status":
+            return _status(args.out)
         if args.command == "run":
             from .api import run_workflow
 
-            result = run_workflow(args.workflow, address=args.address, progress=progress)
+            result = run_workflow(args.workflow, address=args.address, progress=progress, force=args.force)
         elif args.command == "predict":
             from .api import predict
 
@@ -109,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 formats=_formats(args), address=args.address,
                 lesion_classes=[int(k) for k in args.lesion_classes.split(",") if k.strip()],
                 orientation=args.orientation, spacing=args.spacing, block_size=args.block_size,
-                progress=progress,
+                progress=progress, force=args.force,
             )
         else:
             from .demo.run import run_ct_demo, run_landcover_demo
@@ -162,10 +171,31 @@ def _validate(path: Path) -> int:
     return 0
 
 
+def _status(out: Path) -> int:
+    from .api import ledger_rows
+
+    rows = ledger_rows(out)
+    if not rows:
+        print(f"{out}: no run ledger (ledger.sqlite) here", file=sys.stderr)
+        return 1
+    width = max(len(r.item) for r in rows)
+    print(f"{'item':<{width}}  {'status':<8} {'seconds':>8}  {'finished':<19}  run / error")
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.finished)) if r.finished else "-"
+        secs = f"{r.seconds:.1f}" if r.seconds is not None else "-"
+        print(f"{r.item:<{width}}  {r.status:<8} {secs:>8}  {when:<19}  {r.error or r.run_id}")
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "failed", "running")}
+    print(f"{len(rows)} item(s): {counts['ok']} ok, {counts['failed']} failed, {counts['running']} running "
+          "(running after a run ended: it was interrupted)")
+    return 0
+
+
 def _report(result: JobResult) -> int:
     ok = [o for o in result.outcomes if o.status == "ok"]
-    failed = [o for o in result.outcomes if o.status != "ok"]
-    print(f"{len(ok)} item(s) done, {len(failed)} failed in {result.seconds:.1f} s")
+    skipped = [o for o in result.outcomes if o.status == "skipped"]
+    failed = [o for o in result.outcomes if o.status == "failed"]
+    done_before = f", {len(skipped)} skipped (done by an earlier run)" if skipped else ""
+    print(f"{len(ok)} item(s) done, {len(failed)} failed{done_before} in {result.seconds:.1f} s")
     for o in ok:
         print(f"  {o.item}: {Path(o.outputs[0]).parent}/")
     for o in failed:

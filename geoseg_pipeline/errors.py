@@ -42,3 +42,7 @@ class SinkError(GeosegError, OSError):
 
 class JobError(GeosegError, RuntimeError):
     """The job as a whole failed (for example Ray could not be started)."""
+
+
+class LedgerError(GeosegError, OSError):
+    """The run ledger (``OUT/ledger.sqlite``) cannot be opened or written."""

@@ -37,6 +37,9 @@ from ..statistics import ItemStats
 from .outcome import ItemOutcome
 
 BASE_COLUMNS = ("item", "source", "status", "error", "voxel_volume_mm3")
+
+#: Statuses of items with outputs: done in this run, or in an earlier one (skipped by the ledger).
+DONE = ("ok", "skipped")
 LESION_SUFFIXES = ("lesions", "burden_ml", "largest_ml", "max_axial_diameter_mm")
 
 
@@ -163,7 +166,8 @@ def cohort_document(table: CohortTable, job: dict[str, Any]) -> dict[str, Any]:
         "job": job,
         "items_total": len(table.rows),
         "items_ok": sum(1 for r in table.rows if r["status"] == "ok"),
-        "items_failed": sum(1 for r in table.rows if r["status"] != "ok"),
+        "items_skipped": sum(1 for r in table.rows if r["status"] == "skipped"),
+        "items_failed": sum(1 for r in table.rows if r["status"] not in DONE),
         "classes": [{"index": c.index, "name": c.name, "column": c.key, "lesion_class": c.lesion_class}
                     for c in table.classes],
         "lesion_classes_from": table.lesion_classes_from,

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..sinks import atomic_write_text
-from .cohort import CohortTable, lesion_summary
+from .cohort import DONE, CohortTable, lesion_summary
 from .html import largest_lesion_png
 from .outcome import ItemOutcome
 from .png import png_bytes, png_rgb, thumbnail
@@ -66,9 +66,12 @@ def render_cohort_page(table: CohortTable, job: dict[str, Any], links: Sequence[
     """The page's HTML; ``links[i]`` belongs to ``table.rows[i]``."""
     e = html.escape
     workflow = str(job.get("workflow", "job"))
-    ok = [(r, link) for r, link in zip(table.rows, links, strict=True) if r["status"] == "ok"]
-    failed = [r for r in table.rows if r["status"] != "ok"]
+    ok = [(r, link) for r, link in zip(table.rows, links, strict=True) if r["status"] in DONE]
+    failed = [r for r in table.rows if r["status"] not in DONE]
+    skipped = sum(1 for r, _ in ok if r["status"] == "skipped")
     counts = f"{len(table.rows)} item(s): {len(ok)} ok, {len(failed)} failed."
+    if skipped:
+        counts += f" {skipped} of the ok ones were done by an earlier run (unchanged input, model and settings)."
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(workflow)}: cohort report</title>
 <style>{_STYLE}</style></head><body>
 <h1>Cohort report: {e(workflow)}</h1>

@@ -23,10 +23,12 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from ..errors import GeosegError, JobError, ModelError
 from ..items import OpenItem, channel_count, open_item
+from ..ledger import ItemKey, Ledger, config_hash, fingerprint, model_hash
 from ..report import ItemOutcome, write_summary
 from ..sinks import ClassLegend
 from ..sources.discovery import Item, expand_inputs
 from ..spec import WorkflowSpec
+from ..statistics import ItemStats
 from ..stitching import BlockStitcher
 from ..tasks import TileResult
 from ..tiling import TileTask
@@ -54,8 +56,8 @@ class JobResult:
 
     @property
     def ok(self) -> bool:
-        """True when every item succeeded."""
-        return bool(self.outcomes) and all(o.status == "ok" for o in self.outcomes)
+        """True when every item succeeded (now or in an earlier run)."""
+        return bool(self.outcomes) and all(o.status in ("ok", "skipped") for o in self.outcomes)
 
 
 @dataclass
@@ -96,13 +98,19 @@ class _Legend:
         self.legend = ClassLegend(names, colours)
 
 
-def run_job(spec: WorkflowSpec, address: str | None = None, progress: bool | None = None) -> JobResult:
+def run_job(
+    spec: WorkflowSpec, address: str | None = None, progress: bool | None = None, force: bool = False
+) -> JobResult:
     """Run a workflow: every item to ``OUT/<item>/``, then ``OUT/summary.csv``.
+
+    Items the run ledger (``OUT/ledger.sqlite``, see :mod:`geoseg_pipeline.ledger`) records as
+    finished with the same input, model and configuration are skipped, unless ``force``.
 
     Args:
         spec: the validated workflow.
         address: ``None`` for a local Ray started for the job, ``"auto"`` or ``HOST:PORT``.
         progress: force progress bars on/off (default: bars on a terminal).
+        force: reprocess every item.
 
     Raises:
         JobError: Ray cannot be reached, or no input matches.
@@ -115,22 +123,36 @@ def run_job(spec: WorkflowSpec, address: str | None = None, progress: bool | Non
     if not items:
         raise JobError("no input items: " + "; ".join(unmatched or ["inputs.paths is empty"]))
     out_dir.mkdir(parents=True, exist_ok=True)
-    with ray_session(address), rasterio.Env(GDAL_CACHEMAX=spec.resources.gdal_cache_mb):
-        scheduler = _Scheduler(spec, items, make_progress(len(items), progress))
-        outcomes = scheduler.run()
-    windows = sum(o.windows for o in outcomes)
+    ledger = Ledger(out_dir)
+    run_id = ledger.start_run(spec.name)
+    book = _Book(ledger, run_id, spec)
+    todo, skipped = book.triage(items, force)
+    outcomes_by_name: dict[str, ItemOutcome] = {o.item: o for o in skipped}
+    scheduler: _Scheduler | None = None
+    if todo:
+        with ray_session(address), rasterio.Env(GDAL_CACHEMAX=spec.resources.gdal_cache_mb):
+            scheduler = _Scheduler(spec, todo, make_progress(len(todo), progress), book)
+            outcomes_by_name.update((o.item, o) for o in scheduler.run())
+    outcomes = [outcomes_by_name[i.name] for i in items]
+    inference_seconds = scheduler.inference_seconds if scheduler else 0.0
+    windows = sum(o.windows for o in outcomes if o.status == "ok")
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
+    ledger.finish_run(run_id, counts["ok"], counts["skipped"], counts["failed"])
+    ledger.close()
     job = {
         "workflow": spec.name,
+        "run_id": run_id,
         "items_total": len(outcomes),
-        "items_ok": sum(o.status == "ok" for o in outcomes),
-        "items_failed": sum(o.status != "ok" for o in outcomes),
+        "items_ok": counts["ok"],
+        "items_skipped": counts["skipped"],
+        "items_failed": counts["failed"],
         "seconds": round(time.monotonic() - started, 3),
         "windows_run": windows,
         # from the first task handed to an actor to the last result stitched: the pipeline's
         # sustained rate, without Ray's and the model's start-up
-        "inference_seconds": round(scheduler.inference_seconds, 3),
-        "windows_per_second": round(windows / scheduler.inference_seconds, 2) if scheduler.inference_seconds else None,
-        "actors": scheduler.actor_count,
+        "inference_seconds": round(inference_seconds, 3),
+        "windows_per_second": round(windows / inference_seconds, 2) if inference_seconds else None,
+        "actors": scheduler.actor_count if scheduler else 0,
         "kind": "volume" if spec.tiling.spatial_dims == 3 else "raster",
         "lesion_classes": list(spec.statistics.lesion_classes),
     }
@@ -138,11 +160,61 @@ def run_job(spec: WorkflowSpec, address: str | None = None, progress: bool | Non
     return JobResult(tuple(outcomes), out_dir, tuple(paths), time.monotonic() - started)
 
 
+class _Book:
+    """The run ledger's side of a job: what to skip, and each item's record as it goes."""
+
+    def __init__(self, ledger: Ledger, run_id: str, spec: WorkflowSpec) -> None:
+        self.ledger, self.run_id = ledger, run_id
+        self.model_hash = model_hash(spec)
+        self.config_hash = config_hash(spec)
+        self.keys: dict[str, ItemKey] = {}
+
+    def key(self, item: Item) -> ItemKey:
+        """The item's input fingerprint with this run's model and config hashes."""
+        key = self.keys.get(item.name)
+        if key is None:
+            try:
+                fp = fingerprint(item.path)
+            except OSError:
+                fp = "unreadable"
+            key = self.keys[item.name] = ItemKey(fp, self.model_hash, self.config_hash)
+        return key
+
+    def triage(self, items: list[Item], force: bool) -> tuple[list[Item], list[ItemOutcome]]:
+        """Split ``items`` into those to process and those finished before (as outcomes)."""
+        todo: list[Item] = []
+        skipped: list[ItemOutcome] = []
+        for item in items:
+            row = None if force else self.ledger.finished(item.name, self.key(item))
+            if row is None:
+                todo.append(item)
+                continue
+            stats = ItemStats.from_dict(row.stats) if row.stats else None
+            skipped.append(ItemOutcome(item.name, item.path, "skipped", stats=stats, outputs=row.outputs,
+                                       seconds=row.seconds or 0.0, windows=row.windows or 0,
+                                       extra={"finished_by_run": row.run_id}))
+        if skipped:
+            log.info("%d item(s) already done with the same input, model and configuration: skipped "
+                     "(--force reprocesses them)", len(skipped))
+        return todo, skipped
+
+    def started(self, item: Item) -> None:
+        self.ledger.started(item.name, item.path, self.key(item), self.run_id)
+
+    def ok(self, outcome: ItemOutcome) -> None:
+        self.ledger.succeeded(outcome.item, outcome.outputs, outcome.seconds, outcome.windows,
+                              outcome.stats.to_dict() if outcome.stats else None)
+
+    def failed(self, item: Item, reason: str) -> None:
+        self.ledger.failed(item.name, item.path, self.key(item), self.run_id, reason)
+
+
 class _Scheduler:
     """Feeds tile tasks of all items to the actors, keeping a bounded number in flight."""
 
-    def __init__(self, spec: WorkflowSpec, items: list[Item], progress: Progress) -> None:
+    def __init__(self, spec: WorkflowSpec, items: list[Item], progress: Progress, book: _Book) -> None:
         self.spec = spec
+        self.book = book
         self.items = items
         self.progress = progress
         self.outcomes: dict[str, ItemOutcome] = {}
@@ -183,6 +255,8 @@ class _Scheduler:
             self.progress.close()
             for actor in self.actors:
                 ray.kill(actor)
+            for i in self.items:
+                self.book.failed(i, f"model: {reason}")
             return [ItemOutcome(i.name, i.path, "failed", error=f"model: {reason}") for i in self.items]
         try:
             self._loop()
@@ -215,6 +289,7 @@ class _Scheduler:
                            error=f"output name {item.name!r} is shared by {', '.join(others)}; rename one")
 
     def _open_item(self, item: Item) -> _ItemState | None:
+        self.book.started(item)
         try:
             opened = open_item(item, self.spec, self.info, self.legend)
             plan = opened.plan
@@ -320,6 +395,7 @@ class _Scheduler:
 
     def _record_failure(self, item: Item, reason: str) -> None:
         log.error("%s: %s", item.name, reason)
+        self.book.failed(item, reason)
         self.outcomes[item.name] = ItemOutcome(item.name, item.path, "failed", error=reason)
         self.progress.item_done(item.name, "failed")
 
@@ -346,6 +422,7 @@ class _Scheduler:
                 self._record_failure(state.item, _reason(exc))
                 continue
             self.outcomes[state.item.name] = outcome
+            self.book.ok(outcome)
             self.progress.item_done(state.item.name, "ok")
         self.commits = remaining
 

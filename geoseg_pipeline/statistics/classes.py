@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,24 @@ class ItemStats:
     area_note: str
     voxel_volume_mm3: float | None = None
     lesions: tuple[Lesion, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (the run ledger keeps one per finished item)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> ItemStats:
+        """The inverse of :meth:`to_dict`."""
+        def point(v: Sequence[int]) -> tuple[int, int, int]:
+            return (int(v[0]), int(v[1]), int(v[2]))
+
+        classes = tuple(ClassStats(**c) for c in doc["classes"])
+        lesions = tuple(
+            Lesion(**{**x, "centroid_mm": tuple(x["centroid_mm"]), "bbox_min": point(x["bbox_min"]),
+                      "bbox_max": point(x["bbox_max"])})
+            for x in doc.get("lesions", ())
+        )
+        return cls(**{**doc, "classes": classes, "lesions": lesions})
 
 
 class ClassTally:

@@ -37,6 +37,7 @@ def test_volume_job_gets_cohort_csv_json_and_page(tmp_path: Path, ct_outcomes: l
         "job": JOB,
         "items_total": 3,
         "items_ok": 2,
+        "items_skipped": 0,
         "items_failed": 1,
         "classes": [
             {"index": 0, "name": "background", "column": "background", "lesion_class": False},

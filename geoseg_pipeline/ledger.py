@@ -1,0 +1,260 @@
+"""The run ledger: one SQLite file in the output directory, one row per item.
+
+A row says what produced the item's outputs: the input's **fingerprint** (size and modification
+time of a file; of every file of a directory store such as Zarr), the **model hash** (SHA-256
+of the model's files, or of a built-in model's bundled weights) and the **config hash** (SHA-256
+of the workflow sections that change outputs: model, preprocessing, tiling, output formats,
+statistics, classes, inference; not the paths of inputs and outputs, nor the resources). A
+re-run skips an item whose row is ``ok`` with the same three values and whose outputs are all
+still there; anything else is processed again. Each run also gets a row in ``runs``.
+
+The ledger is written by the driver only, in autocommit mode with SQLite's write-ahead log, so a
+killed run leaves every finished item recorded and its own unfinished items as ``running``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import LedgerError
+from .spec import WorkflowSpec
+
+#: The ledger's file name inside the output directory.
+LEDGER_NAME = "ledger.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    item TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    model_hash TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    started REAL,
+    finished REAL,
+    seconds REAL,
+    windows INTEGER,
+    error TEXT NOT NULL DEFAULT '',
+    outputs TEXT NOT NULL DEFAULT '[]',
+    stats TEXT
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    items_ok INTEGER,
+    items_skipped INTEGER,
+    items_failed INTEGER,
+    status TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class ItemKey:
+    """What an item's outputs depend on."""
+
+    fingerprint: str
+    model_hash: str
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One item's record."""
+
+    item: str
+    source: str
+    key: ItemKey
+    status: str  # running | ok | failed
+    run_id: str
+    started: float | None
+    finished: float | None
+    seconds: float | None
+    windows: int | None
+    error: str
+    outputs: tuple[str, ...]
+    stats: dict[str, Any] | None
+
+
+class Ledger:
+    """The ledger of one output directory (created on first use)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LEDGER_NAME
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"{self.path}: cannot open the run ledger: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.path}: {exc}") from exc
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start_run(self, workflow: str) -> str:
+        """Record a new run; returns its id."""
+        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self._exec("INSERT INTO runs (run_id, workflow, started, status) VALUES (?, ?, ?, 'running')",
+                   (run_id, workflow, time.time()))
+        return run_id
+
+    def finish_run(self, run_id: str, ok: int, skipped: int, failed: int) -> None:
+        """Record the end of a run and its counts."""
+        self._exec("UPDATE runs SET finished = ?, items_ok = ?, items_skipped = ?, items_failed = ?, status = ? "
+                   "WHERE run_id = ?", (time.time(), ok, skipped, failed, "failed" if failed else "ok", run_id))
+
+    # -- items --------------------------------------------------------------------------------
+
+    def get(self, item: str) -> LedgerRow | None:
+        """The row of ``item``, if any."""
+        row = self._exec("SELECT item, source, fingerprint, model_hash, config_hash, status, run_id, started, "
+                         "finished, seconds, windows, error, outputs, stats FROM items WHERE item = ?",
+                         (item,)).fetchone()
+        return None if row is None else _row(row)
+
+    def rows(self) -> list[LedgerRow]:
+        """Every item's row, by item name."""
+        cur = self._exec("SELECT item, source, fingerprint, model_hash, config_hash, status, run_id, started, "
+                         "finished, seconds, windows, error, outputs, stats FROM items ORDER BY item")
+        return [_row(r) for r in cur.fetchall()]
+
+    def finished(self, item: str, key: ItemKey) -> LedgerRow | None:
+        """The row of ``item`` when it finished with ``key`` and its outputs still exist."""
+        row = self.get(item)
+        if row is None or row.status != "ok" or row.key != key:
+            return None
+        if not row.outputs or not all(os.path.exists(p) for p in row.outputs):
+            return None
+        return row
+
+    def started(self, item: str, source: str, key: ItemKey, run_id: str) -> None:
+        """Record that ``item`` is being processed by ``run_id``."""
+        self._exec(
+            "INSERT INTO items (item, source, fingerprint, model_hash, config_hash, status, run_id, started) "
+            "VALUES (?, ?, ?, ?, ?, 'running', ?, ?) ON CONFLICT(item) DO UPDATE SET source = excluded.source, "
+            "fingerprint = excluded.fingerprint, model_hash = excluded.model_hash, config_hash = "
+            "excluded.config_hash, status = 'running', run_id = excluded.run_id, started = excluded.started, "
+            "finished = NULL, seconds = NULL, windows = NULL, error = '', outputs = '[]', stats = NULL",
+            (item, source, key.fingerprint, key.model_hash, key.config_hash, run_id, time.time()),
+        )
+
+    def succeeded(self, item: str, outputs: tuple[str, ...], seconds: float, windows: int,
+                  stats: dict[str, Any] | None) -> None:
+        """Record that ``item`` finished and where its outputs are."""
+        self._exec("UPDATE items SET status = 'ok', finished = ?, seconds = ?, windows = ?, outputs = ?, stats = ? "
+                   "WHERE item = ?", (time.time(), seconds, windows, json.dumps(list(outputs)),
+                                      None if stats is None else json.dumps(stats), item))
+
+    def failed(self, item: str, source: str, key: ItemKey | None, run_id: str, error: str) -> None:
+        """Record that ``item`` failed and why (also for items that never started)."""
+        key = key or ItemKey("", "", "")
+        self._exec(
+            "INSERT INTO items (item, source, fingerprint, model_hash, config_hash, status, run_id, finished, error) "
+            "VALUES (?, ?, ?, ?, ?, 'failed', ?, ?, ?) ON CONFLICT(item) DO UPDATE SET source = excluded.source, "
+            "status = 'failed', run_id = excluded.run_id, finished = excluded.finished, error = excluded.error, "
+            "outputs = '[]', stats = NULL",
+            (item, source, key.fingerprint, key.model_hash, key.config_hash, run_id, time.time(), error),
+        )
+
+
+def _row(r: tuple[Any, ...]) -> LedgerRow:
+    return LedgerRow(
+        item=r[0], source=r[1], key=ItemKey(r[2], r[3], r[4]), status=r[5], run_id=r[6], started=r[7],
+        finished=r[8], seconds=r[9], windows=r[10], error=r[11], outputs=tuple(json.loads(r[12] or "[]")),
+        stats=json.loads(r[13]) if r[13] else None,
+    )
+
+
+# -- what outputs depend on -------------------------------------------------------------------
+
+
+def fingerprint(path: str) -> str:
+    """Size and modification time of a file; for a directory (a Zarr store), a digest of every
+    file's relative path, size and modification time.
+
+    Raises:
+        OSError: the path cannot be read.
+    """
+    st = os.stat(path)
+    if not os.path.isdir(path):
+        return f"file:{st.st_size}:{st.st_mtime_ns}"
+    digest = hashlib.sha256()
+    count = 0
+    for rel, size, mtime in sorted(_walk(path)):
+        digest.update(f"{rel}\0{size}\0{mtime}\n".encode())
+        count += 1
+    return f"dir:{count}:{digest.hexdigest()[:32]}"
+
+
+def _walk(root: str) -> Iterator[tuple[str, int, int]]:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            st = os.stat(full)
+            yield os.path.relpath(full, root), st.st_size, st.st_mtime_ns
+
+
+def _hash_path(digest: Any, path: Path) -> None:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        digest.update(str(f.relative_to(path) if f != path else f.name).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+
+
+def model_hash(spec: WorkflowSpec) -> str:
+    """SHA-256 of the model's content: every file or folder the model section names, or a
+    built-in model's bundled weights.
+
+    Raises:
+        OSError: a named file cannot be read.
+    """
+    digest = hashlib.sha256()
+    model = spec.model
+    if model.type == "builtin":
+        from . import models
+
+        weights = Path(models.__file__).with_name(f"{(model.name or '').replace('-', '_')}.pt")
+        digest.update(f"builtin:{model.name}\0".encode())
+        if weights.is_file():
+            _hash_path(digest, weights)
+    for name, value in sorted(model):
+        if isinstance(value, Path) and value.exists():
+            digest.update(f"{name}\0".encode())
+            _hash_path(digest, value)
+    return digest.hexdigest()
+
+
+def config_hash(spec: WorkflowSpec) -> str:
+    """SHA-256 of the workflow sections that change outputs (not input/output paths, not resources)."""
+    doc = spec.model_dump(mode="json", include={"model", "preprocessing", "tiling", "statistics", "classes",
+                                                "inference"})
+    doc["output"] = spec.output.model_dump(mode="json", exclude={"directory"})
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+__all__ = ["LEDGER_NAME", "ItemKey", "Ledger", "LedgerRow", "config_hash", "fingerprint",
+           "model_hash"]
