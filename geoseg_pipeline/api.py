@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import yaml
+
+from .errors import SpecError
 from .ledger import LEDGER_NAME, Ledger, LedgerRow
 from .runtime import JobResult, run_job
 from .spec import WorkflowSpec, load_workflow, parse_workflow
+
+if TYPE_CHECKING:
+    from .evaluation import EvaluationResult
 
 
 def run_workflow(
@@ -27,7 +33,22 @@ def run_workflow(
         force: reprocess every item.
     """
     spec = workflow if isinstance(workflow, WorkflowSpec) else load_workflow(workflow)
-    return run_job(spec, address=address, progress=progress, force=force)
+    result = run_job(spec, address=address, progress=progress, force=force)
+    if spec.evaluation is not None:
+        evaluate_outputs(spec)
+    return result
+
+
+def evaluate_outputs(spec: WorkflowSpec) -> EvaluationResult | None:
+    """The workflow's ``evaluation`` section applied to its output directory (``None`` without one)."""
+    if spec.evaluation is None:
+        return None
+    from .evaluation import evaluate  # torch and MONAI: only when asked for
+
+    ev = spec.evaluation
+    names = [c.name for c in spec.classes] if spec.classes else None
+    return evaluate(spec.output.directory, ev.reference, spec.output.directory, classes=ev.classes,
+                    class_names=names, include_background=ev.include_background, hausdorff=ev.hausdorff)
 
 
 def ledger_rows(out: str | Path) -> list[LedgerRow]:
@@ -47,12 +68,37 @@ def ledger_rows(out: str | Path) -> list[LedgerRow]:
 
 
 def model_section(model: str) -> dict[str, Any]:
-    """``landcover-demo`` or ``builtin:NAME`` -> a built-in model; anything else is a TorchScript path."""
+    """The workflow's ``model`` section for a ``--model`` argument.
+
+    ``landcover-demo`` or ``builtin:NAME``: a built-in model; ``*.onnx``: an ONNX file; a folder
+    with ``configs/inference.json|yaml``: a MONAI bundle; ``*.yaml`` / ``*.yml``: a file holding
+    a whole model section (for MONAI networks and the other types, see ``docs/models.md``);
+    anything else: a TorchScript file.
+    """
     from .models import BUILTIN_MODEL_NAMES
 
     name = model.removeprefix("builtin:")
-    if model.startswith("builtin:") or (name in BUILTIN_MODEL_NAMES and not Path(model).exists()):
+    path = Path(model)
+    if model.startswith("builtin:") or (name in BUILTIN_MODEL_NAMES and not path.exists()):
         return {"type": "builtin", "name": name}
+    if path.is_dir() and any((path / "configs" / f"inference.{ext}").is_file() for ext in ("json", "yaml", "yml")):
+        return {"type": "bundle", "bundle": model}
+    if path.suffix.lower() == ".onnx":
+        return {"type": "onnx", "path": model}
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            section = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise SpecError(f"{model}: cannot read the model section: {exc}", [("model", str(exc))]) from exc
+        if not isinstance(section, dict):
+            raise SpecError(f"{model}: must hold a mapping (the workflow's model section)",
+                            [("model", "not a mapping")])
+        section = section.get("model", section)
+        # relative paths in the file are relative to the file
+        for key in ("path", "checkpoint", "bundle"):
+            if isinstance(section.get(key), str) and not Path(section[key]).is_absolute():
+                section[key] = str(path.parent / section[key])
+        return dict(section)
     return {"type": "torchscript", "path": model}
 
 

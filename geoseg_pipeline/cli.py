@@ -15,6 +15,7 @@ from . import __version__
 from .errors import GeosegError, SpecError
 
 if TYPE_CHECKING:
+    from .evaluation import EvaluationResult
     from .runtime import JobResult
 
 log = logging.getLogger("geoseg")
@@ -78,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--address")
     pred.add_argument("--force", action="store_true", help="reprocess items the ledger records as done")
 
+    ev = sub.add_parser("evaluate", help="Dice, IoU, HD95 and volume/area difference against reference labels")
+    ev.add_argument("pred_dir", type=Path, help="a geoseg output folder (<item>/labels.tif|labels.nii.gz)")
+    ev.add_argument("ref_dir", type=Path, help="reference labels: <item>.tif|.nii.gz|.nii or <item>/labels.*")
+    ev.add_argument("--out", type=Path, default=None, help="where to write evaluation*.csv/json (default PRED_DIR)")
+    ev.add_argument("--classes", default="", metavar="K[,K]", help="class indices (default: every label seen)")
+    ev.add_argument("--include-background", action="store_true", help="also evaluate label 0")
+    ev.add_argument("--no-hausdorff", action="store_true", help="skip HD95 (the slow part on big images)")
+
     status = sub.add_parser("status", help="print the run ledger of an output directory")
     status.add_argument("out", type=Path)
 
@@ -103,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.workflow)
         if args.command == "status":
             return _status(args.out)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "run":
             from .api import run_workflow
 
@@ -159,16 +170,43 @@ def _validate(path: Path) -> int:
     items, unmatched = expand_inputs(spec.inputs.paths)
     problems = [("inputs.paths", m) for m in unmatched]
     problems += [("inputs.paths", f"{i.path}: no such file") for i in items if not Path(i.path).exists()]
-    if spec.model.path is not None and not spec.model.path.is_file():
-        problems.append(("model.path", f"{spec.model.path}: no such file"))
+    for field in ("path", "checkpoint"):
+        file = getattr(spec.model, field)
+        if file is not None and not file.is_file():
+            problems.append((f"model.{field}", f"{file}: no such file"))
     if problems:
         print(f"{path}: invalid", file=sys.stderr)
         for field, message in problems:
             print(f"  {field}: {message}", file=sys.stderr)
         return 2
-    print(f"{path}: valid ({len(items)} item(s), model {spec.model.name or spec.model.path}, "
+    print(f"{path}: valid ({len(items)} item(s), model {spec.model.source}, "
           f"output {spec.output.directory})")
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate  # imports torch and MONAI
+
+    classes = [int(k) for k in args.classes.split(",") if k.strip()] or None
+    result = evaluate(args.pred_dir, args.ref_dir, args.out, classes=classes,
+                      include_background=args.include_background, hausdorff=not args.no_hausdorff)
+    print_evaluation(result)
+    return 1 if result.not_evaluated else 0
+
+
+def print_evaluation(result: EvaluationResult) -> None:
+    """A short table of the per-class means, and the items that could not be evaluated."""
+    print(f"{len(result.evaluated)} item(s) evaluated, {len(result.not_evaluated)} not")
+    for c in result.summary:
+        parts = []
+        for m in c.metrics:
+            if m.metric in ("dice", "iou") or m.metric.startswith("hd95"):
+                parts.append(f"{m.metric} {m.mean:.4f} (n={m.n})" if m.mean is not None else f"{m.metric} -")
+        print(f"  {c.class_index} {c.class_name}: " + ", ".join(parts))
+    for e in result.not_evaluated:
+        print(f"  NOT EVALUATED {e.item}: {e.status}: {e.error}")
+    if result.outputs:
+        print(f"evaluation: {result.outputs[0]}")
 
 
 def _status(out: Path) -> int:

@@ -135,6 +135,25 @@ def test_demo_ct_end_to_end(ct_demo: Path) -> None:
 
 
 @pytest.mark.slow
+def test_demo_ct_is_evaluated_against_the_phantom_labels(ct_demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+
+    rows = list(csv.DictReader((ct_demo / "ct" / "evaluation.csv").read_text().splitlines()))
+    tumour = [r for r in rows if r["class_index"] == "2"]
+    assert {r["item"] for r in tumour} == {"phantom_a", "phantom_b", "phantom_c"}
+    assert all(float(r["dice"]) > 0.9 and r["hd95_unit"] == "mm" for r in tumour), tumour
+    truth = {r["item"]: r for r in csv.DictReader((ct_demo / "ct" / "truth_comparison.csv").read_text().splitlines())}
+    for r in tumour:  # the evaluation's reference volume is the phantom's true tumour volume
+        assert float(r["ref_volume_ml"]) == pytest.approx(float(truth[r["item"]]["true_tumour_ml"]), abs=1e-3)
+    # the same through the command, into another folder
+    out = ct_demo / "eval-cli"
+    assert main(["evaluate", str(ct_demo / "ct"), str(ct_demo / "reference"), "--out", str(out),
+                 "--classes", "1,2"]) == 0
+    assert "3 item(s) evaluated, 0 not" in capsys.readouterr().out
+    assert (out / "evaluation_summary.json").is_file()
+
+
+@pytest.mark.slow
 def test_demo_ct_tumour_volumes_within_5_percent(ct_demo: Path) -> None:
     import csv
 
@@ -149,3 +168,4 @@ def test_shipped_ct_workflow_matches_the_demo_command() -> None:
     generated = ct_workflow()
     for section in ("model", "preprocessing", "tiling", "statistics", "classes"):
         assert shipped[section] == generated[section], section
+    assert shipped["evaluation"]["classes"] == generated["evaluation"]["classes"]

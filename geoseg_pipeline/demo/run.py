@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from ..api import evaluate_outputs
 from ..runtime import JobResult, run_job
 from ..spec import load_workflow
 
@@ -70,6 +71,7 @@ def ct_workflow() -> dict[str, object]:
         "tiling": {"roi_size": [64, 64, 32], "overlap": 0.25, "blend": "gaussian", "batch_size": 2},
         "output": {"directory": "ct"},
         "statistics": {"lesion_classes": [2], "connectivity": 26, "min_lesion_voxels": 10},
+        "evaluation": {"reference": "reference", "classes": [1, 2]},
         "classes": [
             {"name": n, "colour": c} for n, c in zip(CT_CLASS_NAMES, CT_CLASS_COLOURS, strict=True)
         ],
@@ -77,21 +79,25 @@ def ct_workflow() -> dict[str, object]:
 
 
 def run_ct_demo(out_dir: Path, address: str | None = None, progress: bool | None = None) -> JobResult:
-    """Generate CT phantoms under ``out_dir/data`` (once), segment them, and write
+    """Generate CT phantoms under ``out_dir/data`` (their true labels under ``out_dir/reference``),
+    segment them, evaluate against the true labels (``out_dir/ct/evaluation*.csv``), and write
     ``out_dir/ct/truth_comparison.csv``: reported tumour volume against the phantom's truth."""
     from .phantoms import write_ct_phantom
 
-    data = out_dir / "data"
+    data, reference = out_dir / "data", out_dir / "reference"
     data.mkdir(parents=True, exist_ok=True)
+    reference.mkdir(parents=True, exist_ok=True)
     truth: dict[str, float] = {}
     for name, seed, orientation in CT_PHANTOMS:
         path = data / f"{name}.nii.gz"
         log.info("generating CT phantom %s (%s)", path, orientation)
-        t = write_ct_phantom(path, seed, orientation=orientation, labels_path=out_dir / f"{name}_reference.nii.gz")
+        t = write_ct_phantom(path, seed, orientation=orientation, labels_path=reference / f"{name}.nii.gz")
         truth[name] = float(sum(t.tumour_volumes_ml))
     workflow = out_dir / "ct-tumor-demo.yaml"
     workflow.write_text(yaml.safe_dump(ct_workflow(), sort_keys=False), encoding="utf-8")
-    result = run_job(load_workflow(workflow), address=address, progress=progress)
+    spec = load_workflow(workflow)
+    result = run_job(spec, address=address, progress=progress, force=True)
+    evaluate_outputs(spec)  # OUT/ct/evaluation*.csv: Dice, IoU, HD95 against the phantoms' labels
     rows = ["item,true_tumour_ml,reported_tumour_ml,relative_error"]
     for o in result.outcomes:
         if o.stats is not None and o.item in truth:

@@ -12,6 +12,7 @@ from ..errors import ModelError
 from ..spec import InferenceSpec, ModelSpec
 from ..tasks import ModelInfo
 from .loading import first_conv_in_channels, load_model, probe_model
+from .onnx_model import OnnxModel
 
 log = logging.getLogger("geoseg")
 
@@ -45,7 +46,7 @@ class Predictor:
         if self.options.precision == "fp16" and self.device.type == "cpu":
             raise ModelError("inference.precision fp16 needs a GPU actor (resources.gpus_per_worker > 0); "
                              "CPU actors support bf16 or fp32")
-        self.model = load_model(spec, self.device)
+        self.model = load_model(spec, self.device, threads=threads)
         self._layout: torch.memory_format | None = None
         self.max_batch: int | None = None  # lowered after a CUDA out-of-memory error
         if self.options.channels_last and isinstance(self.model, torch.nn.Module):
@@ -54,6 +55,8 @@ class Predictor:
             if isinstance(self.model, torch.jit.ScriptModule):
                 # torch.compile refuses TorchScript; it is already a compiled graph
                 log.warning("inference.compile is ignored for a TorchScript model")
+            elif isinstance(self.model, OnnxModel):
+                log.warning("inference.compile is ignored for an ONNX model (onnxruntime optimizes its graph)")
             else:
                 self.model = torch.compile(self.model)  # type: ignore[assignment]
 
@@ -68,7 +71,7 @@ class Predictor:
             raise ModelError("cannot tell the model's input channels: set model.in_channels in the workflow")
         if self._layout is not None:
             self._set_layout(len(roi) + 2)
-        return probe_model(self.model, channels, roi, self.device)
+        return probe_model(self.model, channels, roi, self.device, source=self.spec.source)
 
     def _set_layout(self, ndim: int) -> None:
         self._layout = torch.channels_last_3d if ndim == 5 else torch.channels_last

@@ -1,6 +1,6 @@
 """The workflow spec: frozen, validated, the one place that parses YAML."""
 
-from .inference import InferenceSpec
+from .inference import EvaluationSpec, InferenceSpec
 from .load import load_workflow, parse_workflow
 from .model import (
     ClassSpec,
@@ -18,6 +18,7 @@ from .model import (
 
 __all__ = [
     "ClassSpec",
+    "EvaluationSpec",
     "InferenceSpec",
     "InputSpec",
     "IntensitySpec",

@@ -1,8 +1,10 @@
-"""The ``inference`` section: numeric precision, memory layout, compilation, test-time augmentation."""
+"""The ``inference`` section (numeric precision, memory layout, compilation, test-time
+augmentation) and the ``evaluation`` section."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -38,3 +40,19 @@ class InferenceSpec(BaseModel):
         """Every subset of ``mirror_axes`` (the empty one first): the passes of one window."""
         axes = self.mirror_axes
         return tuple(c for n in range(len(axes) + 1) for c in itertools.combinations(axes, n))
+
+
+class EvaluationSpec(BaseModel):
+    """Evaluate the job's outputs against reference labels when the job ends (``geoseg evaluate``).
+
+    ``reference``: a folder of reference label maps named by item (``<item>.tif``,
+    ``<item>.nii.gz``, ``<item>/labels.*``); relative to the workflow file. Writes
+    ``OUT/evaluation.csv`` and ``OUT/evaluation_summary.csv|json``; see ``docs/evaluation.md``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reference: Path
+    classes: tuple[Annotated[int, Field(ge=0)], ...] | None = None
+    include_background: bool = False
+    hausdorff: bool = True

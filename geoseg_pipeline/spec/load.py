@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..errors import SpecError
+from ..errors import GeosegError, SpecError
 from .inference import InferenceSpec
 from .model import ClassSpec, ModelSpec, OutputSpec, PreprocessingSpec, TilingSpec, WorkflowSpec, cross_check
 
 _M = TypeVar("_M", bound=BaseModel)
+
+log = logging.getLogger("geoseg")
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -38,13 +41,65 @@ def parse_workflow(data: Any, base_dir: Path, source: str = "<workflow>") -> Wor
             f"{source}: a workflow must be a mapping of sections, got {type(data).__name__}",
             [("(workflow)", "expected a mapping")],
         )
+    data, taken, problems = _with_bundle_defaults(data, base_dir)
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        problems = _field_problems(exc) + cross_check(*_sections(data))
-        lines = "\n".join(f"  {p}: {m}" for p, m in problems)
-        raise SpecError(f"{source}: {len(problems)} problem(s)\n{lines}", problems) from None
+        problems += _field_problems(exc) + cross_check(*_sections(data))
+        _raise(source, [(p, f"{m} (taken from the bundle)" if _is_under(p, taken) else m) for p, m in problems])
+    if problems:
+        _raise(source, problems)
     return _resolve_paths(spec, base_dir)
+
+
+def _raise(source: str, problems: list[tuple[str, str]]) -> NoReturn:
+    lines = "\n".join(f"  {p}: {m}" for p, m in problems)
+    raise SpecError(f"{source}: {len(problems)} problem(s)\n{lines}", problems) from None
+
+
+def _is_under(path: str, keys: set[str]) -> bool:
+    return any(path == k or path.startswith((f"{k}[", f"{k}.")) for k in keys)
+
+
+def _with_bundle_defaults(
+    data: dict[str, Any], base_dir: Path
+) -> tuple[dict[str, Any], set[str], list[tuple[str, str]]]:
+    """For ``model.type: bundle``, fill the keys the bundle declares and the workflow leaves
+    unset (roi, overlap, blend, orientation, spacing, intensity): the workflow's values win.
+
+    Returns the completed mapping, the keys taken from the bundle, and problems: an unreadable
+    bundle, no weights, a bundle declaration geoseg cannot reproduce for an unset key.
+    """
+    model = data.get("model")
+    if not (isinstance(model, dict) and model.get("type") == "bundle" and isinstance(model.get("bundle"), (str, Path))):
+        return data, set(), []
+    from ..inference.bundle import Unsupported, bundle_defaults, bundle_weights_file  # torch-free
+
+    folder = Path(_resolve(model["bundle"], base_dir))
+    try:
+        defaults = bundle_defaults(folder)
+    except GeosegError as exc:
+        return data, set(), [("model.bundle", str(exc))]
+    problems: list[tuple[str, str]] = []
+    if model.get("checkpoint") is None and not bundle_weights_file(folder).is_file():
+        problems.append(("model.bundle", f"{bundle_weights_file(folder)}: the bundle's weights are missing "
+                                         "(or set model.checkpoint)"))
+    data = dict(data)
+    taken: dict[str, Any] = {}
+    for key, value in defaults.items():
+        section, name = key.split(".", 1)
+        current = data.get(section, {})
+        if not isinstance(current, dict) or name in current:  # the workflow's value wins
+            continue
+        if isinstance(value, Unsupported):
+            problems.append((key, f"{value.reason}; set {key} in the workflow"))
+            continue
+        data[section] = {**current, name: value}
+        taken[key] = value
+    if taken:
+        log.info("model.bundle %s: taken from the bundle: %s", folder,
+                 ", ".join(f"{k}={v}" for k, v in taken.items()))
+    return data, set(taken), problems
 
 
 def _field_problems(exc: ValidationError) -> list[tuple[str, str]]:
@@ -97,17 +152,27 @@ def _sections(
     )
 
 
+def _resolve(p: str | Path, base_dir: Path) -> str:
+    path = Path(p).expanduser()
+    return os.path.normpath(path if path.is_absolute() else base_dir / path)
+
+
 def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
     def resolve(p: str | Path) -> str:
-        path = Path(p).expanduser()
-        return os.path.normpath(path if path.is_absolute() else base_dir / path)
+        return _resolve(p, base_dir)
 
     inputs = spec.inputs.model_copy(update={"paths": tuple(resolve(p) for p in spec.inputs.paths)})
-    model = spec.model
-    if model.path is not None:
-        model = model.model_copy(update={"path": Path(resolve(model.path))})
+    model = spec.model.model_copy(update={
+        field: Path(resolve(value))
+        for field in ("path", "checkpoint", "bundle")
+        if (value := getattr(spec.model, field)) is not None
+    })
     output = spec.output.model_copy(update={"directory": Path(resolve(spec.output.directory))})
-    return spec.model_copy(update={"inputs": inputs, "model": model, "output": output})
+    update: dict[str, Any] = {"inputs": inputs, "model": model, "output": output}
+    if spec.evaluation is not None:
+        update["evaluation"] = spec.evaluation.model_copy(
+            update={"reference": Path(resolve(spec.evaluation.reference))})
+    return spec.model_copy(update=update)
 
 
 def load_workflow(path: str | Path) -> WorkflowSpec:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .inference import InferenceSpec
+from .inference import EvaluationSpec, InferenceSpec
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -34,26 +34,110 @@ class InputSpec(_Frozen):
     )
 
 
-class ModelSpec(_Frozen):
-    """The segmentation model.
+#: The fields each model type takes (besides ``in_channels`` and ``num_classes``).
+_MODEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "builtin": ("name",),
+    "torchscript": ("path",),
+    "onnx": ("path",),
+    "monai": ("network", "args", "checkpoint", "trust_pickle"),
+    "bundle": ("bundle", "checkpoint", "trust_code", "trust_pickle"),
+    "python": ("import_path", "args", "checkpoint", "trust_code", "trust_pickle"),
+}
 
-    ``type: builtin`` with ``name``, or ``type: torchscript`` with ``path``. ``in_channels`` and
-    ``num_classes``, when given, are checked against the model before any data is read.
+#: What each model type cannot do without, and a hint.
+_MODEL_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "builtin": (("name", "for example landcover-demo"),),
+    "torchscript": (("path", "the TorchScript file"),),
+    "onnx": (("path", "the .onnx file"),),
+    "monai": (("network", "a class in monai.networks.nets, for example UNet"),
+              ("checkpoint", "the state dict file; an untrained network predicts noise")),
+    "bundle": (("bundle", "the MONAI bundle folder, holding configs/inference.json and models/model.pt"),),
+    "python": (("import_path", "package.module:ClassName"),),
+}
+
+_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_MONAI_NETS = "monai.networks.nets."
+
+
+class ModelSpec(_Frozen):
+    """The segmentation model, by ``type``:
+
+    - ``builtin``: ``name``.
+    - ``torchscript``: ``path`` to a TorchScript file.
+    - ``onnx``: ``path`` to an ONNX file (onnxruntime; ``pip install geoseg-pipeline[onnx]``).
+    - ``monai``: ``network``, a class in ``monai.networks.nets``, built with ``args``, weights
+      from ``checkpoint`` (a state dict).
+    - ``bundle``: a MONAI bundle folder, ``bundle``: the network from its
+      ``configs/inference.json`` (or ``.yaml``), the weights from ``models/model.pt`` (or
+      ``checkpoint``); the bundle's roi, overlap, orientation, spacing and intensity fill what
+      the workflow leaves unset.
+    - ``python``: any class, ``import_path: package.module:ClassName`` with ``args`` and an
+      optional ``checkpoint``; it runs code, so it needs ``trust_code: true``.
+
+    Checkpoints are read as tensors only (``torch.load(weights_only=True)``); a pickled model
+    object needs ``trust_pickle: true``. A bundle's ``network_def`` may name classes of
+    ``monai.networks.nets`` only, without ``$`` expressions, unless ``trust_code: true``.
+    ``in_channels`` and ``num_classes``, when given, are checked against the model before any
+    data is read.
     """
 
-    type: Literal["builtin", "torchscript"]
+    type: Literal["builtin", "torchscript", "onnx", "monai", "bundle", "python"]
     name: str | None = None
     path: Path | None = None
+    network: str | None = None
+    args: dict[str, Any] | None = Field(default=None, description="monai, python: constructor keyword arguments.")
+    checkpoint: Path | None = Field(default=None, description="monai, python, bundle: a state dict file.")
+    bundle: Path | None = None
+    import_path: str | None = None
+    trust_code: bool = False
+    trust_pickle: bool = False
     in_channels: Annotated[int, Field(ge=1)] | None = None
     num_classes: Annotated[int, Field(ge=1, le=65535)] | None = None
 
+    @field_validator("network")
+    @classmethod
+    def _network_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.removeprefix(_MONAI_NETS)
+        if not name.isidentifier():
+            raise ValueError(f"network must be a class name in monai.networks.nets (for example UNet), got {value!r}; "
+                             "for other classes use type: python with import_path")
+        return name
+
+    @field_validator("import_path")
+    @classmethod
+    def _import_path(cls, value: str | None) -> str | None:
+        if value is not None and not _IMPORT_PATH.match(value):
+            raise ValueError(f"import_path must look like package.module:ClassName, got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _source(self) -> ModelSpec:
-        if self.type == "builtin" and not self.name:
-            raise ValueError("type 'builtin' needs 'name' (for example landcover-demo)")
-        if self.type == "torchscript" and self.path is None:
-            raise ValueError("type 'torchscript' needs 'path'")
+        problems = [f"type {self.type!r} needs {field!r} ({hint})"
+                    for field, hint in _MODEL_NEEDS[self.type] if getattr(self, field) is None]
+        if self.type == "python" and not self.trust_code:
+            problems.append("type 'python' imports and runs import_path: set trust_code: true "
+                            "if you trust that code")
+        for field in sorted(self.model_fields_set - {"type", "in_channels", "num_classes"}):
+            if field not in _MODEL_FIELDS[self.type] and getattr(self, field) not in (None, False):
+                users = [t for t, fields in _MODEL_FIELDS.items() if field in fields]
+                problems.append(f"{field!r} is not used by type {self.type!r} (it goes with {', '.join(users)})")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def source(self) -> str:
+        """Where the model comes from, for messages: a file, a folder or a name."""
+        if self.type == "builtin":
+            return f"built-in model {self.name}"
+        if self.type == "bundle":
+            return f"bundle {self.bundle}"
+        what = {"monai": f"MONAI {self.network}", "python": str(self.import_path)}.get(self.type)
+        if what is None:
+            return str(self.path)
+        return f"{what} ({self.checkpoint})" if self.checkpoint is not None else what
 
 
 class NormalizeSpec(_Frozen):
@@ -259,6 +343,7 @@ class WorkflowSpec(_Frozen):
     resources: ResourceSpec = ResourceSpec()
     statistics: StatisticsSpec = StatisticsSpec()
     inference: InferenceSpec = InferenceSpec()
+    evaluation: EvaluationSpec | None = None
     classes: tuple[ClassSpec, ...] | None = None
 
     @model_validator(mode="after")

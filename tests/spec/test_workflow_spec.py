@@ -162,7 +162,7 @@ def test_spec_error_is_a_value_error() -> None:
         ("tiling", {"block_size": 100}, "tiling.block_size", "got 100"),
         ("tiling", {"blend": "median"}, "tiling.blend", "'median'"),
         ("inputs", {"paths": []}, "inputs.paths", "at least 1"),
-        ("model", {"type": "onnx"}, "model.type", "'onnx'"),
+        ("model", {"type": "tflite"}, "model.type", "'tflite'"),
         ("model", {"type": "builtin"}, "model", "needs 'name'"),
         ("model", {"type": "torchscript"}, "model", "needs 'path'"),
         ("preprocessing", {"bands": [0, 1]}, "preprocessing.bands[0]", "got 0"),
