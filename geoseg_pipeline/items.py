@@ -90,7 +90,7 @@ def _bands(item: Item, spec: WorkflowSpec, count: int, info: ModelInfo, kind: st
 def _job(item: Item, spec: WorkflowSpec, prep: Preprocessing, kind: str, **extra: Any) -> ItemJob:
     t = spec.tiling
     return ItemJob(item.name, item.path, spec.inputs.format, prep, tuple(t.roi_size), t.blend, t.sigma_scale,
-                   t.batch_size, kind=kind, **extra)
+                   t.batch_size, kind=kind, read_retries=spec.resources.read_retries, **extra)
 
 
 def _intensity(src: VolumeSource, spec: WorkflowSpec, prep: Preprocessing) -> Preprocessing:

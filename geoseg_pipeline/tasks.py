@@ -39,6 +39,7 @@ class ItemJob:
     axcodes: str | None = None  # volumes: the model's orientation (windows are reoriented)
     image_shape: tuple[int, ...] | None = None  # the planned (model-space) shape
     resample: SpacingMap | None = None  # volumes: from the reoriented grid to the model's spacing
+    read_retries: int = 3  # retries of a failed window read (I/O errors only)
 
 
 @dataclass(frozen=True)

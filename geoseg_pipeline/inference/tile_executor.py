@@ -5,12 +5,15 @@ This is the work an inference actor does; it is a plain class so tests call it d
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
-from ..geometry import full_window, intersection
+from ..errors import GeosegError, SourceError
+from ..geometry import Window, full_window, intersection
 from ..orientation import OrientedVolume, axis_map
 from ..preprocess import to_model_input, valid_mask
 from ..resampling import ResampledVolume
@@ -21,6 +24,8 @@ from ..stitching.weights import importance_map
 from ..tasks import ItemJob, ModelInfo, TileResult
 from ..tiling import TileTask
 from .predictor import Predictor
+
+log = logging.getLogger("geoseg")
 
 
 class TileExecutor:
@@ -54,6 +59,26 @@ class TileExecutor:
         if src is not None:
             src.close()
 
+    def _read(self, src: RasterSource | VolumeSource, job: ItemJob, window: Window, channels: list[int]) -> np.ndarray:
+        """``src.read`` with retries on I/O errors (network file systems, object stores): a
+        failed read is retried ``job.read_retries`` times after 0.5, 1, 2, ... s, the file
+        reopened each time; errors about the content (``GeosegError``) are not retried."""
+        delay = 0.5
+        for attempt in range(job.read_retries + 1):
+            try:
+                return src.read(window, channels)
+            except GeosegError:
+                raise
+            except OSError as exc:
+                if attempt == job.read_retries:
+                    raise SourceError(f"{job.path}: reading {window} failed {attempt + 1} time(s): {exc}") from exc
+                log.warning("%s: read of %s failed (%s); retrying in %.1f s", job.path, window, exc, delay)
+                time.sleep(delay)
+                delay *= 2
+                self.release(job.path)
+                src = self._source(job)
+        raise AssertionError("unreachable")
+
     def run(self, job: ItemJob, task: TileTask) -> TileResult:
         """Read, predict and blend the windows of ``task``."""
         src = self._source(job)
@@ -64,7 +89,7 @@ class TileExecutor:
             raise ValueError(f"{job.name}: task {task.index} lies outside the image")
         # raster bands are 1-based (GDAL), volume channels 0-based (array axes)
         channels = list(prep.bands) if job.kind == "raster" else [b - 1 for b in prep.bands]
-        data = src.read(inside, channels)
+        data = self._read(src, job, inside, channels)
         valid_in = valid_mask(data, prep.nodata)
         x_in = to_model_input(data, valid_in, prep, job.path)
 

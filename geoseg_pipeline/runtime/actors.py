@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ray
@@ -41,6 +42,10 @@ class InferenceActor:
         """Close an item's file once the item is done."""
         self._executor.release(path)
 
+    def pid(self) -> int:
+        """The actor's process id."""
+        return os.getpid()
+
     def node(self) -> str:
         """The Ray node this actor runs on."""
         return str(ray.get_runtime_context().get_node_id())
@@ -63,6 +68,11 @@ def start_actors(
     # Ray sets OMP_NUM_THREADS to the actor's CPUs and the predictor sets torch's threads; a
     # runtime_env here would only keep Ray from using its pre-started workers.
     threads = max(int(resources.cpus_per_worker), 1)
-    remote_cls = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)(InferenceActor)
+    # A killed actor process is restarted (model loaded again) and the tasks it held are run
+    # again on it: tile tasks are pure functions of (item, task), so a retry gives the same result.
+    remote_cls = ray.remote(
+        num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker,
+        max_restarts=resources.max_restarts, max_task_retries=resources.max_restarts,
+    )(InferenceActor)
     use_gpu = resources.gpus_per_worker > 0
     return [remote_cls.remote(model, use_gpu, threads, resources.gdal_cache_mb, options) for _ in range(count)]

@@ -306,6 +306,10 @@ class ResourceSpec(_Frozen):
     gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
     max_tasks_in_flight: Annotated[int, Field(ge=1)] = 2
     gdal_cache_mb: Annotated[int, Field(ge=8, le=65536)] = 64
+    max_restarts: Annotated[int, Field(ge=0)] = 3
+    """An actor whose process dies is restarted this many times; its tasks in flight are retried."""
+    read_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    """A window read that fails with an I/O error is retried this many times, with backoff."""
 
 
 class StatisticsSpec(_Frozen):
