@@ -107,10 +107,10 @@ def predict(
     model: str,
     out: str | Path,
     *,
-    roi_size: int | Sequence[int] = 256,
-    overlap: float = 0.25,
-    blend: str = "gaussian",
-    batch_size: int = 8,
+    roi_size: int | Sequence[int] | None = None,
+    overlap: float | None = None,
+    blend: str | None = None,
+    batch_size: int | None = None,
     workers: int | None = None,
     classes: Sequence[str] | None = None,
     formats: Sequence[str] | None = None,
@@ -126,14 +126,19 @@ def predict(
 
     A ``roi_size`` of three numbers makes the job a volume job (NIfTI or Zarr volumes);
     ``orientation`` (axis codes) and ``spacing`` (mm) then prepare each volume for the model.
+    Options left ``None`` take the workflow defaults (roi 256, overlap 0.25, gaussian, batch 8),
+    or, for a MONAI bundle, the bundle's own settings.
     """
+    tiling = {"roi_size": roi_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
+              "block_size": block_size}
+    preprocessing = {"orientation": orientation, "spacing": list(spacing) if spacing else None}
     data: dict[str, Any] = {
         "name": "predict",
         "inputs": {"paths": [str(p) for p in inputs]},
         "model": model_section(model),
-        "tiling": {"roi_size": roi_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
-                   "block_size": block_size},
-        "preprocessing": {"orientation": orientation, "spacing": list(spacing) if spacing else None},
+        # only what was given: a key that is present counts as set (and wins over a bundle's)
+        "tiling": {k: v for k, v in tiling.items() if v is not None},
+        "preprocessing": {k: v for k, v in preprocessing.items() if v is not None},
         "output": {"directory": str(out), "formats": list(formats) if formats else None},
         "resources": {"workers": workers},
         "statistics": {"lesion_classes": list(lesion_classes)},

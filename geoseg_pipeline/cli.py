@@ -58,13 +58,15 @@ def _parser() -> argparse.ArgumentParser:
 
     pred = sub.add_parser("predict", help="segment files without a workflow file")
     pred.add_argument("inputs", nargs="+")
-    pred.add_argument("--model", required=True, help="TorchScript file, or a built-in name (landcover-demo)")
+    pred.add_argument("--model", required=True,
+                      help="TorchScript file, .onnx file, MONAI bundle folder, model.yaml (a workflow model "
+                      "section), or a built-in name (landcover-demo, ct-demo); see docs/models.md")
     pred.add_argument("--out", required=True, type=Path)
-    pred.add_argument("--roi-size", type=_roi, default=[256], metavar="N[,N[,N]]",
-                      help="window size; three numbers (e.g. 96,96,96) for volumes")
-    pred.add_argument("--overlap", type=float, default=0.25)
-    pred.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian")
-    pred.add_argument("--batch-size", type=int, default=8)
+    pred.add_argument("--roi-size", type=_roi, default=None, metavar="N[,N[,N]]",
+                      help="window size (default 256, or a bundle's); three numbers (e.g. 96,96,96) for volumes")
+    pred.add_argument("--overlap", type=float, default=None, help="default 0.25 (or a bundle's)")
+    pred.add_argument("--blend", choices=["gaussian", "constant"], default=None, help="default gaussian")
+    pred.add_argument("--batch-size", type=int, default=None, help="default 8")
     pred.add_argument("--workers", type=int, default=None)
     pred.add_argument("--classes", help="comma-separated class names, in label order")
     pred.add_argument("--logits", action="store_true", help="rasters: also write the blended logits (logits.tif)")
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "predict":
             from .api import predict
 
-            roi = args.roi_size[0] if len(args.roi_size) == 1 else args.roi_size
+            roi = args.roi_size[0] if args.roi_size and len(args.roi_size) == 1 else args.roi_size
             result = predict(
                 args.inputs, args.model, args.out, roi_size=roi, overlap=args.overlap, blend=args.blend,
                 batch_size=args.batch_size, workers=args.workers,

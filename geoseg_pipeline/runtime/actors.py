@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
 from ..spec import InferenceSpec, ModelSpec, ResourceSpec
 from ..tasks import ItemJob, ModelInfo, TileResult
 from ..tiling import TileTask
+
+if TYPE_CHECKING:
+    from ..inference.tile_executor import TileExecutor
 
 
 class InferenceActor:
@@ -28,19 +31,32 @@ class InferenceActor:
         # as long as the actor does.
         self._gdal_env = rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb)
         self._gdal_env.__enter__()
-        self._executor = TileExecutor(model, device="cuda" if use_gpu else "cpu", threads=threads, options=options)
+        # A model that cannot be loaded is reported by describe()/run(), not by dying here:
+        # Ray would report only "the actor died in its creation task" and restart it in vain.
+        self._load_error: Exception | None = None
+        try:
+            self._executor = TileExecutor(model, device="cuda" if use_gpu else "cpu", threads=threads,
+                                          options=options)
+        except Exception as exc:  # re-raised, with its type, on every call
+            self._load_error = exc
+
+    def _ready(self) -> TileExecutor:
+        if self._load_error is not None:
+            raise self._load_error
+        return self._executor
 
     def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
         """The model's input channels and classes (one probe forward pass)."""
-        return self._executor.describe(in_channels, roi, fallback)
+        return self._ready().describe(in_channels, roi, fallback)
 
     def run(self, job: ItemJob, task: TileTask) -> TileResult:
         """Process one tile task."""
-        return self._executor.run(job, task)
+        return self._ready().run(job, task)
 
     def release(self, path: str) -> None:
         """Close an item's file once the item is done."""
-        self._executor.release(path)
+        if self._load_error is None:
+            self._executor.release(path)
 
     def pid(self) -> int:
         """The actor's process id."""

@@ -390,7 +390,7 @@ class _Scheduler:
         if state.inflight == 0 and state in self.active:
             self.active.remove(state)
             for actor in self.actors:
-                actor.release.remote(state.item.path)
+                actor.release.options(max_task_retries=0).remote(state.item.path)  # no retry after ray.kill
             self._record_failure(state.item, state.failed or "failed")
 
     def _record_failure(self, item: Item, reason: str) -> None:
@@ -415,7 +415,7 @@ class _Scheduler:
                 remaining.append((state, fut))
                 continue
             for actor in self.actors:
-                actor.release.remote(state.item.path)
+                actor.release.options(max_task_retries=0).remote(state.item.path)  # no retry after ray.kill
             try:
                 outcome = fut.result()
             except (GeosegError, OSError) as exc:

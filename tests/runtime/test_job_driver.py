@@ -228,3 +228,16 @@ def test_geographic_areas_are_geodesic(tmp_path: Path, write_raster: Callable[..
     assert stats.classes[1].area_ha == pytest.approx(expected / 1e4, rel=1e-9)
     assert stats.classes[1].share == pytest.approx(expected / total, rel=1e-9)
     assert stats.classes[1].share != pytest.approx(2000 / 5400, rel=1e-3)  # not a pixel share
+
+
+def test_model_that_cannot_load_fails_every_item_with_the_real_reason(
+    tmp_path: Path, write_raster: Callable[..., Path]
+) -> None:
+    src = write_raster("scene.tif", np.ones((3, 40, 40), "uint8"))
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_text("not a model")
+    result = predict([src], str(bogus), tmp_path / "out", roi_size=32, workers=1, progress=False)
+    assert not result.ok
+    error = result.outcomes[0].error
+    assert "not a TorchScript model" in error and str(bogus) in error, error
+    assert "actor died" not in error and "\x1b[" not in error
