@@ -89,6 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--include-background", action="store_true", help="also evaluate label 0")
     ev.add_argument("--no-hausdorff", action="store_true", help="skip HD95 (the slow part on big images)")
 
+    subm = sub.add_parser("submit", help="run a workflow on a Ray cluster through the Ray Jobs API")
+    subm.add_argument("workflow", type=Path)
+    subm.add_argument("--address", required=True, help="the dashboard, e.g. http://HEAD:8265")
+    subm.add_argument("--wait", action="store_true", help="follow the job's log until it ends")
+    subm.add_argument("--force", action="store_true", help="reprocess items the ledger records as done")
+    jl = sub.add_parser("jobs", help="list the jobs of a Ray cluster")
+    jl.add_argument("--address", required=True, help="the dashboard, e.g. http://HEAD:8265")
+    lg = sub.add_parser("logs", help="print a job's log")
+    lg.add_argument("job_id")
+    lg.add_argument("--address", required=True, help="the dashboard, e.g. http://HEAD:8265")
+    lg.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+
     status = sub.add_parser("status", help="print the run ledger of an output directory")
     status.add_argument("out", type=Path)
 
@@ -116,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args.out)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command in ("submit", "jobs", "logs"):
+            return _cluster_jobs(args)
         if args.command == "run":
             from .api import run_workflow
 
@@ -184,6 +198,35 @@ def _validate(path: Path) -> int:
     print(f"{path}: valid ({len(items)} item(s), model {spec.model.source}, "
           f"output {spec.output.directory})")
     return 0
+
+
+def _cluster_jobs(args: argparse.Namespace) -> int:
+    from .runtime import submit as jobs_api
+
+    def echo(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    if args.command == "jobs":
+        for j in jobs_api.jobs(args.address):
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((j.start_time or 0) / 1000))
+            name = (j.metadata or {}).get("workflow", "")
+            print(f"{j.submission_id or j.job_id}  {str(j.status).rsplit('.', 1)[-1]:<9}  {started}  {name}")
+        return 0
+    if args.command == "logs":
+        if args.follow:
+            status = jobs_api.wait(args.address, args.job_id, echo)
+            return 0 if status == "SUCCEEDED" else 1
+        echo(jobs_api.logs(args.address, args.job_id))
+        return 0
+    job_id = jobs_api.submit(args.workflow, args.address, force=args.force)
+    print(f"submitted {job_id} to {args.address}")
+    if not args.wait:
+        print(f"follow it with: geoseg logs {job_id} --address {args.address} --follow")
+        return 0
+    status = jobs_api.wait(args.address, job_id, echo)
+    print(f"job {job_id}: {status}")
+    return 0 if status == "SUCCEEDED" else 1
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -153,6 +153,9 @@ def run_job(
         "inference_seconds": round(inference_seconds, 3),
         "windows_per_second": round(windows / inference_seconds, 2) if inference_seconds else None,
         "actors": scheduler.actor_count if scheduler else 0,
+        # which Ray node each actor ran on, and how many tile tasks it was given
+        "actor_nodes": scheduler.actor_nodes if scheduler else [],
+        "tasks_per_actor": list(scheduler.actor_tasks.values()) if scheduler else [],
         "kind": "volume" if spec.tiling.spatial_dims == 3 else "raster",
         "lesion_classes": list(spec.statistics.lesion_classes),
     }
@@ -225,6 +228,8 @@ class _Scheduler:
         self.finalizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-commit")
         self.commits: list[tuple[_ItemState, Future[ItemOutcome]]] = []
         self.first_submit: float | None = None
+        self.actor_nodes: list[str] = []
+        self.actor_tasks: dict[int, int] = {}
         self.last_result: float | None = None
         self.actor_count = 0
         names = Counter(i.name for i in items)
@@ -239,6 +244,7 @@ class _Scheduler:
         self.actors = start_actors(spec.model, spec.resources, count, spec.inference)
         self.actor_count = count
         self.actor_load = {i: 0 for i in range(count)}
+        self.actor_tasks = {i: 0 for i in range(count)}
         in_channels = len(spec.preprocessing.bands) if spec.preprocessing.bands else spec.model.in_channels
         try:
             info = ray.get(self.actors[0].describe.remote(in_channels, spec.tiling.roi_size, self._first_band_count()))
@@ -249,6 +255,7 @@ class _Scheduler:
                 )
             self.info = info
             self.legend = _Legend(spec, info.num_classes).legend
+            self.actor_nodes = [str(n) for n in ray.get([a.node.remote() for a in self.actors])]
         except (RayTaskError, RayActorError, GeosegError) as exc:
             reason = _reason(exc)
             log.error("model: %s", reason)
@@ -345,6 +352,7 @@ class _Scheduler:
                     self.first_submit = time.monotonic()
                 self.inflight[ref] = (state, actor)
                 self.actor_load[actor] += 1
+                self.actor_tasks[actor] += 1
                 state.inflight += 1
             self._collect_commits(block=False)
             if not self.inflight:

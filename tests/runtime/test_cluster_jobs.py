@@ -1,0 +1,146 @@
+"""``geoseg submit`` through the Ray Jobs API to a real two-node cluster (token auth on):
+the work runs on both nodes, each tile task once, and the outputs equal a local run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+
+from geoseg_pipeline.tiling import plan_tiles
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def _ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [int(s.getsockname()[1]) for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    # each node in its own process group: `ray stop` would stop every Ray on the machine
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture()
+def two_nodes(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A head (1 CPU, dashboard and Jobs API) and a second node (1 CPU) joining it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this venv's
+    gcs, dash, client, *agent = _ports(11)
+    head = _start(["--head", f"--port={gcs}", "--num-cpus=1", "--include-dashboard=true",
+                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
+                   f"--dashboard-agent-listen-port={agent[0]}", f"--dashboard-agent-grpc-port={agent[1]}",
+                   f"--metrics-export-port={agent[2]}", f"--runtime-env-agent-port={agent[3]}"],
+                  tmp_path / "head.log", env)
+    nodes = [head]
+    try:
+        url = f"http://127.0.0.1:{dash}"
+        auth = {**env, "RAY_AUTH_MODE": "token"}
+        _wait_for(lambda: subprocess.run([str(BIN / "ray"), "status", f"--address=127.0.0.1:{gcs}"],
+                                         capture_output=True, env=auth, timeout=60).returncode == 0, head, tmp_path)
+        nodes.append(_start([f"--address=127.0.0.1:{gcs}", "--num-cpus=1",
+                             f"--dashboard-agent-listen-port={agent[4]}", f"--dashboard-agent-grpc-port={agent[5]}",
+                             f"--metrics-export-port={agent[6]}", f"--runtime-env-agent-port={agent[7]}"],
+                            tmp_path / "node2.log", auth))
+
+        def two_alive() -> bool:
+            out = subprocess.run([str(BIN / "ray"), "status", f"--address=127.0.0.1:{gcs}"], capture_output=True,
+                                 text=True, env=auth, timeout=60).stdout
+            return out.count("node_") >= 2
+        _wait_for(two_alive, nodes[1], tmp_path)
+        yield url, env
+    finally:
+        for proc in reversed(nodes):
+            _stop(proc)
+
+
+def _wait_for(ready: Callable[[], bool], proc: subprocess.Popen[bytes], tmp: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        assert proc.poll() is None, "\n".join(p.read_text() for p in tmp.glob("*.log"))
+        time.sleep(1)
+    raise AssertionError("the cluster did not come up:\n" + "\n".join(p.read_text() for p in tmp.glob("*.log")))
+
+
+def test_submit_runs_on_both_nodes_and_equals_a_local_run(
+    tmp_path: Path, two_nodes: tuple[str, dict[str, str]], write_raster: Callable[..., Path],
+    conv_model: Callable[..., Path],
+) -> None:
+    url, env = two_nodes
+    scene = write_raster("scene.tif", np.random.default_rng(0).integers(1, 255, (3, 300, 260)).astype("uint8"))
+    model = conv_model(in_channels=3, classes=3)
+    wf = {"name": "cluster-test", "inputs": {"paths": [str(scene)]},
+          "model": {"type": "torchscript", "path": str(model)},
+          "tiling": {"roi_size": 64, "overlap": 0.25, "block_size": 64},
+          "output": {"directory": str(tmp_path / "cluster-out")},
+          "resources": {"workers": 2, "cpus_per_worker": 1}}
+    wf_path = tmp_path / "wf.yaml"
+    wf_path.write_text(yaml.safe_dump(wf))
+
+    sub = subprocess.run([str(BIN / "geoseg"), "submit", str(wf_path), "--address", url, "--wait"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    assert "SUCCEEDED" in sub.stdout and "1 item(s) done, 0 failed" in sub.stdout
+    job = json.loads((tmp_path / "cluster-out" / "summary.json").read_text())
+    assert len(set(job["actor_nodes"])) == 2  # one actor on each node
+    assert all(n > 0 for n in job["tasks_per_actor"])  # both did work ...
+    tasks = plan_tiles((300, 260), (64, 64), 0.25, (64, 64)).task_count
+    assert sum(job["tasks_per_actor"]) == tasks  # ... and no tile task ran twice
+
+    job_id = sub.stdout.split()[1]
+    listed = subprocess.run([str(BIN / "geoseg"), "jobs", "--address", url], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert listed.returncode == 0 and job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    logs = subprocess.run([str(BIN / "geoseg"), "logs", job_id, "--address", url], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert "item 1/1 scene: ok" in logs.stdout or "1 item(s) done" in logs.stdout
+
+    local = subprocess.run([str(BIN / "geoseg"), "--no-progress", "predict", str(scene), "--model", str(model),
+                            "--out", str(tmp_path / "local-out"), "--roi-size", "64", "--block-size", "64",
+                            "--workers", "2"], capture_output=True, text=True, env=env, timeout=300)
+    assert local.returncode == 0, local.stderr
+    with rasterio.open(tmp_path / "cluster-out/scene/labels.tif") as a, \
+            rasterio.open(tmp_path / "local-out/scene/labels.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1))
+
+
+def test_submit_without_the_token_is_refused(tmp_path: Path, two_nodes: tuple[str, dict[str, str]]) -> None:
+    url, env = two_nodes
+    wf = {"inputs": {"paths": ["x.tif"]}, "model": {"type": "builtin", "name": "landcover-demo"},
+          "output": {"directory": str(tmp_path / "o")}}
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump(wf))
+    bad = {**env, "RAY_AUTH_TOKEN": "not-the-token"}
+    sub = subprocess.run([str(BIN / "geoseg"), "submit", str(tmp_path / "wf.yaml"), "--address", url],
+                         capture_output=True, text=True, env=bad, timeout=300)
+    assert sub.returncode != 0
+    assert "geoseg:" in sub.stderr  # a clear one-line error, not a traceback
