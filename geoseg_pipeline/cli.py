@@ -181,11 +181,23 @@ def _validate(path: Path) -> int:
         for field, message in exc.problems:
             print(f"  {field}: {message}", file=sys.stderr)
         return 2
-    from .sources.discovery import expand_inputs
+    from .errors import GeosegError
+    from .sources.discovery import discover
+    from .sources.remote import is_s3
 
-    items, unmatched = expand_inputs(spec.inputs.paths)
-    problems = [("inputs.paths", m) for m in unmatched]
-    problems += [("inputs.paths", f"{i.path}: no such file") for i in items if not Path(i.path).exists()]
+    items = []
+    problems: list[tuple[str, str]] = []
+    try:
+        found = discover(spec.inputs, "volume" if spec.tiling.spatial_dims == 3 else "raster")
+        items = list(found.items)
+        problems += [("inputs", m) for m in found.unmatched]
+    except SpecError as exc:
+        problems += exc.problems
+    except GeosegError as exc:  # no item at all; an object store that cannot be listed
+        problems.append(("inputs", str(exc)))
+    problems += [("inputs", i.error) for i in items if i.error is not None]
+    problems += [("inputs.paths", f"{i.path}: no such file") for i in items
+                 if i.error is None and not is_s3(i.path) and not Path(i.path).exists()]
     for field in ("path", "checkpoint"):
         file = getattr(spec.model, field)
         if file is not None and not file.is_file():

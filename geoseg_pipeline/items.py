@@ -30,6 +30,7 @@ from .sinks.zarr_labels import ZarrLabelSink
 from .sources import open_raster_source
 from .sources.discovery import Item
 from .sources.nifti_source import NiftiSource, VolumeSource, open_volume_source
+from .sources.remote import S3Config, is_s3, nifti_header
 from .spec import WorkflowSpec
 from .statistics import ClassTally, ItemStats, LesionTracker, pixel_areas
 from .statistics.classes import VolumeTally
@@ -181,7 +182,7 @@ class VolumeItem(OpenItem):
                             axcodes=spec.preprocessing.orientation, image_shape=shape, resample=self.smap)
             self.small = any(n < r for n, r in zip(shape, spec.tiling.roi_size, strict=True))
             self.nodata_label = None
-            header = item.path if item.path.lower().endswith((".nii", ".nii.gz")) else None
+            header = data_path if item.path.lower().endswith((".nii", ".nii.gz")) else None
             formats = spec.output.resolved_formats(3)
             self.sinks: list[NiftiLabelSink | ZarrLabelSink] = []
             if "nifti" in formats:
@@ -291,6 +292,10 @@ def open_item(item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLege
 def channel_count(item: Item, spec: WorkflowSpec) -> int:
     """Bands (or channels) of ``item``, from its metadata."""
     if spec.tiling.spatial_dims == 3:
+        if is_s3(item.path) and item.path.lower().endswith((".nii", ".nii.gz")):
+            shape = nifti_header(item.path, S3Config.from_env()).get_data_shape()
+            axis = spec.inputs.channel_axis
+            return int(shape[axis]) if axis is not None and axis < len(shape) else 1
         vol = open_volume_source(item.path, None, spec.inputs.channel_axis)
         vol.close()
         return vol.channel_count

@@ -23,10 +23,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LedgerError
 from .spec import WorkflowSpec
+
+if TYPE_CHECKING:
+    from .sources.remote import S3Config
 
 #: The ledger's file name inside the output directory.
 LEDGER_NAME = "ledger.sqlite"
@@ -190,13 +193,20 @@ def _row(r: tuple[Any, ...]) -> LedgerRow:
 # -- what outputs depend on -------------------------------------------------------------------
 
 
-def fingerprint(path: str) -> str:
+def fingerprint(path: str, s3: S3Config | None = None) -> str:
     """Size and modification time of a file; for a directory (a Zarr store), a digest of every
-    file's relative path, size and modification time.
+    file's relative path, size and modification time; for an ``s3://`` object, its size and
+    ETag from a HEAD request (for an ``s3://`` Zarr store, a digest of every object's key, size
+    and ETag), with ``s3`` (default: the AWS environment).
 
     Raises:
-        OSError: the path cannot be read.
+        OSError: the path cannot be read (:class:`~geoseg_pipeline.errors.SourceError` for an
+            object store: unreachable, missing, access denied).
     """
+    from .sources.remote import S3Config, is_s3, object_fingerprint
+
+    if is_s3(path):
+        return object_fingerprint(path, s3 if s3 is not None else S3Config.from_env())
     st = os.stat(path)
     if not os.path.isdir(path):
         return f"file:{st.st_size}:{st.st_mtime_ns}"

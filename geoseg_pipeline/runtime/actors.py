@@ -13,6 +13,7 @@ from ..tiling import TileTask
 
 if TYPE_CHECKING:
     from ..inference.tile_executor import TileExecutor
+    from ..sources.remote import S3Config
 
 
 class InferenceActor:
@@ -20,16 +21,16 @@ class InferenceActor:
     torch threads matching its CPUs. Torch is imported inside the actor only."""
 
     def __init__(
-        self, model: ModelSpec, use_gpu: bool, threads: int, gdal_cache_mb: int, options: InferenceSpec | None = None
+        self, model: ModelSpec, use_gpu: bool, threads: int, gdal_cache_mb: int, options: InferenceSpec | None = None,
+        s3: S3Config | None = None,
     ) -> None:
-        import rasterio
-
         from ..inference.tile_executor import TileExecutor
+        from ..sources.remote import rasterio_env
 
         # GDAL's block cache defaults to 5 % of RAM per process and keeps every decoded input
         # tile, so without a cap an actor's memory grows with the image. The environment lives
         # as long as the actor does.
-        self._gdal_env = rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb)
+        self._gdal_env = rasterio_env(s3, GDAL_CACHEMAX=gdal_cache_mb)
         self._gdal_env.__enter__()
         # A model that cannot be loaded is reported by describe()/run(), not by dying here:
         # Ray would report only "the actor died in its creation task" and restart it in vain.
@@ -78,7 +79,8 @@ def worker_count(resources: ResourceSpec) -> int:
 
 
 def start_actors(
-    model: ModelSpec, resources: ResourceSpec, count: int, options: InferenceSpec | None = None
+    model: ModelSpec, resources: ResourceSpec, count: int, options: InferenceSpec | None = None,
+    s3: S3Config | None = None,
 ) -> list[Any]:
     """Start ``count`` inference actors with the configured CPUs and GPUs each."""
     # Ray sets OMP_NUM_THREADS to the actor's CPUs and the predictor sets torch's threads; a
@@ -91,4 +93,4 @@ def start_actors(
         max_restarts=resources.max_restarts, max_task_retries=resources.max_restarts,
     )(InferenceActor)
     use_gpu = resources.gpus_per_worker > 0
-    return [remote_cls.remote(model, use_gpu, threads, resources.gdal_cache_mb, options) for _ in range(count)]
+    return [remote_cls.remote(model, use_gpu, threads, resources.gdal_cache_mb, options, s3) for _ in range(count)]

@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from ..errors import GeosegError, JobError, ModelError
+from ..errors import GeosegError, JobError, ModelError, SourceError
 from ..items import OpenItem, channel_count, open_item
 from ..ledger import ItemKey, Ledger, config_hash, fingerprint, model_hash
 from ..report import ItemOutcome, write_summary
 from ..sinks import ClassLegend
-from ..sources.discovery import Item, expand_inputs
+from ..sources.discovery import Item, discover
+from ..sources.remote import S3Config, needs_s3, rasterio_env
 from ..spec import WorkflowSpec
 from ..statistics import ItemStats
 from ..stitching import BlockStitcher
@@ -117,21 +117,29 @@ def run_job(
     """
     started = time.monotonic()
     out_dir = spec.output.directory
-    items, unmatched = expand_inputs(spec.inputs.paths)
-    for msg in unmatched:
+    s3 = S3Config.from_env() if needs_s3([*spec.inputs.paths, spec.inputs.manifest or ""]) else None
+    try:
+        found = discover(spec.inputs, "volume" if spec.tiling.spatial_dims == 3 else "raster", s3)
+    except SourceError as exc:  # an object store cannot be listed: nothing has started
+        raise JobError(f"cannot list the inputs: {exc}") from exc
+    for msg in found.unmatched:
         log.warning("%s", msg)
-    if not items:
-        raise JobError("no input items: " + "; ".join(unmatched or ["inputs.paths is empty"]))
+    items = list(found.items)
+    s3 = s3 or (S3Config.from_env() if needs_s3(i.path for i in items) else None)  # a manifest may name s3://
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out_dir)
     run_id = ledger.start_run(spec.name)
-    book = _Book(ledger, run_id, spec)
-    todo, skipped = book.triage(items, force)
+    book = _Book(ledger, run_id, spec, s3)
+    todo, skipped = book.triage([i for i in items if i.error is None], force)
     outcomes_by_name: dict[str, ItemOutcome] = {o.item: o for o in skipped}
+    for bad in found.failed:  # a bad manifest line, an unknown URI scheme: recorded, never opened
+        log.error("%s: %s", bad.name, bad.error)
+        book.failed(bad, bad.error or "")
+        outcomes_by_name[bad.name] = ItemOutcome(bad.name, bad.path, "failed", error=bad.error or "")
     scheduler: _Scheduler | None = None
     if todo:
-        with ray_session(address), rasterio.Env(GDAL_CACHEMAX=spec.resources.gdal_cache_mb):
-            scheduler = _Scheduler(spec, todo, make_progress(len(todo), progress), book)
+        with ray_session(address), rasterio_env(s3, GDAL_CACHEMAX=spec.resources.gdal_cache_mb):
+            scheduler = _Scheduler(spec, todo, make_progress(len(todo), progress), book, s3)
             outcomes_by_name.update((o.item, o) for o in scheduler.run())
     outcomes = [outcomes_by_name[i.name] for i in items]
     inference_seconds = scheduler.inference_seconds if scheduler else 0.0
@@ -166,8 +174,8 @@ def run_job(
 class _Book:
     """The run ledger's side of a job: what to skip, and each item's record as it goes."""
 
-    def __init__(self, ledger: Ledger, run_id: str, spec: WorkflowSpec) -> None:
-        self.ledger, self.run_id = ledger, run_id
+    def __init__(self, ledger: Ledger, run_id: str, spec: WorkflowSpec, s3: S3Config | None = None) -> None:
+        self.ledger, self.run_id, self.s3 = ledger, run_id, s3
         self.model_hash = model_hash(spec)
         self.config_hash = config_hash(spec)
         self.keys: dict[str, ItemKey] = {}
@@ -177,7 +185,7 @@ class _Book:
         key = self.keys.get(item.name)
         if key is None:
             try:
-                fp = fingerprint(item.path)
+                fp = fingerprint(item.path, self.s3)
             except OSError:
                 fp = "unreadable"
             key = self.keys[item.name] = ItemKey(fp, self.model_hash, self.config_hash)
@@ -215,8 +223,10 @@ class _Book:
 class _Scheduler:
     """Feeds tile tasks of all items to the actors, keeping a bounded number in flight."""
 
-    def __init__(self, spec: WorkflowSpec, items: list[Item], progress: Progress, book: _Book) -> None:
+    def __init__(self, spec: WorkflowSpec, items: list[Item], progress: Progress, book: _Book,
+                 s3: S3Config | None = None) -> None:
         self.spec = spec
+        self.s3 = s3
         self.book = book
         self.items = items
         self.progress = progress
@@ -241,7 +251,7 @@ class _Scheduler:
         spec = self.spec
         count = worker_count(spec.resources)
         log.info("starting %d inference actor(s)", count)
-        self.actors = start_actors(spec.model, spec.resources, count, spec.inference)
+        self.actors = start_actors(spec.model, spec.resources, count, spec.inference, self.s3)
         self.actor_count = count
         self.actor_load = {i: 0 for i in range(count)}
         self.actor_tasks = {i: 0 for i in range(count)}

@@ -1,21 +1,117 @@
-"""Turn the workflow's input paths and globs into named items."""
+"""Turn the workflow's inputs (paths, globs, folders, ``s3://`` URIs, a manifest) into named items.
+
+Rules (see ``docs/workflow.md``):
+
+* a **file** (or object) is one item, named after its file name without extensions;
+* a **Zarr store** (a folder named ``*.zarr`` or holding ``zarr.json`` / ``.zarray`` /
+  ``.zgroup``) is one item, never looked into;
+* any **other folder** (or an ``s3://`` prefix ending in ``/``) stands for the supported files
+  and Zarr stores anywhere below it (:func:`folder_suffixes`), in sorted order; names starting
+  with ``.`` are skipped, symbolic links to folders are not followed;
+* a **glob** (``*``, ``?``, ``[..]``, ``**``) matches files, stores and folders, each taken as
+  above; a glob matching nothing is reported, not an error;
+* a **literal path** that does not exist is still an item, so that it fails as an item with
+  its reason; a literal ``s3://`` key is taken as an object without asking the store;
+* a **manifest** (:func:`read_manifest`) lists one item per line, literally (no globs, no
+  folder expansion), with optional metadata; a bad line becomes a failed item naming the
+  manifest and the line;
+* the same file named twice is one item (the first; metadata from a later mention is kept if
+  the first had none).
+
+Nothing is opened: only names and listings. Listing an object store can fail (unreachable,
+no such bucket, access denied): that raises a :class:`~geoseg_pipeline.errors.SourceError`
+naming the URI, before any work starts.
+"""
 
 from __future__ import annotations
 
+import csv
 import glob
-from collections.abc import Sequence
-from dataclasses import dataclass
+import io
+import os
+import posixpath
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
+
+from ..errors import JobError, SourceError, SpecError
+from ..spec.model import InputSpec
+from .remote import S3Config, glob_s3, is_s3, read_bytes, split_s3, uri_scheme, walk_s3
 
 _MULTI_SUFFIXES = (".nii.gz", ".ome.zarr", ".tar.gz")
+
+#: Files that mark a folder as a Zarr store (v3, v2 array, v2 group).
+ZARR_MARKERS = frozenset({"zarr.json", ".zarray", ".zgroup"})
+
+#: URI schemes an input may use (``file://`` is a local path).
+SCHEMES = InputSpec.SCHEMES
+
+#: Manifest columns naming the item's location, and its output name.
+URI_COLUMNS = ("uri", "path")
+NAME_COLUMN = "item"
+
+_SUFFIXES = {
+    "geotiff": (".tif", ".tiff"),
+    "zarr": (".zarr",),
+    "nifti": (".nii", ".nii.gz"),
+}
+
+
+class Metadata(Mapping[str, str]):
+    """An item's metadata (a manifest row's other columns): a read-only, hashable mapping."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        self._data: dict[str, str] = dict(data)
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._data.items())))
+
+    def __repr__(self) -> str:
+        return f"Metadata({self._data!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Metadata, (self._data,))
 
 
 @dataclass(frozen=True)
 class Item:
-    """One input: its output name (file name without extensions) and its path."""
+    """One input: its output name, its path (or URI), metadata from a manifest, and, for an
+    input that cannot be an item (a bad manifest line, an unknown URI scheme), why.
+
+    An item with an ``error`` is never opened: the driver records it as failed with that reason.
+    """
 
     name: str
     path: str
+    metadata: Metadata = field(default_factory=Metadata)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What discovery found: the items in order (failed ones included), and one message per
+    pattern or folder that matched nothing."""
+
+    items: tuple[Item, ...]
+    unmatched: tuple[str, ...]
+
+    @property
+    def failed(self) -> tuple[Item, ...]:
+        """The items that cannot be processed (``error`` set)."""
+        return tuple(i for i in self.items if i.error is not None)
 
 
 def item_name(path: str) -> str:
@@ -29,27 +125,392 @@ def item_name(path: str) -> str:
     return stem or name
 
 
-def expand_inputs(patterns: Sequence[str]) -> tuple[list[Item], list[str]]:
-    """Expand paths and globs in order, without duplicates.
+def folder_suffixes(fmt: str = "auto", kind: str | None = None) -> tuple[str, ...]:
+    """File suffixes a folder expands to, for ``inputs.format`` and the job's kind.
+
+    ``geotiff``: ``.tif``, ``.tiff``; ``nifti``: ``.nii``, ``.nii.gz``; ``zarr``: ``.zarr``;
+    ``auto``: those of the kind (``"raster"``: GeoTIFF and Zarr, ``"volume"``: NIfTI and Zarr),
+    or all of them. Zarr stores without the suffix are recognised by their metadata.
+    """
+    if fmt != "auto":
+        return _SUFFIXES[fmt]
+    kinds = {"raster": ("geotiff", "zarr"), "volume": ("nifti", "zarr")}.get(kind or "", tuple(_SUFFIXES))
+    return tuple(s for k in kinds for s in _SUFFIXES[k])
+
+
+# -- paths and globs --------------------------------------------------------------------------
+
+
+class _Collector:
+    """Items in order without duplicates, and the unmatched messages."""
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self.index: dict[str, int] = {}
+        self.unmatched: list[str] = []
+
+    def add(self, item: Item) -> None:
+        key = _identity(item.path) if item.error is None else f"\0{item.error}"
+        at = self.index.get(key)
+        if at is None:
+            self.index[key] = len(self.items)
+            self.items.append(item)
+        elif item.metadata and not self.items[at].metadata and item.error is None:
+            self.items[at] = item
+
+    def result(self) -> tuple[list[Item], list[str]]:
+        return self.items, self.unmatched
+
+
+def _identity(path: str) -> str:
+    if uri_scheme(path) is not None:
+        return path.rstrip("/")
+    return str(Path(path).resolve()) if os.path.exists(path) else path
+
+
+def _local(path: str) -> str:
+    """``file:///a/b.tif`` -> ``/a/b.tif``; anything else unchanged."""
+    if uri_scheme(path) == "file":
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(path).path)
+    return path
+
+
+def _unsupported(path: str) -> str | None:
+    scheme = uri_scheme(path)
+    if scheme is None or scheme in SCHEMES:
+        return None
+    return f"{path}: unsupported URI scheme {scheme}://; use a local path or s3://bucket/key"
+
+
+def _is_store(path: str, names: Iterable[str] = ()) -> bool:
+    return path.rstrip("/").lower().endswith(".zarr") or any(n in ZARR_MARKERS for n in names)
+
+
+def _wanted(name: str, suffixes: Sequence[str]) -> bool:
+    lower = name.lower()
+    return not name.startswith(".") and lower.endswith(tuple(s for s in suffixes if s != ".zarr"))
+
+
+def _walk_local(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    def fail(exc: OSError) -> None:
+        raise SourceError(f"{exc.filename}: cannot list the folder: {exc.strerror}") from exc
+
+    yield from os.walk(root, onerror=fail)
+
+
+def _folder(root: str, walk: Iterator[tuple[str, list[str], list[str]]], suffixes: Sequence[str]) -> list[str]:
+    """Items below a folder that is not a store: supported files and (when ``.zarr`` is among
+    ``suffixes``) Zarr stores, which are never looked into; sorted."""
+    stores = ".zarr" in suffixes
+    found: list[str] = []
+    for folder, dirs, files in walk:
+        if folder.rstrip("/") != root.rstrip("/") and _is_store(folder, files):
+            found.extend([folder] if stores else [])
+            dirs[:] = []
+            continue
+        for d in list(dirs):
+            if d.startswith(".") or _is_store(d):
+                dirs.remove(d)
+                if stores and not d.startswith("."):
+                    found.append(f"{folder.rstrip('/')}/{d}")
+        dirs.sort()
+        found.extend(f"{folder.rstrip('/')}/{f}" for f in files if _wanted(f, suffixes))
+    return sorted(found)
+
+
+def _expand_local(pattern: str, suffixes: Sequence[str], out: _Collector) -> None:
+    magic = glob.has_magic(pattern)
+    matches = sorted(glob.glob(pattern, recursive=True)) if magic else [pattern]
+    found: list[str] = []
+    for m in matches:
+        if os.path.isdir(m) and not _is_store(m, _names(m)):
+            inside = _folder(m, _walk_local(m), suffixes)
+            if not inside and not magic:
+                out.unmatched.append(f"{m}: the folder holds no {', '.join(suffixes)} file or Zarr store")
+            found.extend(os.path.normpath(p) for p in inside)
+        else:
+            found.append(m)
+    if magic and not found:
+        out.unmatched.append(f"{pattern}: matches no file")
+    for p in found:
+        out.add(Item(item_name(p), p))
+
+
+def _names(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _expand_s3(pattern: str, suffixes: Sequence[str], config: S3Config, out: _Collector) -> None:
+    _, key = split_s3(pattern)
+    magic = glob.has_magic(pattern)
+    literal = [(pattern, not key or pattern.endswith("/"))]  # a prefix ends with "/"
+    matches = glob_s3(pattern, config) if magic else literal
+    found: list[str] = []
+    for uri, is_prefix in matches:
+        if not is_prefix or _is_store(uri):
+            found.append(uri.rstrip("/"))
+            continue
+        inside = _s3_folder(uri, suffixes, config)
+        if not inside and not magic:
+            out.unmatched.append(f"{pattern}: the prefix holds no {', '.join(suffixes)} object or Zarr store")
+        found.extend(inside)
+    if magic and not found:
+        out.unmatched.append(f"{pattern}: matches no object")
+    for p in found:
+        out.add(Item(item_name(p), p))
+
+
+def _s3_folder(uri: str, suffixes: Sequence[str], config: S3Config) -> list[str]:
+    walk = walk_s3(uri, config)
+    first = next(walk, None)
+    if first is None:
+        return []
+    if _is_store(uri, first[2]):  # a store without the .zarr suffix
+        return [uri.rstrip("/")]
+
+    def again() -> Iterator[tuple[str, list[str], list[str]]]:
+        yield first
+        yield from walk
+
+    return _folder(first[0], again(), suffixes)
+
+
+def expand_inputs(
+    patterns: Sequence[str], *, suffixes: Sequence[str] | None = None, s3: S3Config | None = None
+) -> tuple[list[Item], list[str]]:
+    """Expand paths, folders, globs and ``s3://`` URIs in order, without duplicates.
+
+    Args:
+        patterns: as ``inputs.paths``.
+        suffixes: what a folder expands to (default: every supported format,
+            :func:`folder_suffixes`).
+        s3: object-store configuration (default: from the environment, read when needed).
 
     Returns:
-        the items, and one message per pattern that matched nothing (a literal path that does
-        not exist is still returned as an item, so that it fails as an item with its reason).
+        the items, and one message per pattern or folder that matched nothing (a literal path
+        that does not exist is still returned as an item, so that it fails as an item with its
+        reason; an unsupported URI scheme gives an item with ``error`` set).
+
+    Raises:
+        SourceError: an object store cannot be listed (unreachable, no bucket, access denied).
     """
-    seen: set[str] = set()
-    items: list[Item] = []
-    unmatched: list[str] = []
-    for pattern in patterns:
-        if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
-            if not matches:
-                unmatched.append(f"{pattern}: matches no file")
+    out = _Collector()
+    wanted = tuple(suffixes) if suffixes is not None else folder_suffixes()
+    for raw in patterns:
+        problem = _unsupported(raw)
+        if problem is not None:
+            out.add(Item(item_name(raw), raw, error=problem))
+        elif is_s3(raw):
+            if s3 is None:
+                s3 = S3Config.from_env()
+            try:
+                _expand_s3(raw, wanted, s3, out)
+            except ValueError as exc:  # a malformed URI or glob
+                out.add(Item(item_name(raw), raw, error=str(exc)))
         else:
-            matches = [pattern]
-        for m in matches:
-            key = str(Path(m).resolve()) if Path(m).exists() else m
-            if key in seen:
+            _expand_local(_local(raw), wanted, out)
+    return out.result()
+
+
+# -- manifests --------------------------------------------------------------------------------
+
+
+class _Row(NamedTuple):
+    line: int
+    location: str
+    meta: dict[str, str]
+    problem: str | None = None
+
+
+def read_manifest(manifest: str, s3: S3Config | None = None) -> list[Item]:
+    """The items a manifest lists, in order; bad lines become items with ``error`` set.
+
+    A manifest is a **CSV file** (``.csv``) with a header row holding a ``uri`` or ``path``
+    column and optionally ``item`` (the output name; default: from the file name) and any
+    other columns, kept as the item's :attr:`Item.metadata`; or a **text file** (any other
+    name): one path or URI per line, ``#`` comment lines and blank lines ignored. Relative
+    paths are relative to the manifest's folder (or prefix, for a manifest in ``s3://``).
+    Each line is one item, taken literally: no globs, no folder expansion.
+
+    A bad line (no location, control characters, an unsupported URI scheme, a local file that
+    does not exist, a bad ``item`` name, a CSV row with the wrong number of fields) becomes a
+    failed item whose error names the manifest and the line.
+
+    Raises:
+        SpecError: the manifest cannot be read, is not UTF-8, or a CSV lacks a header with
+            one ``uri`` or ``path`` column.
+    """
+    text = _read_text(manifest, s3)
+    base = manifest.rsplit("/", 1)[0] if is_s3(manifest) else str(Path(_local(manifest)).parent)
+    rows = _csv_rows(manifest, text) if manifest.lower().endswith(".csv") else _text_rows(text)
+    return [_manifest_item(manifest, base, row) for row in rows]
+
+
+def _spec_error(manifest: str, message: str) -> SpecError:
+    return SpecError(f"inputs.manifest: {manifest}: {message}", [("inputs.manifest", f"{manifest}: {message}")])
+
+
+def _read_text(manifest: str, s3: S3Config | None) -> str:
+    problem = _unsupported(manifest)
+    if problem is not None:
+        raise _spec_error(manifest, problem.split(": ", 1)[1])
+    try:
+        if is_s3(manifest):
+            data = read_bytes(manifest, s3 if s3 is not None else S3Config.from_env())
+        else:
+            data = Path(_local(manifest)).read_bytes()
+    except SourceError as exc:
+        raise _spec_error(manifest, f"cannot read the manifest: {str(exc).removeprefix(manifest + ': ')}") from exc
+    except OSError as exc:
+        raise _spec_error(manifest, f"cannot read the manifest: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _spec_error(manifest, f"not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+
+
+def _text_rows(text: str) -> list[_Row]:
+    rows: list[_Row] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            rows.append(_Row(number, entry, {}))
+    return rows
+
+
+def _csv_rows(manifest: str, text: str) -> list[_Row]:
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        while header is not None and not any(c.strip() for c in header):
+            header = next(reader, None)
+        if header is None:
+            return []
+        columns = [c.strip() for c in header]
+        lower = [c.lower() for c in columns]
+        where = [c for c in URI_COLUMNS if c in lower]
+        if len(where) != 1 or len(set(lower)) != len(lower):
+            raise _spec_error(manifest, f"the header {columns} must name each column once, with one location "
+                                        "column, 'uri' or 'path'")
+        uri_at = lower.index(where[0])
+        rows: list[_Row] = []
+        for fields in reader:
+            if not any(f.strip() for f in fields):
                 continue
-            seen.add(key)
-            items.append(Item(item_name(m), m))
-    return items, unmatched
+            if len(fields) != len(columns):
+                rows.append(_Row(reader.line_num, "", {},
+                                 f"{len(fields)} fields where the header has {len(columns)}"))
+                continue
+            meta = {c: v for i, (c, v) in enumerate(zip(columns, fields, strict=True)) if i != uri_at}
+            rows.append(_Row(reader.line_num, fields[uri_at].strip(), meta))
+    except csv.Error as exc:
+        raise _spec_error(manifest, f"line {reader.line_num}: not valid CSV: {exc}") from exc
+    return rows
+
+
+def _manifest_item(manifest: str, base: str, row: _Row) -> Item:
+    """One manifest line as an item (failed, with the line named, when it cannot be one)."""
+    raw_name = next((v for k, v in row.meta.items() if k.lower() == NAME_COLUMN), "").strip()
+    metadata = Metadata((k, v) for k, v in row.meta.items() if k.lower() != NAME_COLUMN)
+    path = ""
+    problem = row.problem or _bad_location(row.location)
+    if problem is None:
+        path, problem = _join(base, row.location)
+    if problem is None and raw_name:
+        problem = _bad_name(raw_name)
+    if problem is None:
+        return Item(raw_name or item_name(path), path, metadata)
+    name = raw_name if raw_name and _bad_name(raw_name) is None else ""
+    if not name and row.location and not _has_control(row.location):
+        name = item_name(row.location)
+    return Item(name or f"{item_name(manifest)}:{row.line}", path or row.location, metadata,
+                error=f"{manifest}, line {row.line}: {problem}")
+
+
+def _bad_location(location: str) -> str | None:
+    if not location:
+        return "no path or URI"
+    if _has_control(location):
+        return f"{location!r} is not a path or URI (control characters)"
+    problem = _unsupported(location)
+    if problem is not None:
+        return problem
+    if is_s3(location):
+        try:
+            _, key = split_s3(location)
+        except ValueError as exc:
+            return str(exc)
+        if not key or key.endswith("/"):
+            return f"{location}: names a bucket or prefix, not an object or a store"
+    return None
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c).startswith("C") for c in text)
+
+
+def _bad_name(name: str) -> str | None:
+    if name in (".", "..") or any(c in name for c in "/\\") or _has_control(name):
+        return f"item name {name!r} cannot be a folder name (no '/', '\\', '.', '..' or control characters)"
+    return None
+
+
+def _join(base: str, location: str) -> tuple[str, str | None]:
+    """The entry's path or URI, and a problem (a local file that does not exist)."""
+    if is_s3(location):
+        return location, None
+    if is_s3(base):
+        if uri_scheme(location) is not None or location.startswith("/"):
+            return location, f"{location}: a manifest in an object store lists s3:// URIs or relative keys"
+        bucket, key = split_s3(base + "/")
+        joined = posixpath.normpath(posixpath.join(key, location))
+        if joined.startswith(".."):
+            return location, f"{location}: leaves the bucket"
+        return f"s3://{bucket}/{joined}", None
+    path = Path(_local(location)).expanduser()
+    local = os.path.normpath(path if path.is_absolute() else Path(base) / path)
+    if not os.path.exists(local):
+        return local, f"{local}: no such file or directory"
+    return local, None
+
+
+# -- the workflow's inputs --------------------------------------------------------------------
+
+
+def discover(inputs: InputSpec, kind: str | None = None, s3: S3Config | None = None) -> Inputs:
+    """Every item of a workflow: ``inputs.paths`` in order, then ``inputs.manifest``'s lines.
+
+    Args:
+        inputs: the validated (and path-resolved) input section.
+        kind: ``"raster"`` or ``"volume"`` (the job's kind), for what folders expand to.
+        s3: object-store configuration (default: from the environment, read when needed).
+
+    Raises:
+        JobError: no item at all (the error lists what matched nothing).
+        SpecError: the manifest cannot be read or has no location column.
+        SourceError: an object store cannot be listed.
+    """
+    suffixes = folder_suffixes(inputs.format, kind)
+    items, unmatched = expand_inputs(inputs.paths, suffixes=suffixes, s3=s3)
+    out = _Collector()
+    for item in items:
+        out.add(item)
+    if inputs.manifest is not None:
+        listed = read_manifest(inputs.manifest, s3)
+        if not listed:
+            unmatched.append(f"{inputs.manifest}: the manifest lists no item")
+        for item in listed:
+            out.add(item)
+    if not out.items:
+        what = unmatched or ["inputs.paths and inputs.manifest name nothing"]
+        raise JobError("no input items: " + "; ".join(what) + "; check inputs.paths and inputs.manifest")
+    return Inputs(tuple(out.items), tuple(unmatched))
+
+
+__all__ = ["SCHEMES", "Inputs", "Item", "Metadata", "discover", "expand_inputs", "folder_suffixes", "item_name",
+           "read_manifest"]

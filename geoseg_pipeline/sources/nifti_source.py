@@ -292,9 +292,10 @@ def open_volume_source(
         InputDataError: dimensions that cannot be read as configured.
     """
     from .base import detect_format
+    from .remote import S3Config, fetch_to, is_s3
     from .zarr_volume import ZarrVolumeSource
 
-    if not Path(path).exists():
+    if not is_s3(path) and not Path(path).exists():
         raise SourceError(f"{path}: no such file or directory")
     if detect_format(path) == "zarr":
         if channel_axis not in (None, 0):
@@ -302,5 +303,10 @@ def open_volume_source(
         return ZarrVolumeSource(path)
     if not path.lower().endswith(_NIFTI_SUFFIXES):
         raise SourceError(f"{path}: not a volume format: expected .nii, .nii.gz or a Zarr store")
-    data_path = prepare_volume(path, staging_dir) if staging_dir is not None else path
+    if is_s3(path):
+        if staging_dir is None:
+            raise SourceError(f"{path}: an s3:// NIfTI is read from a local copy; give a staging folder")
+        data_path = str(fetch_to(path, staging_dir, S3Config.from_env()))
+    else:
+        data_path = prepare_volume(path, staging_dir) if staging_dir is not None else path
     return NiftiSource(path, channel_axis, data_path=data_path)

@@ -21,6 +21,7 @@ from affine import Affine
 
 from ..errors import SourceError
 from ..geometry import Grid, Window
+from .remote import zarr_open_kwargs
 
 
 class ZarrRasterSource:
@@ -29,7 +30,7 @@ class ZarrRasterSource:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            arr = zarr.open_array(path, mode="r")
+            arr = zarr.open_array(path, mode="r", **zarr_open_kwargs(path))
         except Exception as exc:  # zarr raises several unrelated types for a bad store
             raise SourceError(f"{path}: cannot open as a Zarr array: {exc}") from exc
         if arr.ndim not in (2, 3):

@@ -40,6 +40,7 @@ import zarr
 from ..errors import InputDataError, SourceError
 from ..geometry import Window
 from ..volumes import VolumeGrid
+from .remote import zarr_open_kwargs
 
 Role = Literal["space", "channel", "drop"]
 
@@ -56,7 +57,7 @@ class ZarrVolumeSource:
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            node = zarr.open(path, mode="r")
+            node = zarr.open(path, mode="r", **zarr_open_kwargs(path))
         except Exception as exc:  # zarr raises several unrelated types for a bad store
             raise SourceError(f"{path}: cannot open as Zarr: {exc}") from exc
         if isinstance(node, zarr.Group):

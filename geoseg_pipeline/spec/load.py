@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -153,6 +154,8 @@ def _sections(
 
 
 def _resolve(p: str | Path, base_dir: Path) -> str:
+    if isinstance(p, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", p):  # s3://, file://: not a path
+        return p
     path = Path(p).expanduser()
     return os.path.normpath(path if path.is_absolute() else base_dir / path)
 
@@ -161,7 +164,9 @@ def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
     def resolve(p: str | Path) -> str:
         return _resolve(p, base_dir)
 
-    inputs = spec.inputs.model_copy(update={"paths": tuple(resolve(p) for p in spec.inputs.paths)})
+    manifest = spec.inputs.manifest
+    inputs = spec.inputs.model_copy(update={"paths": tuple(resolve(p) for p in spec.inputs.paths),
+                                            "manifest": None if manifest is None else resolve(manifest)})
     model = spec.model.model_copy(update={
         field: Path(resolve(value))
         for field in ("path", "checkpoint", "bundle")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .inference import EvaluationSpec, InferenceSpec
 
@@ -19,12 +20,24 @@ class _Frozen(BaseModel):
 
 
 class InputSpec(_Frozen):
-    """Where the items come from.
+    """Where the items come from: ``paths``, a ``manifest``, or both (paths first).
 
-    ``paths`` are file paths or glob patterns (``**`` allowed), relative to the workflow file.
+    ``paths`` are files, folders, glob patterns (``**`` allowed) or ``s3://bucket/key`` URIs
+    (globs too), relative to the workflow file. A Zarr store is one item; any other folder
+    stands for the supported files below it. ``manifest`` is a CSV file with a ``uri`` or
+    ``path`` column (plus an optional ``item`` column naming the output, and metadata columns)
+    or a text file with one path or URI per line; its relative entries are relative to itself.
+    See :mod:`geoseg_pipeline.sources.discovery`.
     """
 
-    paths: Annotated[tuple[str, ...], Field(min_length=1)]
+    #: URI schemes ``paths`` and ``manifest`` may use; a plain path has none.
+    SCHEMES: ClassVar[tuple[str, ...]] = ("file", "s3")
+
+    # manifest first: the check of paths needs it
+    manifest: str | None = Field(
+        default=None, description="A CSV (uri/path column, optional item and metadata columns) or text list of items."
+    )
+    paths: tuple[str, ...] = Field(default=(), validate_default=True)
     format: Literal["auto", "geotiff", "zarr", "nifti"] = "auto"
     channel_axis: Annotated[int, Field(ge=0, le=3)] | None = Field(
         default=None, description="Volumes: the on-disk axis holding channels (3 for a 4D NIfTI)."
@@ -32,6 +45,30 @@ class InputSpec(_Frozen):
     nodata: float | None = Field(
         default=None, description="Override the items' nodata value (use .nan for NaN)."
     )
+
+    @field_validator("paths")
+    @classmethod
+    def _known_schemes(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if not value and "manifest" in info.data and info.data["manifest"] is None:  # (absent: itself invalid)
+            raise ValueError("needs at least 1 entry (a file, folder, glob or s3:// URI) unless a manifest is given")
+        bad = [p for p in value if not p.strip() or cls._unknown_scheme(p)]
+        if bad:
+            raise ValueError(f"{bad}: each entry must be a path, a glob or a URI with scheme "
+                             f"{', '.join(s + '://' for s in cls.SCHEMES)}")
+        return value
+
+    @field_validator("manifest")
+    @classmethod
+    def _manifest_location(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or cls._unknown_scheme(value) or glob.has_magic(value)):
+            raise ValueError(f"manifest must be one file (a path or {', '.join(s + '://' for s in cls.SCHEMES)} "
+                             f"URI, no glob), got {value!r}")
+        return value
+
+    @classmethod
+    def _unknown_scheme(cls, path: str) -> bool:
+        m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", path)
+        return m is not None and m.group(1).lower() not in cls.SCHEMES
 
 
 #: The fields each model type takes (besides ``in_channels`` and ``num_classes``).
