@@ -6,7 +6,7 @@ configurations interleaved in every repeat. Reported per configuration: median w
 median inference seconds (geoseg's own: first task to last result), and both as a ratio to the
 plain run. Expected: about the number of passes (2 for one axis, 4 for two).
 
-    .venv/bin/python benchmarks/tta_bench.py [--size 1536] [--repeats 3] [--out bench-output/tta]
+    .venv/bin/python benchmarks/tta_bench.py [--size 3072] [--repeats 3] [--out bench-output/tta]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _workflow(out: Path, scene: Path, model: Path, axes: list[int], name: str) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=int, default=1536, help="scene side in pixels")
+    p.add_argument("--size", type=int, default=3072, help="scene side in pixels")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path("bench-output/tta"))
     p.add_argument("--allow-other-ray", action="store_true")
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         order = list(CONFIGS) if rep % 2 == 0 else list(reversed(CONFIGS))
         for name in order:
             wf = _workflow(args.out, scene, model, CONFIGS[name], name)
-            wall, _, stdout, rc = measured([geoseg, "--no-progress", "run", str(wf)],
+            wall, _, stdout, rc = measured([geoseg, "--no-progress", "run", "--force", str(wf)],
                                            args.out / "logs" / f"{name}_r{rep}.log")
             if rc != 0:
                 raise SystemExit(f"{name} failed (exit {rc}): {stdout[-2000:]}")
