@@ -246,3 +246,18 @@ def test_write_summary_with_a_failed_item(tmp_path: Path) -> None:
     assert doc["items"][1]["status"] == "failed"
     assert doc["items"][1]["error"] == "/d/b.tif: cannot open as a raster: boom"
     assert doc["items"][1]["outputs"] == []
+
+
+def test_atomic_text_files_are_readable_by_others(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from geoseg_pipeline.sinks import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "summary.csv", "a,b\n")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "summary.csv").stat().st_mode)
+    assert mode == 0o644, oct(mode)
