@@ -12,7 +12,9 @@ STAMP := $(VENV)/.geoseg-installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# keep that torch: without the constraint pip may swap it for the newest build (GBs of CUDA)
+	$(BIN)/python -m pip freeze | grep -E '^torch==' > $(VENV)/torch-constraint.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-constraint.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

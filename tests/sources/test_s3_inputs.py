@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# the dev extra installs these (moto[server], boto3, s3fs): a missing one is a failure, not a skip
+# the dev extra installs these (moto[s3] with flask, boto3, s3fs): a missing one is a failure, not a skip
 import boto3
 import moto.server as moto_server
 import nibabel as nib
