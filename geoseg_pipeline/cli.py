@@ -291,6 +291,11 @@ def _report(result: JobResult) -> int:
     failed = [o for o in result.outcomes if o.status == "failed"]
     done_before = f", {len(skipped)} skipped (done by an earlier run)" if skipped else ""
     print(f"{len(ok)} item(s) done, {len(failed)} failed{done_before} in {result.seconds:.1f} s")
+    pixels = sum(o.stats.valid_pixels + o.stats.nodata_pixels for o in ok if o.stats is not None)
+    windows = sum(o.windows for o in ok)
+    if pixels:
+        print(f"  {pixels / 1e6:.1f} M pixels/voxels, {windows} windows, "
+              f"{pixels / 1e6 / max(result.seconds, 1e-9):.2f} M/s over the whole run")
     for o in ok:
         print(f"  {o.item}: {Path(o.outputs[0]).parent}/")
     for o in failed:

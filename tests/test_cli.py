@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,8 +70,12 @@ def test_predict_exit_status_and_outputs(
     assert main(argv) == 0
     assert (out / "scene" / "labels.tif").is_file()
     assert "water" in (out / "scene" / "stats.csv").read_text()
-    assert "1 item(s) done, 0 failed" in capsys.readouterr().out
-    assert main([*argv[:2], str(scene), str(tmp_path / "missing.tif"), *argv[3:]]) == 1
+    printed = capsys.readouterr().out
+    assert "1 item(s) done, 0 failed" in printed
+    assert "0.0 M pixels/voxels" in printed  # 100 x 130 pixels
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["pixels_processed"] == 100 * 130 and doc["items_skipped"] == 0
+    assert main([*argv[:2], str(scene), str(tmp_path / "missing.tif"), *argv[3:], "--force"]) == 1
     assert "FAILED missing" in capsys.readouterr().out
 
 

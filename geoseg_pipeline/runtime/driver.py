@@ -156,6 +156,9 @@ def run_job(
         "items_failed": counts["failed"],
         "seconds": round(time.monotonic() - started, 3),
         "windows_run": windows,
+        # pixels (rasters) or voxels (volumes) of the items segmented by this run, nodata included
+        "pixels_processed": sum(o.stats.valid_pixels + o.stats.nodata_pixels for o in outcomes
+                                if o.status == "ok" and o.stats is not None),
         # from the first task handed to an actor to the last result stitched: the pipeline's
         # sustained rate, without Ray's and the model's start-up
         "inference_seconds": round(inference_seconds, 3),

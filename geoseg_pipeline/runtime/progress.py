@@ -52,18 +52,46 @@ class BarProgress:
         self._redirect.__exit__(None, None, None)
 
 
+def format_eta(seconds: float | None) -> str:
+    """``1 h 02 min``, ``3 min 20 s``, ``45 s``; ``?`` when unknown."""
+    if seconds is None:
+        return "?"
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
+
+
 class LogProgress:
-    """A log line per finished item and at most one window line every ``every`` seconds."""
+    """A log line per finished item and at most one window line every ``every`` seconds, each
+    with the job's estimated time to completion.
+
+    The ETA is the remaining windows over the rate so far; items not opened yet are counted at
+    the mean window count of the items opened so far (items open one after another).
+    """
 
     def __init__(self, items: int, every: float = 10.0) -> None:
         self.items, self.every = items, every
         self.done_items = 0
+        self.opened = 0
         self.total = self.done = 0
         self._last = time.monotonic()
         self._start = self._last
 
     def add_windows(self, count: int) -> None:
         self.total += count
+        self.opened += 1
+
+    def eta(self) -> float | None:
+        """Seconds to the end of the job, or ``None`` before the first windows are done."""
+        elapsed = time.monotonic() - self._start
+        if self.done == 0 or elapsed <= 0:
+            return None
+        rate = self.done / elapsed
+        unopened = max(self.items - self.opened, 0) * (self.total / self.opened if self.opened else 0.0)
+        return max(self.total - self.done + unopened, 0.0) / rate
 
     def windows_done(self, count: int) -> None:
         self.done += count
@@ -71,12 +99,14 @@ class LogProgress:
         if now - self._last >= self.every:
             self._last = now
             rate = self.done / max(now - self._start, 1e-9)
-            log.info("windows %d/%d (%.1f/s), items %d/%d", self.done, self.total, rate,
-                     self.done_items, self.items)
+            log.info("windows %d/%d (%.1f/s), items %d/%d, ETA %s", self.done, self.total, rate,
+                     self.done_items, self.items, format_eta(self.eta()))
 
     def item_done(self, name: str, status: str) -> None:
         self.done_items += 1
-        log.info("item %d/%d %s: %s", self.done_items, self.items, name, status)
+        left = self.items - self.done_items
+        eta = f", ETA {format_eta(self.eta())}" if left else ""
+        log.info("item %d/%d %s: %s%s", self.done_items, self.items, name, status, eta)
 
     def close(self) -> None:
         log.info("windows %d/%d, items %d/%d", self.done, self.total, self.done_items, self.items)
