@@ -34,17 +34,17 @@ import platform
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_memory import MemorySampler, ray_daemons_running
+from bench_memory import ray_daemons_running
 from bench_report import markdown
+from bench_runs import RESULT_TAG, Run, fail, fill_run, geoseg_phases, log, measured, result_line, thread_env
 
 ROI = 256
 OVERLAP = 0.25
@@ -71,7 +71,6 @@ STD = (550.0, 550.0, 650.0, 1200.0)
 CRS = "EPSG:32633"
 PIXEL = 10.0
 
-RESULT_TAG = "BENCH_RESULT "
 
 
 # ------------------------------------------------------------------------------------------
@@ -304,97 +303,6 @@ def model_only_main(argv: Sequence[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------
-# Process-tree memory sampling from /proc
-# ------------------------------------------------------------------------------------------
-
-@dataclass
-class Run:
-    kind: str
-    repeat: int
-    scenes: int
-    pixels: int
-    windows: int
-    wall_s: float = 0.0
-    inner_s: float | None = None  # the contender's own timing (geoseg's job seconds, ...)
-    peak_pss_mib: float = 0.0
-    peak_rss_sum_mib: float = 0.0
-    peak_processes: int = 0
-    peak_top: list[tuple[str, float]] = field(default_factory=list)
-    cpu_by_process: list[tuple[str, float]] = field(default_factory=list)  # CPU s, last sample
-    processes_seen: int = 0
-    samples: int = 0
-    sampler_cpu_s: float = 0.0
-    lingering_after_exit: list[str] = field(default_factory=list)
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def measured(cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
-             settle_s: float = 30.0, pss_every: float = 1.0) -> tuple[float, MemorySampler, str, int]:
-    """Run ``cmd``; return (wall seconds, sampler, stdout, return code). stderr goes to ``log_path``."""
-    sampler = MemorySampler(pss_every=pss_every)
-    full_env = dict(os.environ)
-    # geoseg must start its own local Ray. Its ray.init(address=None) joins any cluster named by
-    # RAY_ADDRESS or /tmp/ray/ray_current_cluster (left by `ray start`); RAY_ADDRESS=local makes
-    # Ray start a new local instance instead (no effect on a machine without another Ray).
-    full_env["RAY_ADDRESS"] = "local"
-    full_env.update(env or {})
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as err:
-        t0 = time.perf_counter()
-        sampler.launched = time.time()  # type: ignore[attr-defined]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=full_env)
-        sampler.start(proc.pid)
-        out, _ = proc.communicate()
-        wall = time.perf_counter() - t0
-    sampler.stop()
-    # wait for Ray daemons of this run to go away so they do not overlap with the next run
-    deadline = time.monotonic() + settle_s
-    while time.monotonic() < deadline and sampler.alive():
-        time.sleep(0.25)
-    sampler.lingering = sampler.describe(sampler.alive())  # type: ignore[attr-defined]
-    if sampler.lingering:  # type: ignore[attr-defined]
-        log(f"  still running {settle_s:.0f} s after exit: {sampler.lingering}")  # type: ignore[attr-defined]
-    return wall, sampler, out.decode("utf-8", "replace"), proc.returncode
-
-
-def _fill(run: Run, wall: float, s: MemorySampler) -> Run:
-    run.wall_s = wall
-    run.peak_pss_mib = s.peak_pss_kb / 1024
-    run.peak_rss_sum_mib = s.peak_rss_kb / 1024
-    run.peak_processes = s.peak_procs
-    top: dict[str, float] = {}
-    for _, name, kb in s.peak_breakdown:
-        top[name] = top.get(name, 0.0) + kb / 1024
-    run.peak_top = sorted(((k, round(v, 1)) for k, v in top.items()), key=lambda t: -t[1])[:8]
-    cpu: dict[str, float] = {}
-    for pid, sec in s.proc_cpu.items():
-        name = s.latest_name(pid)
-        cpu[name] = cpu.get(name, 0.0) + sec
-    run.cpu_by_process = sorted(((k, round(v, 2)) for k, v in cpu.items()), key=lambda t: -t[1])
-    run.processes_seen = len(s.seen)
-    run.samples = s.samples
-    run.sampler_cpu_s = s.cpu_s
-    run.lingering_after_exit = getattr(s, "lingering", [])
-    return run
-
-
-def _result_line(stdout: str) -> dict[str, Any]:
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG) :])
-    raise RuntimeError("the subprocess printed no result line")
-
-
-def _fail(what: str, rc: int, log_path: Path, stdout: str) -> None:
-    tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:] if log_path.exists() else ""
-    raise SystemExit(f"{what} failed (exit {rc}); stdout:\n{stdout[-2000:]}\nstderr ({log_path}):\n{tail}")
-
-
-# ------------------------------------------------------------------------------------------
 # The benchmark
 # ------------------------------------------------------------------------------------------
 
@@ -456,12 +364,12 @@ class Bench:
         cmd = [self.py, self.script, "_baseline", "--model", str(self.model), "--out", str(out_dir),
                "--threads", str(self.args.threads), *map(str, scenes)]
         log_path = self.logs / f"{kind}_r{repeat}.log"
-        wall, s, stdout, rc = measured(cmd, log_path, env=_thread_env(self.args.threads),
+        wall, s, stdout, rc = measured(cmd, log_path, env=thread_env(self.args.threads),
                                        pss_every=self.args.pss_every)
         if rc != 0:
-            _fail(kind, rc, log_path, stdout)
-        res = _result_line(stdout)
-        run = _fill(self._new(kind, repeat, scenes), wall, s)
+            fail(kind, rc, log_path, stdout)
+        res = result_line(stdout)
+        run = fill_run(self._new(kind, repeat, scenes), wall, s)
         run.inner_s = res["scenes_s"]
         run.detail = res
         return run
@@ -474,13 +382,13 @@ class Bench:
         log_path = self.logs / f"{kind}_r{repeat}.log"
         wall, s, stdout, rc = measured(cmd, log_path, pss_every=self.args.pss_every)
         if rc != 0:
-            _fail(f"geoseg ({kind})", rc, log_path, stdout)
-        run = _fill(self._new(kind, repeat, scenes), wall, s)
+            fail(f"geoseg ({kind})", rc, log_path, stdout)
+        run = fill_run(self._new(kind, repeat, scenes), wall, s)
         m = re.search(r"(\d+) item\(s\) done, (\d+) failed in ([\d.]+) s", stdout)
         if m:
             run.inner_s = float(m.group(3))
             run.detail = {"items_ok": int(m.group(1)), "items_failed": int(m.group(2))}
-        phases = _geoseg_phases(log_path, getattr(s, "launched", time.time() - wall))
+        phases = geoseg_phases(log_path, getattr(s, "launched", time.time() - wall))
         phases["exit"] = wall
         run.detail["phases"] = phases
         # geoseg's own record of its inference phase (first task submitted -> last result
@@ -495,12 +403,12 @@ class Bench:
         cmd = [self.py, self.script, "_model_only", "--model", str(self.model), "--threads",
                str(threads), str(scene)]
         log_path = self.logs / f"{kind}_r{repeat}.log"
-        wall, s, stdout, rc = measured(cmd, log_path, env=_thread_env(threads),
+        wall, s, stdout, rc = measured(cmd, log_path, env=thread_env(threads),
                                        pss_every=self.args.pss_every)
         if rc != 0:
-            _fail(kind, rc, log_path, stdout)
-        res = _result_line(stdout)
-        run = _fill(self._new(kind, repeat, [scene]), wall, s)
+            fail(kind, rc, log_path, stdout)
+        res = result_line(stdout)
+        run = fill_run(self._new(kind, repeat, [scene]), wall, s)
         run.inner_s = res["seconds"]
         run.windows = res["windows"]
         run.detail = res
@@ -682,45 +590,6 @@ class Bench:
         (self.out / "results.md").write_text(md, encoding="utf-8")
         print(md)
         return doc
-
-
-def _thread_env(threads: int) -> dict[str, str]:
-    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-
-
-_LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d) ")
-
-
-def _geoseg_phases(log_path: Path, launched: float) -> dict[str, float]:
-    """Seconds after launch (1 s resolution, from geoseg's INFO log) at which: Ray was up and the
-    actors were requested; the first item was planned (actors up, model loaded and probed); the
-    last item was done. The rest, up to the exit, is the last COG commit and Ray's shutdown."""
-    try:
-        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return {}
-    lt = time.localtime(launched)
-    base = lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + (launched % 1.0)
-
-    def t(line: str) -> float | None:
-        m = _LOG_TIME.match(line)
-        if not m:
-            return None
-        v = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3)) - base
-        return v + 86400 if v < -43200 else v  # past midnight
-
-    marks: dict[str, float] = {}
-    for line in lines:
-        ts = t(line)
-        if ts is None:
-            continue
-        if "starting" in line and "inference actor" in line:
-            marks.setdefault("actors_requested", ts)
-        if "windows in" in line and "tasks" in line:
-            marks.setdefault("first_item_planned", ts)
-        if " item " in line and (": ok" in line or ": failed" in line):
-            marks["last_item_done"] = ts
-    return {k: round(max(v, 0.0), 1) for k, v in marks.items()}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

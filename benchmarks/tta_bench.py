@@ -24,7 +24,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_memory import ray_daemons_running
-from landcover_bench import ensure_scene, log, make_model, measured
+from bench_runs import log, measured
+from landcover_bench import ensure_scene, make_model
 
 CONFIGS: dict[str, list[int]] = {"plain": [], "mirror_1_axis": [1], "mirror_2_axes": [0, 1]}
 

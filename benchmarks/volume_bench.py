@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 from bench_memory import MemorySampler, ray_daemons_running
-from landcover_bench import RESULT_TAG, Run, _fail, _fill, _geoseg_phases, _result_line, _thread_env, log, measured
+from bench_runs import RESULT_TAG, Run, fail, fill_run, geoseg_phases, log, measured, result_line, thread_env
 from volume_bench_data import (
     AFFINE,
     FULL_SIZES,
@@ -233,11 +233,11 @@ class Bench:
         cmd = [self.py, self.script, "_baseline", "--model", str(self.model), "--out", str(out), "--threads",
                str(a.threads), "--overlap", str(overlap), "--batch", str(a.batch), str(self.volumes[shape])]
         log_path = self.logs / f"baseline_{size_label(shape)}_ov{overlap:g}_r{repeat}.log"
-        wall, s, stdout, rc, ctx = self._measure(cmd, log_path, env=_thread_env(a.threads))
+        wall, s, stdout, rc, ctx = self._measure(cmd, log_path, env=thread_env(a.threads))
         if rc != 0:
-            _fail("baseline", rc, log_path, stdout)
-        res = _result_line(stdout)
-        run = _fill(self._new("baseline", repeat, shape, overlap, ctx), wall, s)
+            fail("baseline", rc, log_path, stdout)
+        res = result_line(stdout)
+        run = fill_run(self._new("baseline", repeat, shape, overlap, ctx), wall, s)
         run.inner_s = res["own_s"]
         run.detail.update(res)
         return run
@@ -248,12 +248,12 @@ class Bench:
         log_path = self.logs / f"pipeline_{size_label(shape)}_ov{overlap:g}_r{repeat}.log"
         wall, s, stdout, rc, ctx = self._measure(cmd, log_path)
         if rc != 0:
-            _fail("geoseg run", rc, log_path, stdout)
-        run = _fill(self._new("pipeline", repeat, shape, overlap, ctx), wall, s)
+            fail("geoseg run", rc, log_path, stdout)
+        run = fill_run(self._new("pipeline", repeat, shape, overlap, ctx), wall, s)
         m = re.search(r"(\d+) item\(s\) done, (\d+) failed in ([\d.]+) s", stdout)
         if m:
             run.inner_s = float(m.group(3))
-        phases = _geoseg_phases(log_path, getattr(s, "launched", time.time() - wall))
+        phases = geoseg_phases(log_path, getattr(s, "launched", time.time() - wall))
         phases["exit"] = wall
         run.detail["phases"] = phases
         job = json.loads((out / "summary.json").read_text(encoding="utf-8"))
@@ -271,11 +271,11 @@ class Bench:
                "--overlap", str(a.overlaps[0]), "--batch", str(a.batch), "--windows", str(a.model_windows),
                str(self.volumes[shape])]
         log_path = self.logs / f"{kind}_r{repeat}.log"
-        wall, s, stdout, rc, ctx = self._measure(cmd, log_path, env=_thread_env(threads))
+        wall, s, stdout, rc, ctx = self._measure(cmd, log_path, env=thread_env(threads))
         if rc != 0:
-            _fail(kind, rc, log_path, stdout)
-        res = _result_line(stdout)
-        run = _fill(self._new(kind, repeat, shape, a.overlaps[0], ctx), wall, s)
+            fail(kind, rc, log_path, stdout)
+        res = result_line(stdout)
+        run = fill_run(self._new(kind, repeat, shape, a.overlaps[0], ctx), wall, s)
         run.windows = res["windows"]
         run.inner_s = res["seconds"]
         run.detail.update(res)

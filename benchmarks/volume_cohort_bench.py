@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_memory import ray_daemons_running
-from landcover_bench import RESULT_TAG, _result_line, _thread_env, log, measured
+from bench_runs import RESULT_TAG, log, measured, result_line, thread_env
 from volume_bench_data import ROI, make_model, parse_size, window_count, write_volume
 
 
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "_baseline", "--model", str(model), "--out",
                        str(out), "--overlap", str(args.overlap), "--batch", str(args.batch), "--threads",
                        str(threads), *map(str, volumes)]
-                env = _thread_env(threads)
+                env = thread_env(threads)
             else:
                 wf = {"name": "volume-cohort", "inputs": {"paths": [str(v) for v in volumes]},
                       "model": {"type": "torchscript", "path": str(model)},
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if rc != 0:
                 raise SystemExit(f"{kind} failed (exit {rc}); see {args.work / 'logs'}")
             if kind == "baseline":
-                _result_line(stdout)
+                result_line(stdout)
             runs[kind].append({"wall_s": wall, "peak_pss_mib": sampler.peak_pss_kb / 1024})
             log(f"rep {rep + 1}/{args.reps}: {kind}: {wall:.1f} s, peak PSS {sampler.peak_pss_kb / 1024:.0f} MiB")
     import nibabel as nib
