@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_memory import ray_daemons_running
 from bench_runs import log, measured
-from landcover_bench import ensure_scene, make_model
+from landcover_bench import make_model
+from landcover_bench_scenes import ensure_scene
 
 CONFIGS: dict[str, list[int]] = {"plain": [], "mirror_1_axis": [1], "mirror_2_axes": [0, 1]}
 
