@@ -267,12 +267,24 @@ def print_evaluation(result: EvaluationResult) -> None:
 
 
 def _status(out: Path) -> int:
+    """Print the ledger of ``out``; 1 when there is none, 0 otherwise (also when it is empty)."""
     from .api import ledger_rows
+    from .ledger import LEDGER_NAME
 
+    problem = None
+    if not out.exists():
+        problem = "no such folder"
+    elif not out.is_dir():
+        problem = "not a folder (give a job's output directory)"
+    elif not (out / LEDGER_NAME).is_file():
+        problem = f"no run ledger ({LEDGER_NAME}) here: no geoseg run has written to this folder"
+    if problem is not None:
+        print(f"{out}: {problem}", file=sys.stderr)
+        return 1
     rows = ledger_rows(out)
     if not rows:
-        print(f"{out}: no run ledger (ledger.sqlite) here", file=sys.stderr)
-        return 1
+        print(f"{out}: no items recorded yet (a run started here but did not get to any item)")
+        return 0
     width = max(len(r.item) for r in rows)
     print(f"{'item':<{width}}  {'status':<8} {'seconds':>8}  {'finished':<19}  run / error")
     for r in rows:
@@ -280,7 +292,9 @@ def _status(out: Path) -> int:
         secs = f"{r.seconds:.1f}" if r.seconds is not None else "-"
         print(f"{r.item:<{width}}  {r.status:<8} {secs:>8}  {when:<19}  {r.error or r.run_id}")
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "failed", "running")}
-    print(f"{len(rows)} item(s): {counts['ok']} ok, {counts['failed']} failed, {counts['running']} running "
+    extra = sorted({r.status for r in rows} - set(counts))  # states of newer ledgers, e.g. interrupted
+    others = "".join(f", {sum(r.status == s for r in rows)} {s}" for s in extra)
+    print(f"{len(rows)} item(s): {counts['ok']} ok, {counts['failed']} failed, {counts['running']} running{others} "
           "(running after a run ended: it was interrupted)")
     return 0
 

@@ -46,3 +46,8 @@ class JobError(GeosegError, RuntimeError):
 
 class LedgerError(GeosegError, OSError):
     """The run ledger (``OUT/ledger.sqlite``) cannot be opened or written."""
+
+
+class WorkerError(GeosegError, RuntimeError):
+    """A tile task failed in an inference worker (an actor or a local thread); the message
+    is the underlying error's, unwrapped from Ray's."""

@@ -18,12 +18,13 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import LedgerError
 from .spec import WorkflowSpec
@@ -80,7 +81,7 @@ class LedgerRow:
     item: str
     source: str
     key: ItemKey
-    status: str  # running | ok | failed
+    status: str  # running | ok | failed | interrupted
     run_id: str
     started: float | None
     finished: float | None
@@ -96,6 +97,8 @@ class Ledger:
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / LEDGER_NAME
+        self._lock: TextIO | None = None
+        self._guard = threading.Lock()
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
@@ -105,12 +108,48 @@ class Ledger:
             raise LedgerError(f"{self.path}: cannot open the run ledger: {exc}") from exc
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (and give up the output directory, see :meth:`lock`)."""
         self._db.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def lock(self) -> None:
+        """Take the output directory for this run, until :meth:`close`.
+
+        Only one run writes to an output directory at a time (an advisory ``flock`` on
+        ``OUT/.geoseg.lock``, released by the operating system when the process dies). Runs and
+        items an earlier run left ``running`` are from a driver that was killed: they are marked
+        ``interrupted`` (their items are processed again, resuming from committed blocks).
+
+        Raises:
+            LedgerError: another live run holds the directory.
+        """
+        import fcntl
+
+        path = self.path.parent / ".geoseg.lock"
+        f = open(path, "a+", encoding="ascii")  # noqa: SIM115 -- held open while the run lasts
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise LedgerError(f"{self.path.parent}: another geoseg run (pid {holder}) is writing to this output "
+                              "directory; wait for it to finish or use another directory") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock = f
+        self._exec("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        self._exec("UPDATE items SET status = 'interrupted', error = ? WHERE status = 'running'",
+                   ("the run processing it was killed before it finished",))
 
     def _exec(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         try:
-            return self._db.execute(sql, params)
+            with self._guard:  # the driver and its commit thread both write
+                return self._db.execute(sql, params)
         except sqlite3.Error as exc:
             raise LedgerError(f"{self.path}: {exc}") from exc
 
@@ -123,10 +162,12 @@ class Ledger:
                    (run_id, workflow, time.time()))
         return run_id
 
-    def finish_run(self, run_id: str, ok: int, skipped: int, failed: int) -> None:
-        """Record the end of a run and its counts."""
+    def finish_run(self, run_id: str, ok: int, skipped: int, failed: int, status: str | None = None) -> None:
+        """Record the end of a run and its counts (``status`` default: ``failed`` if an item
+        failed, else ``ok``)."""
+        status = status or ("failed" if failed else "ok")
         self._exec("UPDATE runs SET finished = ?, items_ok = ?, items_skipped = ?, items_failed = ?, status = ? "
-                   "WHERE run_id = ?", (time.time(), ok, skipped, failed, "failed" if failed else "ok", run_id))
+                   "WHERE run_id = ?", (time.time(), ok, skipped, failed, status, run_id))
 
     # -- items --------------------------------------------------------------------------------
 
@@ -143,12 +184,13 @@ class Ledger:
                          "finished, seconds, windows, error, outputs, stats FROM items ORDER BY item")
         return [_row(r) for r in cur.fetchall()]
 
-    def finished(self, item: str, key: ItemKey) -> LedgerRow | None:
-        """The row of ``item`` when it finished with ``key`` and its outputs still exist."""
+    def finished(self, item: str, key: ItemKey, exists: Callable[[str], bool] = os.path.exists) -> LedgerRow | None:
+        """The row of ``item`` when it finished with ``key`` and its outputs still ``exist``
+        (local paths by default; ``s3://`` URIs with an object-store check)."""
         row = self.get(item)
         if row is None or row.status != "ok" or row.key != key:
             return None
-        if not row.outputs or not all(os.path.exists(p) for p in row.outputs):
+        if not row.outputs or not all(exists(p) for p in row.outputs):
             return None
         return row
 

@@ -1,7 +1,10 @@
-"""Shared fixtures: a real local Ray for the whole session, tiny rasters and TorchScript models."""
+"""Shared fixtures: a real local Ray for the whole session, tiny rasters and TorchScript models,
+and a real S3-compatible server on loopback (moto's server mode) per test module."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,3 +71,42 @@ def conv_model(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _make
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """A function returning a loopback TCP port that nothing listens on."""
+    return _free_port
+
+
+@pytest.fixture(scope="module")
+def clean_aws_environment() -> Iterator[None]:
+    """No AWS setting of the machine running the tests leaks in; no instance-metadata lookups."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith(("AWS_", "GDAL_HTTP")):
+                mp.delenv(name)
+        mp.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield
+
+
+@pytest.fixture(scope="module")
+def endpoint(clean_aws_environment: None) -> Iterator[str]:
+    """A moto S3 server on loopback for the module (the dev extra installs moto[s3] and flask:
+    a missing one is a failure, not a skip)."""
+    import moto.server as moto_server
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

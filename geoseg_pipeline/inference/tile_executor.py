@@ -29,13 +29,17 @@ log = logging.getLogger("geoseg")
 
 
 class TileExecutor:
-    """Holds a :class:`Predictor` and the open sources; processes tile tasks."""
+    """Holds a :class:`Predictor` and the open sources; processes tile tasks.
+
+    One executor serves one thread at a time (its open sources are not shared); threads of one
+    process may share a ``predictor`` (torch runs a loaded model from several threads).
+    """
 
     def __init__(
         self, model: ModelSpec, device: str | None = None, threads: int | None = None,
-        options: InferenceSpec | None = None,
+        options: InferenceSpec | None = None, *, predictor: Predictor | None = None,
     ) -> None:
-        self.predictor = Predictor(model, device=device, threads=threads, options=options)
+        self.predictor = predictor or Predictor(model, device=device, threads=threads, options=options)
         self._sources: OrderedDict[str, RasterSource | VolumeSource] = OrderedDict()
 
     def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
@@ -58,6 +62,11 @@ class TileExecutor:
         src = self._sources.pop(path, None)
         if src is not None:
             src.close()
+
+    def close(self) -> None:
+        """Close every open source."""
+        while self._sources:
+            self._sources.popitem()[1].close()
 
     def _read(self, src: RasterSource | VolumeSource, job: ItemJob, window: Window, channels: list[int]) -> np.ndarray:
         """``src.read`` with retries on I/O errors (network file systems, object stores): a

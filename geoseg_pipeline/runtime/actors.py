@@ -6,7 +6,9 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import ray
+from ray.exceptions import RayActorError, RayTaskError
 
+from ..errors import GeosegError, JobError, WorkerError
 from ..spec import InferenceSpec, ModelSpec, ResourceSpec
 from ..tasks import ItemJob, ModelInfo, TileResult
 from ..tiling import TileTask
@@ -78,6 +80,72 @@ def worker_count(resources: ResourceSpec) -> int:
     return max(int(total.get("CPU", 1) // resources.cpus_per_worker), 1)
 
 
+def _started_here() -> bool:
+    """True when this process started the Ray instance it is connected to (a local Ray: one
+    node, no autoscaler); False for a cluster it joined, or when that cannot be told."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    is_head = getattr(node, "is_head", None)
+    return bool(is_head()) if callable(is_head) else False
+
+
+def _totals(free: bool = False) -> tuple[float, float]:
+    """The cluster's CPUs and GPUs, all of them or those free now."""
+    res = ray.available_resources() if free else ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))
+
+
+def _fits(have: float, each: float) -> int:
+    """How many ``each`` fit in ``have`` (Ray counts resources in steps of 1e-4)."""
+    return int(have / each + 1e-6)
+
+
+def _count(n: float, unit: str) -> str:
+    return f"{n:g} {unit}" + ("" if n == 1 else "s")
+
+
+def _asked(resources: ResourceSpec) -> str:
+    return (f"each asks for {_count(resources.cpus_per_worker, 'CPU')} and {_count(resources.gpus_per_worker, 'GPU')} "
+            "(resources.cpus_per_worker, resources.gpus_per_worker)")
+
+
+def _has(cpus_gpus: tuple[float, float]) -> str:
+    return f"{_count(cpus_gpus[0], 'CPU')} and {_count(cpus_gpus[1], 'GPU')}"
+
+
+def _check_fits(resources: ResourceSpec, count: int) -> None:
+    """Fail now when the nodes of the cluster, as they are, can never hold ``count`` actors.
+
+    Only for a Ray that cannot grow: on an autoscaling cluster, actors that do not fit yet make
+    the autoscaler add nodes.
+
+    Raises:
+        JobError: no node holds one actor, or all nodes together hold fewer than ``count``.
+    """
+    cpu, gpu = resources.cpus_per_worker, resources.gpus_per_worker
+    capacity = 0
+    for node in ray.nodes():  # type: ignore[no-untyped-call]
+        if not node.get("Alive", False):
+            continue
+        have = node.get("Resources", {})
+        fit = _fits(have.get("CPU", 0.0), cpu)
+        if gpu > 0:
+            fit = min(fit, _fits(have.get("GPU", 0.0), gpu))
+        capacity += fit
+    if capacity >= count:
+        return
+    totals = _totals()
+    if capacity > 0:
+        where, change = f"its nodes can hold only {capacity}", f"set resources.workers to {capacity} or less"
+    elif gpu > 0 and totals[1] == 0:
+        where = "this Ray has no GPU"
+        change = "set resources.gpus_per_worker: 0 to run on CPUs, or join a Ray cluster with GPUs (--address)"
+    else:
+        where = "no node of this Ray can hold one"
+        change = "lower resources.cpus_per_worker" + (" or gpus_per_worker" if gpu > 0 else "")
+    raise JobError(f"cannot place {count} inference actor(s): {_asked(resources)}, but {where} "
+                   f"(the cluster has {_has(totals)} in total); {change}")
+
+
 def start_actors(
     model: ModelSpec, resources: ResourceSpec, count: int, options: InferenceSpec | None = None,
     s3: S3Config | None = None,
@@ -94,3 +162,112 @@ def start_actors(
     )(InferenceActor)
     use_gpu = resources.gpus_per_worker > 0
     return [remote_cls.remote(model, use_gpu, threads, resources.gdal_cache_mb, options, s3) for _ in range(count)]
+
+
+class RayActorPool:
+    """Inference actors behind the worker-pool interface the driver uses (see ``pool.py``).
+
+    Needs a connected Ray (``cluster.ray_session``). The constructor returns once every actor
+    is placed on a node and started, so a job whose actors cannot be placed fails with a
+    :class:`~geoseg_pipeline.errors.JobError` instead of waiting forever: at once on a Ray this
+    process started (it cannot grow), after ``resources.placement_timeout_s`` on a cluster.
+
+    Raises:
+        JobError: the actors cannot be placed (see above).
+    """
+
+    backend = "ray"
+
+    def __init__(
+        self, model: ModelSpec, resources: ResourceSpec, options: InferenceSpec | None = None,
+        s3: S3Config | None = None,
+    ) -> None:
+        self.size = worker_count(resources)
+        if _started_here():  # no autoscaler can add a node: a request too big for every node never fits
+            _check_fits(resources, self.size)
+        self._actors = start_actors(model, resources, self.size, options, s3)
+        self._await_placement(resources)
+
+    def _await_placement(self, resources: ResourceSpec) -> None:
+        """Wait until every actor is placed and started, or stop them all.
+
+        Raises:
+            JobError: some actors were not placed within ``resources.placement_timeout_s``.
+        """
+        timeout = resources.placement_timeout_s
+        refs = [a.node.remote() for a in self._actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        if len(ready) == len(refs):
+            return
+        message = (
+            f"{len(refs) - len(ready)} of {len(refs)} inference actor(s) not placed within {timeout:g} s "
+            f"(resources.placement_timeout_s): {_asked(resources)}; the cluster has {_has(_totals())} in total, "
+            f"{_has(_totals(free=True))} free; lower resources.workers, cpus_per_worker or gpus_per_worker, "
+            "or raise resources.placement_timeout_s if nodes are still starting or other jobs hold them"
+        )
+        self.close()
+        raise JobError(message)
+
+    def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
+        """The model's input channels and classes, from the first actor.
+
+        Raises:
+            GeosegError: the model could not be loaded or probed.
+        """
+        try:
+            info: ModelInfo = ray.get(self._actors[0].describe.remote(in_channels, roi, fallback))
+            return info
+        except (RayTaskError, RayActorError) as exc:
+            raise _unwrap(exc) from exc
+
+    def nodes(self) -> list[str]:
+        """The Ray node id of each actor."""
+        try:
+            return [str(n) for n in ray.get([a.node.remote() for a in self._actors])]
+        except (RayTaskError, RayActorError) as exc:
+            raise _unwrap(exc) from exc
+
+    def submit(self, worker: int, job: ItemJob, task: TileTask) -> Any:
+        """Hand ``task`` to actor ``worker``; an object ref."""
+        return self._actors[worker].run.remote(job, task)
+
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
+        """The refs that have finished (one at least, unless ``timeout`` seconds pass)."""
+        ready, _ = ray.wait(handles, num_returns=1, timeout=timeout)
+        return list(ready)
+
+    def result(self, handle: Any) -> TileResult:
+        """A finished task's result.
+
+        Raises:
+            GeosegError: the task failed; the underlying error's message, unwrapped from Ray's.
+        """
+        try:
+            result: TileResult = ray.get(handle)
+            return result
+        except (RayTaskError, RayActorError) as exc:
+            raise _unwrap(exc) from exc
+
+    def release(self, path: str) -> None:
+        """Let every actor close ``path``."""
+        for actor in self._actors:
+            actor.release.options(max_task_retries=0).remote(path)  # no retry after ray.kill
+
+    def close(self) -> None:
+        """Stop the actors."""
+        for actor in self._actors:
+            ray.kill(actor)
+
+
+def _unwrap(exc: BaseException) -> GeosegError:
+    """The error a user should see, unwrapped from Ray's task errors."""
+    if isinstance(exc, RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, GeosegError):
+            return cause
+        if cause is not None:
+            return WorkerError(str(cause) or type(cause).__name__)
+        return WorkerError(str(exc).strip().splitlines()[-1])
+    if isinstance(exc, RayActorError):
+        return WorkerError(f"an inference actor died: {str(exc).splitlines()[0]}")
+    return WorkerError(str(exc))

@@ -7,7 +7,10 @@ The driver holds one band of open blocks per active item and at most
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -17,23 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
-from ray.exceptions import RayActorError, RayTaskError
 
 from ..errors import GeosegError, JobError, ModelError, SourceError
 from ..items import OpenItem, channel_count, open_item
-from ..ledger import ItemKey, Ledger, config_hash, fingerprint, model_hash
+from ..ledger import LEDGER_NAME, ItemKey, Ledger, config_hash, fingerprint, model_hash
 from ..report import ItemOutcome, write_summary
 from ..sinks import ClassLegend
+from ..sinks.publish import OutputLocation, Publisher
 from ..sources.discovery import Item, discover
 from ..sources.remote import S3Config, needs_s3, rasterio_env
 from ..spec import WorkflowSpec
 from ..statistics import ItemStats
-from ..stitching import BlockStitcher
-from ..tasks import TileResult
+from ..stitching import BlockJournal, BlockStitcher, journal_key
 from ..tiling import TileTask
-from .actors import start_actors, worker_count
-from .cluster import ray_session
+from .pool import WorkerPool, worker_pool
 from .progress import Progress, make_progress
 
 log = logging.getLogger("geoseg")
@@ -65,6 +65,9 @@ class _ItemState:
     opened: OpenItem
     tasks: Iterator[TileTask]
     stitcher: BlockStitcher
+    journal: BlockJournal
+    task_total: int
+    blocks_resumed: int = 0
     started: float = field(default_factory=time.monotonic)
     inflight: int = 0
     submitted: int = 0
@@ -80,7 +83,7 @@ class _ItemState:
     @property
     def exhausted(self) -> bool:
         """Every tile task of the item has been handed to an actor."""
-        return self.submitted == self.opened.plan.task_count
+        return self.submitted == self.task_total
 
 
 class _Legend:
@@ -108,7 +111,8 @@ def run_job(
 
     Args:
         spec: the validated workflow.
-        address: ``None`` for a local Ray started for the job, ``"auto"`` or ``HOST:PORT``.
+        address: ``None`` to run on this machine (a local Ray, or threads for a one-item job;
+            see ``resources.backend``), ``"auto"`` or ``HOST:PORT`` for a Ray cluster.
         progress: force progress bars on/off (default: bars on a terminal).
         force: reprocess every item.
 
@@ -126,27 +130,43 @@ def run_job(
         log.warning("%s", msg)
     items = list(found.items)
     s3 = s3 or (S3Config.from_env() if needs_s3(i.path for i in items) else None)  # a manifest may name s3://
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"{out_dir}: cannot create the output directory: {exc.strerror or exc}") from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise JobError(f"{out_dir}: the output directory is not writable (permission denied)")
+    publisher = _publisher(spec, out_dir)
     ledger = Ledger(out_dir)
-    run_id = ledger.start_run(spec.name)
-    book = _Book(ledger, run_id, spec, s3)
-    todo, skipped = book.triage([i for i in items if i.error is None], force)
-    outcomes_by_name: dict[str, ItemOutcome] = {o.item: o for o in skipped}
-    for bad in found.failed:  # a bad manifest line, an unknown URI scheme: recorded, never opened
-        log.error("%s: %s", bad.name, bad.error)
-        book.failed(bad, bad.error or "")
-        outcomes_by_name[bad.name] = ItemOutcome(bad.name, bad.path, "failed", error=bad.error or "")
-    scheduler: _Scheduler | None = None
-    if todo:
-        with ray_session(address), rasterio_env(s3, GDAL_CACHEMAX=spec.resources.gdal_cache_mb):
-            scheduler = _Scheduler(spec, todo, make_progress(len(todo), progress), book, s3)
-            outcomes_by_name.update((o.item, o) for o in scheduler.run())
-    outcomes = [outcomes_by_name[i.name] for i in items]
-    inference_seconds = scheduler.inference_seconds if scheduler else 0.0
-    windows = sum(o.windows for o in outcomes if o.status == "ok")
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
-    ledger.finish_run(run_id, counts["ok"], counts["skipped"], counts["failed"])
-    ledger.close()
+    run_id = ""
+    try:
+        ledger.lock()
+        run_id = ledger.start_run(spec.name)
+        book = _Book(ledger, run_id, spec, s3, publisher)
+        todo, skipped = book.triage([i for i in items if i.error is None], force)
+        outcomes_by_name: dict[str, ItemOutcome] = {o.item: o for o in skipped}
+        for bad in found.failed:  # a bad manifest line, an unknown URI scheme: recorded, never opened
+            log.error("%s: %s", bad.name, bad.error)
+            book.failed(bad, bad.error or "")
+            outcomes_by_name[bad.name] = ItemOutcome(bad.name, bad.path, "failed", error=bad.error or "")
+        scheduler: _Scheduler | None = None
+        if todo:
+            with (worker_pool(spec, address, len(todo), s3) as pool,
+                  rasterio_env(s3, GDAL_CACHEMAX=spec.resources.gdal_cache_mb)):
+                scheduler = _Scheduler(spec, todo, make_progress(len(todo), progress), book, pool, publisher)
+                outcomes_by_name.update((o.item, o) for o in scheduler.run())
+        outcomes = [outcomes_by_name[i.name] for i in items]
+        inference_seconds = scheduler.inference_seconds if scheduler else 0.0
+        windows = sum(o.windows for o in outcomes if o.status == "ok")
+        counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
+        ledger.finish_run(run_id, counts["ok"], counts["skipped"], counts["failed"])
+    except BaseException:
+        if run_id:  # Ray could not start, the ledger cannot be written, Ctrl-C: not left "running"
+            with contextlib.suppress(GeosegError):
+                ledger.finish_run(run_id, 0, 0, 0, status="aborted")
+        raise
+    finally:
+        ledger.close()
     job = {
         "workflow": spec.name,
         "run_id": run_id,
@@ -163,6 +183,7 @@ def run_job(
         # sustained rate, without Ray's and the model's start-up
         "inference_seconds": round(inference_seconds, 3),
         "windows_per_second": round(windows / inference_seconds, 2) if inference_seconds else None,
+        "backend": scheduler.pool.backend if scheduler else None,
         "actors": scheduler.actor_count if scheduler else 0,
         # which Ray node each actor ran on, and how many tile tasks it was given
         "actor_nodes": scheduler.actor_nodes if scheduler else [],
@@ -171,17 +192,43 @@ def run_job(
         "lesion_classes": list(spec.statistics.lesion_classes),
     }
     paths = write_summary(out_dir, outcomes, job)
+    if publisher is not None:
+        try:
+            for path in [*paths, out_dir / LEDGER_NAME]:
+                publisher.publish_file(path, path.relative_to(out_dir).as_posix())
+        except GeosegError as exc:
+            raise JobError(f"the items are published, but not the job's summary and ledger: {exc}") from exc
+        log.info("outputs published to %s", publisher.location.uri)
     return JobResult(tuple(outcomes), out_dir, tuple(paths), time.monotonic() - started)
+
+
+def _publisher(spec: WorkflowSpec, out_dir: Path) -> Publisher | None:
+    """For an ``s3://`` output directory: the publisher, checked writable, with the ledger of
+    earlier runs fetched into the staging folder (so finished items are skipped)."""
+    if spec.output.remote is None:
+        return None
+    publisher = Publisher(OutputLocation(spec.output.remote, out_dir), S3Config.from_env())
+    try:
+        publisher.check_writable()
+        for stale in (out_dir / f"{LEDGER_NAME}-wal", out_dir / f"{LEDGER_NAME}-shm"):
+            stale.unlink(missing_ok=True)
+        publisher.fetch_file(LEDGER_NAME, out_dir / LEDGER_NAME)
+    except GeosegError as exc:
+        raise JobError(f"cannot write the outputs: {exc}") from exc
+    log.info("outputs go to %s (staged in %s)", spec.output.remote, out_dir)
+    return publisher
 
 
 class _Book:
     """The run ledger's side of a job: what to skip, and each item's record as it goes."""
 
-    def __init__(self, ledger: Ledger, run_id: str, spec: WorkflowSpec, s3: S3Config | None = None) -> None:
-        self.ledger, self.run_id, self.s3 = ledger, run_id, s3
+    def __init__(self, ledger: Ledger, run_id: str, spec: WorkflowSpec, s3: S3Config | None = None,
+                 publisher: Publisher | None = None) -> None:
+        self.ledger, self.run_id, self.s3, self.publisher = ledger, run_id, s3, publisher
         self.model_hash = model_hash(spec)
         self.config_hash = config_hash(spec)
         self.keys: dict[str, ItemKey] = {}
+        self.force = False
 
     def key(self, item: Item) -> ItemKey:
         """The item's input fingerprint with this run's model and config hashes."""
@@ -196,10 +243,12 @@ class _Book:
 
     def triage(self, items: list[Item], force: bool) -> tuple[list[Item], list[ItemOutcome]]:
         """Split ``items`` into those to process and those finished before (as outcomes)."""
+        self.force = force
         todo: list[Item] = []
         skipped: list[ItemOutcome] = []
         for item in items:
-            row = None if force else self.ledger.finished(item.name, self.key(item))
+            exists = self.publisher.exists if self.publisher is not None else os.path.exists
+            row = None if force else self.ledger.finished(item.name, self.key(item), exists)
             if row is None:
                 todo.append(item)
                 continue
@@ -227,9 +276,10 @@ class _Scheduler:
     """Feeds tile tasks of all items to the actors, keeping a bounded number in flight."""
 
     def __init__(self, spec: WorkflowSpec, items: list[Item], progress: Progress, book: _Book,
-                 s3: S3Config | None = None) -> None:
+                 pool: WorkerPool, publisher: Publisher | None = None) -> None:
         self.spec = spec
-        self.s3 = s3
+        self.pool = pool
+        self.publisher = publisher
         self.book = book
         self.items = items
         self.progress = progress
@@ -251,16 +301,16 @@ class _Scheduler:
     # -- setup -------------------------------------------------------------------------------
 
     def run(self) -> list[ItemOutcome]:
-        spec = self.spec
-        count = worker_count(spec.resources)
-        log.info("starting %d inference actor(s)", count)
-        self.actors = start_actors(spec.model, spec.resources, count, spec.inference, self.s3)
+        spec, pool = self.spec, self.pool
+        count = pool.size
+        log.info("%d inference %s", count, "actor(s) on Ray" if pool.backend == "ray" else
+                 "thread(s) in this process (resources.backend: local)")
         self.actor_count = count
         self.actor_load = {i: 0 for i in range(count)}
         self.actor_tasks = {i: 0 for i in range(count)}
         in_channels = len(spec.preprocessing.bands) if spec.preprocessing.bands else spec.model.in_channels
         try:
-            info = ray.get(self.actors[0].describe.remote(in_channels, spec.tiling.roi_size, self._first_band_count()))
+            info = pool.describe(in_channels, spec.tiling.roi_size, self._first_band_count())
             if spec.model.num_classes is not None and info.num_classes != spec.model.num_classes:
                 raise ModelError(
                     f"the model predicts {info.num_classes} classes but model.num_classes is "
@@ -268,13 +318,11 @@ class _Scheduler:
                 )
             self.info = info
             self.legend = _Legend(spec, info.num_classes).legend
-            self.actor_nodes = [str(n) for n in ray.get([a.node.remote() for a in self.actors])]
-        except (RayTaskError, RayActorError, GeosegError) as exc:
-            reason = _reason(exc)
+            self.actor_nodes = pool.nodes()
+        except GeosegError as exc:
+            reason = str(exc)
             log.error("model: %s", reason)
             self.progress.close()
-            for actor in self.actors:
-                ray.kill(actor)
             for i in self.items:
                 self.book.failed(i, f"model: {reason}")
             return [ItemOutcome(i.name, i.path, "failed", error=f"model: {reason}") for i in self.items]
@@ -283,8 +331,6 @@ class _Scheduler:
         finally:
             self.progress.close()
             self.finalizer.shutdown(wait=True)
-            for actor in self.actors:
-                ray.kill(actor)
         return [self.outcomes[i.name] if i.name not in self.duplicates else self._dup(i) for i in self.items]
 
     @property
@@ -310,21 +356,41 @@ class _Scheduler:
 
     def _open_item(self, item: Item) -> _ItemState | None:
         self.book.started(item)
+        item_dir = self.spec.output.directory / item.name
+        _clear_leftovers(item_dir)
         try:
             opened = open_item(item, self.spec, self.info, self.legend)
-            plan = opened.plan
-            stitcher = BlockStitcher(plan, self.info.num_classes, opened.nodata_label, np.dtype(opened.label_dtype),
-                                     keep_logits=opened.keep_logits, scratch=opened.scratch)
         except (GeosegError, ValueError) as exc:
-            self._record_failure(item, _reason(exc))
+            self._record_failure(item, str(exc))
+            return None
+        plan = opened.plan
+        journal: BlockJournal | None = None
+        try:
+            journal = BlockJournal(item_dir, journal_key(self.book.key(item), plan.image_shape, plan.block_shape),
+                                   fresh=self.book.force)
+            done = _resume(opened, journal)
+            stitcher = BlockStitcher(plan, self.info.num_classes, opened.nodata_label, np.dtype(opened.label_dtype),
+                                     keep_logits=opened.keep_logits, scratch=opened.scratch, done=done)
+        except (GeosegError, OSError, ValueError) as exc:
+            opened.abort()
+            if journal is not None:
+                journal.release()
+            self._record_failure(item, str(exc))
             return None
         if opened.small:
             log.warning("%s: %s is smaller than the roi %s; padded with zeros as MONAI does",
                         item.name, plan.image_shape, self.spec.tiling.roi_size)
-        self.progress.add_windows(plan.window_count)
+        task_total, windows = plan.task_count, plan.window_count
+        if done:
+            needed = [t for t in plan.tasks() if stitcher.needs(t.region)]
+            task_total, windows = len(needed), sum(len(t.windows) for t in needed)
+            log.info("%s: resuming: %d of %d blocks were committed by an earlier run; %d of %d tasks to run",
+                     item.name, len(done), len(plan.contributions()), task_total, plan.task_count)
+        self.progress.add_windows(windows)
         log.info("%s: %s, %d windows in %d tasks", item.name, " x ".join(map(str, plan.image_shape)),
-                 plan.window_count, plan.task_count)
-        return _ItemState(opened, plan.tasks(), stitcher)
+                 windows, task_total)
+        tasks = (t for t in plan.tasks() if stitcher.needs(t.region))
+        return _ItemState(opened, tasks, stitcher, journal, task_total, blocks_resumed=len(done))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -345,6 +411,9 @@ class _Scheduler:
             opened = self._open_item(item)
             if opened is None:
                 continue
+            if opened.task_total == 0:  # an earlier run committed every block
+                self._finish(opened)
+                continue
             self.active.append(opened)
             return self._next_task()
         return None
@@ -352,7 +421,7 @@ class _Scheduler:
     def _loop(self) -> None:
         # Every actor takes at most max_tasks_in_flight tasks; results are consumed as they
         # arrive, so reading, inference and writing overlap and memory stays bounded.
-        capacity = len(self.actors) * self.spec.resources.max_tasks_in_flight
+        capacity = self.pool.size * self.spec.resources.max_tasks_in_flight
         while True:
             while len(self.inflight) < capacity:
                 nxt = self._next_task()
@@ -360,7 +429,7 @@ class _Scheduler:
                     break
                 state, task = nxt
                 actor = min(self.actor_load, key=lambda a: self.actor_load[a])
-                ref = self.actors[actor].run.remote(state.opened.job, task)
+                ref = self.pool.submit(actor, state.opened.job, task)
                 if self.first_submit is None:
                     self.first_submit = time.monotonic()
                 self.inflight[ref] = (state, actor)
@@ -370,7 +439,7 @@ class _Scheduler:
             self._collect_commits(block=False)
             if not self.inflight:
                 break
-            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=1.0)
+            ready = self.pool.wait(list(self.inflight), timeout=1.0)
             for ref in ready:
                 state, actor = self.inflight.pop(ref)
                 self.actor_load[actor] -= 1
@@ -384,34 +453,40 @@ class _Scheduler:
             self._maybe_retire(state)
             return
         try:
-            result: TileResult = ray.get(ref)
+            result = self.pool.result(ref)
             state.windows_run += result.windows_run
             state.windows_skipped += result.windows_skipped
             self.progress.windows_done(result.windows_run + result.windows_skipped)
             for block in state.stitcher.add(result):
                 state.opened.write(block)
-        except (RayTaskError, RayActorError, GeosegError, OSError) as exc:
-            self._fail(state, _reason(exc))
+                state.journal.save(block)
+        except (GeosegError, OSError) as exc:
+            self._fail(state, str(exc))
             return
         if state.exhausted and state.inflight == 0 and state.stitcher.done:
             self.active.remove(state)
-            if state.windows_run == 0:
-                state.opened.abort()
-                self._record_failure(state.item, f"{state.item.path}: every pixel is nodata; nothing to segment")
-                return
-            self.commits.append((state, self.finalizer.submit(self._commit, state)))
+            self._finish(state)
+
+    def _finish(self, state: _ItemState) -> None:
+        """Every block of the item is written: publish it (in the commit thread)."""
+        if state.windows_run == 0 and state.blocks_resumed == 0:
+            state.opened.abort()
+            state.journal.clear()
+            self._record_failure(state.item, f"{state.item.path}: every pixel is nodata; nothing to segment")
+            return
+        self.commits.append((state, self.finalizer.submit(self._commit, state)))
 
     def _fail(self, state: _ItemState, reason: str) -> None:
         state.failed = reason
         state.stitcher.discard()
         state.opened.abort()
+        state.journal.release()
         self._maybe_retire(state)
 
     def _maybe_retire(self, state: _ItemState) -> None:
         if state.inflight == 0 and state in self.active:
             self.active.remove(state)
-            for actor in self.actors:
-                actor.release.options(max_task_retries=0).remote(state.item.path)  # no retry after ray.kill
+            self.pool.release(state.item.path)
             self._record_failure(state.item, state.failed or "failed")
 
     def _record_failure(self, item: Item, reason: str) -> None:
@@ -422,12 +497,20 @@ class _Scheduler:
 
     def _commit(self, state: _ItemState) -> ItemOutcome:
         meta = {"windows_run": state.windows_run, "windows_skipped_nodata": state.windows_skipped,
-                "padded_to_roi": state.opened.small}
+                "padded_to_roi": state.opened.small, "blocks_resumed": state.blocks_resumed}
         stats, paths = state.opened.commit(meta)
-        return ItemOutcome(
-            state.item.name, state.item.path, "ok", stats=stats, outputs=tuple(str(p) for p in paths),
+        outputs = tuple(str(p) for p in paths)
+        if self.publisher is not None:
+            outputs = self.publisher.publish_item(self.spec.output.directory / state.item.name, state.item.name)
+        outcome = ItemOutcome(
+            state.item.name, state.item.path, "ok", stats=stats, outputs=outputs,
             seconds=time.monotonic() - state.started, windows=state.windows_run,
         )
+        # recorded the moment its outputs are published: a driver killed from here on never
+        # computes this item again
+        self.book.ok(outcome)
+        state.journal.clear()
+        return outcome
 
     def _collect_commits(self, block: bool) -> None:
         remaining = []
@@ -435,29 +518,40 @@ class _Scheduler:
             if not block and not fut.done():
                 remaining.append((state, fut))
                 continue
-            for actor in self.actors:
-                actor.release.options(max_task_retries=0).remote(state.item.path)  # no retry after ray.kill
+            self.pool.release(state.item.path)
             try:
                 outcome = fut.result()
             except (GeosegError, OSError) as exc:
-                self._record_failure(state.item, _reason(exc))
+                self._record_failure(state.item, str(exc))
                 continue
             self.outcomes[state.item.name] = outcome
-            self.book.ok(outcome)
             self.progress.item_done(state.item.name, "ok")
         self.commits = remaining
 
 
-def _reason(exc: BaseException) -> str:
-    """The message a user should see, unwrapped from Ray's task errors."""
-    if isinstance(exc, RayTaskError):
-        cause = exc.cause if getattr(exc, "cause", None) is not None else None
-        if cause is not None:
-            return _reason(cause)
-        return str(exc).strip().splitlines()[-1]
-    if isinstance(exc, RayActorError):
-        return f"an inference actor died: {str(exc).splitlines()[0]}"
-    return str(exc)
+def _clear_leftovers(item_dir: Path) -> None:
+    """Remove the staging and scratch folders a killed run left in ``OUT/<item>`` (only one run
+    writes to an output directory at a time: see ``Ledger.lock``)."""
+    if item_dir.is_dir():
+        for leftover in [*item_dir.glob(".staging-*"), *item_dir.glob(".scratch-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _resume(opened: OpenItem, journal: BlockJournal) -> set[tuple[int, ...]]:
+    """Write the blocks an earlier run committed to ``journal`` into the new outputs and
+    statistics; returns their indices. A block file that cannot be read is computed again."""
+    plan = opened.plan
+    blocks = set(plan.contributions())
+    done = set()
+    for index in sorted(journal.committed() & blocks):
+        try:
+            block = journal.load(index, plan.block_window(index))
+        except OSError as exc:
+            log.warning("%s; that block is computed again", exc)
+            continue
+        opened.write(block)
+        done.add(index)
+    return done
 
 
 __all__ = ["JobResult", "run_job"]

@@ -324,7 +324,29 @@ class OutputSpec(_Frozen):
     """
 
     directory: Path
+    """Where outputs are written. Given as ``s3://bucket/prefix``, it becomes a local staging
+    folder (under ``staging``) from which each finished item is published to ``remote``."""
     formats: Annotated[tuple[Literal["cog", "logits", "nifti", "zarr"], ...], Field(min_length=1)] | None = None
+    remote: str | None = None
+    """``s3://bucket/prefix`` when the outputs go to an object store (set from ``directory``)."""
+    staging: Path = Path("~/.cache/geoseg/outputs")
+    """Local staging folders of ``s3://`` output directories (one per URI, kept between runs)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object_store(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("directory"), str):
+            return data
+        uri = data["directory"]
+        scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", uri)
+        if scheme is None or scheme.group(1).lower() == "file":
+            return data
+        if scheme.group(1).lower() != "s3" or not uri[5:].strip("/"):
+            raise ValueError(f"directory {uri!r}: outputs go to a local path or s3://bucket/prefix")
+        from ..sinks.publish import staging_dir_for
+
+        base = Path(data.get("staging") or cls.model_fields["staging"].default).expanduser()
+        return {**data, "remote": uri.rstrip("/"), "directory": staging_dir_for(uri, base), "staging": base}
 
     def resolved_formats(self, spatial_dims: int) -> tuple[str, ...]:
         """The formats to write for a job of ``spatial_dims`` (the default when none is set)."""
@@ -347,6 +369,14 @@ class ResourceSpec(_Frozen):
     """An actor whose process dies is restarted this many times; its tasks in flight are retried."""
     read_retries: Annotated[int, Field(ge=0, le=10)] = 3
     """A window read that fails with an I/O error is retried this many times, with backoff."""
+    placement_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    """Seconds to wait for every Ray actor to be placed on a node and started (model loaded);
+    the job fails if they are not. Raise it on an autoscaling cluster whose nodes take longer
+    to start, or on a cluster shared with other jobs."""
+    backend: Literal["auto", "ray", "local"] = "auto"
+    """Where tile tasks run: ``ray`` actors (a local Ray, or the cluster given by ``--address``),
+    or ``local`` threads of the job's own process (no Ray start-up; no actor restarts).
+    ``auto``: local for a job of one item on this machine, Ray otherwise."""
 
 
 class StatisticsSpec(_Frozen):

@@ -4,5 +4,6 @@
 """
 
 from .blocks import BlockStitcher, FinishedBlock
+from .journal import BlockJournal, journal_key
 
-__all__ = ["BlockStitcher", "FinishedBlock"]
+__all__ = ["BlockJournal", "BlockStitcher", "FinishedBlock", "journal_key"]

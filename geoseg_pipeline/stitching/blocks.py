@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import mmap
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,8 @@ class BlockStitcher:
         scratch: a folder for the open blocks' sums (files, one per block, removed as blocks
             finish); ``None`` keeps them in memory. Volumes use it: their open blocks span a
             whole plane of the volume.
+        done: blocks finished earlier (a resumed run): never opened nor returned; only the
+            tasks that touch another block need to be added (see :meth:`needs`).
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class BlockStitcher:
         label_dtype: np.dtype,
         keep_logits: bool = False,
         scratch: Path | None = None,
+        done: Iterable[tuple[int, ...]] = (),
     ) -> None:
         self.plan = plan
         self.num_classes = num_classes
@@ -146,6 +150,9 @@ class BlockStitcher:
         self.keep_logits = keep_logits
         self.scratch = scratch
         self._remaining = plan.contributions()
+        self._done = frozenset(done)
+        for index in self._done:
+            self._remaining.pop(index, None)
         self._open: dict[tuple[int, ...], _Accumulator] = {}
 
     @property
@@ -158,11 +165,17 @@ class BlockStitcher:
         """Whether every block has been finished."""
         return not self._remaining and not self._open
 
+    def needs(self, region: Window) -> bool:
+        """Whether a task over ``region`` adds to a block that is not done yet."""
+        return not self._done or any(ix not in self._done for ix in self._blocks_of(region))
+
     def add(self, result: TileResult) -> list[FinishedBlock]:
         """Add one task's partial sums; return the blocks this made final."""
         region = result.region
         finished = []
         for index in self._blocks_of(region):
+            if index in self._done:
+                continue
             bw = self.plan.block_window(index)
             acc = self._open.get(index)
             if acc is None:

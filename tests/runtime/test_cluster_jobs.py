@@ -144,3 +144,47 @@ def test_submit_without_the_token_is_refused(tmp_path: Path, two_nodes: tuple[st
                          capture_output=True, text=True, env=bad, timeout=300)
     assert sub.returncode != 0
     assert "geoseg:" in sub.stderr  # a clear one-line error, not a traceback
+
+
+#: Scenes of different sizes: several blocks, one block, smaller than the roi, a lone edge column.
+SHAPES = ((300, 260), (190, 130), (64, 64), (40, 50), (129, 257), (100, 75))
+
+
+def test_many_items_on_two_nodes_run_each_tile_task_once(
+    tmp_path: Path, two_nodes: tuple[str, dict[str, str]], write_raster: Callable[..., Path],
+    conv_model: Callable[..., Path],
+) -> None:
+    url, env = two_nodes
+    rng = np.random.default_rng(1)
+    scenes = [write_raster(f"s{i}.tif", rng.integers(1, 255, (3, *shape)).astype("uint8"))
+              for i, shape in enumerate(SHAPES)]
+    model = conv_model(in_channels=3, classes=3)
+    wf = {"name": "cluster-many", "inputs": {"paths": [str(s) for s in scenes]},
+          "model": {"type": "torchscript", "path": str(model)},
+          "tiling": {"roi_size": 64, "overlap": 0.25, "block_size": 64},
+          "output": {"directory": str(tmp_path / "cluster-out")},
+          "resources": {"workers": 2, "cpus_per_worker": 1}}
+    wf_path = tmp_path / "wf.yaml"
+    wf_path.write_text(yaml.safe_dump(wf))
+
+    sub = subprocess.run([str(BIN / "geoseg"), "submit", str(wf_path), "--address", url, "--wait"],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    assert f"{len(SHAPES)} item(s) done, 0 failed" in sub.stdout, sub.stdout
+    job = json.loads((tmp_path / "cluster-out" / "summary.json").read_text())
+    assert job["items_ok"] == len(SHAPES) and job["backend"] == "ray"
+    assert len(set(job["actor_nodes"])) == 2  # one actor on each node ...
+    assert len(job["tasks_per_actor"]) == 2 and all(n > 0 for n in job["tasks_per_actor"])  # ... both did work
+    tasks = sum(plan_tiles(shape, (64, 64), 0.25, (64, 64)).task_count for shape in SHAPES)
+    assert sum(job["tasks_per_actor"]) == tasks  # no tile task ran twice (nor was left out)
+
+    local = subprocess.run([str(BIN / "geoseg"), "--no-progress", "predict", *map(str, scenes), "--model", str(model),
+                            "--out", str(tmp_path / "local-out"), "--roi-size", "64", "--block-size", "64",
+                            "--workers", "2"], capture_output=True, text=True, env=env, timeout=600)
+    assert local.returncode == 0, local.stderr
+    for i, shape in enumerate(SHAPES):
+        with rasterio.open(tmp_path / f"cluster-out/s{i}/labels.tif") as a, \
+                rasterio.open(tmp_path / f"local-out/s{i}/labels.tif") as b:
+            cluster_labels, local_labels = a.read(1), b.read(1)
+        assert cluster_labels.shape == shape
+        assert np.array_equal(cluster_labels, local_labels), f"s{i}"

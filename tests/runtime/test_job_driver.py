@@ -47,9 +47,9 @@ def _workflow(tmp: Path, inputs: list[str], model: Path, **tiling: object) -> di
     }
 
 
-@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+@pytest.mark.parametrize(("blend", "backend"), [("gaussian", "ray"), ("constant", "ray"), ("gaussian", "local")])
 def test_blended_logits_equal_monai(
-    tmp_path: Path, write_raster: Callable[..., Path], conv_model: Callable[..., Path], blend: str
+    tmp_path: Path, write_raster: Callable[..., Path], conv_model: Callable[..., Path], blend: str, backend: str
 ) -> None:
     data = _scene(300, 410)
     src = write_raster("scene.tif", data, nodata=0)
@@ -57,8 +57,10 @@ def test_blended_logits_equal_monai(
     mean, std = (500.0, 480.0, 520.0), (290.0, 300.0, 280.0)
     wf = _workflow(tmp_path, [str(src)], model, blend=blend)
     wf["preprocessing"] = {"normalize": {"mean": list(mean), "std": list(std)}}
+    wf["resources"] = {"workers": 2, "backend": backend}
     result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
     assert result.ok, result.outcomes
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["backend"] == backend
 
     x = (data.astype(np.float32) - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[
         :, None, None

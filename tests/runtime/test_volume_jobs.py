@@ -208,7 +208,8 @@ def test_reoriented_job_equals_monai_orientation_pipeline(tmp_path: Path) -> Non
     assert (labels == back).mean() >= 0.9999
 
 
-def test_resampled_job_equals_monai_spacing_pipeline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["ray", "local"])
+def test_resampled_job_equals_monai_spacing_pipeline(tmp_path: Path, backend: str) -> None:
     """Orientation + spacing: MONAI's Orientation -> Spacing -> sliding window -> argmax, labels
     back onto the input grid by nearest neighbour (ResampleToMatch); same shape, affine, codes."""
     from monai.data import MetaTensor
@@ -238,10 +239,11 @@ def test_resampled_job_equals_monai_spacing_pipeline(tmp_path: Path) -> None:
         "tiling": {"roi_size": [16, 16, 8], "overlap": 0.25, "block_size": 16},
         "statistics": {"lesion_classes": [2]},
         "output": {"directory": str(tmp_path / "out")},
-        "resources": {"workers": 2},
+        "resources": {"workers": 2, "backend": backend},
     }
     result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
     assert result.ok, result.outcomes
+    assert json.loads((tmp_path / "out/summary.json").read_text())["backend"] == backend
 
     x = MetaTensor(torch.from_numpy(data[None]), affine=torch.from_numpy(affine))
     ras = Orientation(axcodes="RAS")(x)

@@ -7,16 +7,14 @@ empty archive)."""
 from __future__ import annotations
 
 import json
-import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 # the dev extra installs these (moto[s3] with flask, boto3, s3fs): a missing one is a failure, not a skip
 import boto3
-import moto.server as moto_server
 import nibabel as nib
 import numpy as np
 import pytest
@@ -44,39 +42,10 @@ from geoseg_pipeline.sources.remote import (
 )
 from geoseg_pipeline.spec import InputSpec
 
+pytestmark = pytest.mark.usefixtures("clean_aws_environment")
+
 BUCKET = "archive"
 KEYS = ("testing", "testing")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module", autouse=True)
-def clean_aws_environment() -> Iterator[None]:
-    """No AWS setting of the machine running the tests leaks in; no instance-metadata lookups."""
-    import os
-
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith(("AWS_", "GDAL_HTTP")):
-                mp.delenv(name)
-        mp.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        yield
-
-
-@pytest.fixture(scope="module")
-def endpoint(clean_aws_environment: None) -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +180,8 @@ def test_a_glob_matching_nothing_and_an_empty_archive(archive: Archive, config: 
         discover(InputSpec(paths=(f"s3://{BUCKET}/no/such/prefix/",)), s3=config)
 
 
-def test_a_literal_key_is_an_item_without_asking_the_store(archive: Archive) -> None:
-    nowhere = S3Config(endpoint_url=f"http://127.0.0.1:{_free_port()}")
+def test_a_literal_key_is_an_item_without_asking_the_store(archive: Archive, free_port: Callable[[], int]) -> None:
+    nowhere = S3Config(endpoint_url=f"http://127.0.0.1:{free_port()}")
     items, _ = expand_inputs([f"s3://{BUCKET}/scenes/x.tif", f"s3://{BUCKET}/s.zarr/"], s3=nowhere)
     assert items == [Item("x", f"s3://{BUCKET}/scenes/x.tif"), Item("s", f"s3://{BUCKET}/s.zarr")]
 
@@ -333,8 +302,10 @@ def test_the_etag_fingerprint_changes_when_the_object_is_overwritten(archive: Ar
 # --- failures ------------------------------------------------------------------------------------
 
 
-def test_an_unreachable_endpoint_fails_within_seconds_naming_the_uri(archive: Archive, tmp_path: Path) -> None:
-    dead = S3Config.from_env({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_ACCESS_KEY_ID": "k",
+def test_an_unreachable_endpoint_fails_within_seconds_naming_the_uri(
+    archive: Archive, tmp_path: Path, free_port: Callable[[], int]
+) -> None:
+    dead = S3Config.from_env({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "k",
                               "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1"})
     checks = [
         (lambda: expand_inputs([f"s3://{BUCKET}/scenes/*.tif"], s3=dead),

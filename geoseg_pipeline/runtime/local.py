@@ -1,0 +1,149 @@
+"""Tile tasks on threads of the job's own process: one model, no Ray.
+
+For a job of one item on one machine, Ray's fixed cost (starting a local instance, starting
+actor processes that import torch, shutting down: 9-12 s on two cores) outweighs the work. This
+pool keeps the actors' shape (``workers`` threads with ``cpus_per_worker`` torch threads each,
+``max_tasks_in_flight`` per worker) but shares one loaded model between the threads: torch
+releases the GIL in its kernels, so the threads compute in parallel as actor processes do.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING
+
+from ..errors import GeosegError, WorkerError
+from ..spec import InferenceSpec, ModelSpec, ResourceSpec
+from ..tasks import ItemJob, ModelInfo, TileResult
+from ..tiling import TileTask
+
+if TYPE_CHECKING:
+    from ..inference.predictor import Predictor
+    from ..inference.tile_executor import TileExecutor
+    from ..sources.remote import S3Config
+
+
+def local_worker_count(resources: ResourceSpec) -> int:
+    """Threads to run: as configured, else one per GPU worker slot (one GPU) or per CPU slot."""
+    if resources.workers is not None:
+        return resources.workers
+    if resources.gpus_per_worker > 0:
+        return 1
+    return max(int((os.cpu_count() or 1) // resources.cpus_per_worker), 1)
+
+
+class LocalPool:
+    """``size`` worker threads around one :class:`Predictor`; each thread has its own open
+    sources (a rasterio or nibabel handle is not shared between threads)."""
+
+    backend = "local"
+
+    def __init__(
+        self, model: ModelSpec, resources: ResourceSpec, options: InferenceSpec | None = None,
+        s3: S3Config | None = None,
+    ) -> None:
+        import torch
+
+        self.size = local_worker_count(resources)
+        self._resources, self._s3 = resources, s3
+        self._torch_threads = torch.get_num_threads()  # restored by close(): the caller's process
+        self._load_error: Exception | None = None
+        self._predictor: Predictor | None = None
+        try:
+            from ..inference.predictor import Predictor
+
+            self._predictor = Predictor(
+                model, device="cuda" if resources.gpus_per_worker > 0 else "cpu",
+                threads=max(int(resources.cpus_per_worker), 1), options=options,
+            )
+        except Exception as exc:  # reported by describe(), as an actor reports it
+            self._load_error = exc
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._executors: list[TileExecutor] = []
+        self._threads = ThreadPoolExecutor(self.size, thread_name_prefix="geoseg-infer",
+                                           initializer=self._enter_env)
+
+    def _enter_env(self) -> None:
+        # rasterio's environment (GDAL cache cap, S3 credentials) is per thread
+        from ..sources.remote import rasterio_env
+
+        env = rasterio_env(self._s3, GDAL_CACHEMAX=self._resources.gdal_cache_mb)
+        env.__enter__()
+        self._local.env = env
+
+    def _executor(self) -> TileExecutor:
+        ex: TileExecutor | None = getattr(self._local, "executor", None)
+        if ex is None:
+            from ..inference.tile_executor import TileExecutor
+
+            assert self._predictor is not None
+            ex = TileExecutor(self._predictor.spec, predictor=self._predictor)
+            self._local.executor = ex
+            with self._lock:
+                self._executors.append(ex)
+        return ex
+
+    def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
+        """The model's input channels and classes (one probe forward pass).
+
+        Raises:
+            GeosegError: the model could not be loaded or probed (a :class:`WorkerError` wraps
+                errors from outside the package).
+        """
+        try:
+            if self._load_error is not None:
+                raise self._load_error
+            assert self._predictor is not None
+            return self._predictor.describe(in_channels, roi, fallback)
+        except GeosegError:
+            raise
+        except Exception as exc:
+            raise WorkerError(str(exc)) from exc
+
+    def nodes(self) -> list[str]:
+        """Where each worker runs: this process."""
+        return ["local"] * self.size
+
+    def submit(self, worker: int, job: ItemJob, task: TileTask) -> Future[TileResult]:
+        """Queue ``task``; worker threads take tasks in order (``worker`` only balances Ray actors)."""
+        return self._threads.submit(lambda: self._executor().run(job, task))
+
+    def wait(self, handles: list[Future[TileResult]], timeout: float) -> list[Future[TileResult]]:
+        """The handles that have finished, after at most ``timeout`` seconds."""
+        done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
+        return list(done)
+
+    def result(self, handle: Future[TileResult]) -> TileResult:
+        """A finished task's result.
+
+        Raises:
+            GeosegError: the task failed (a :class:`WorkerError` wraps errors from outside the
+                package, such as torch's).
+        """
+        try:
+            return handle.result()
+        except (GeosegError, OSError):
+            raise
+        except Exception as exc:
+            raise WorkerError(str(exc) or type(exc).__name__) from exc
+
+    def release(self, path: str) -> None:
+        """Close ``path`` in every thread (its item is done; no task of it is running)."""
+        with self._lock:
+            for ex in self._executors:
+                ex.release(path)
+
+    def close(self) -> None:
+        """Stop the threads, close every source, and give the process its torch threads back."""
+        import torch
+
+        self._threads.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for ex in self._executors:
+                ex.close()
+            self._executors.clear()
+        self._predictor = None
+        torch.set_num_threads(self._torch_threads)

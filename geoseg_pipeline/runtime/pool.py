@@ -1,0 +1,105 @@
+"""Where tile tasks run: the worker-pool interface, and the choice between Ray and local threads.
+
+The driver talks only to a :class:`WorkerPool`; Ray is started (or joined) here, for the
+``ray`` backend only.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ..errors import JobError
+from ..spec import ResourceSpec, WorkflowSpec
+from ..tasks import ItemJob, ModelInfo, TileResult
+from ..tiling import TileTask
+
+if TYPE_CHECKING:
+    from ..sources.remote import S3Config
+
+Backend = Literal["ray", "local"]
+
+
+class WorkerPool(Protocol):
+    """Workers that each hold the model and run tile tasks (see ``TileExecutor``)."""
+
+    backend: str
+    size: int
+
+    def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
+        """The model's channels and classes; raises ``GeosegError`` when it cannot load."""
+        ...
+
+    def nodes(self) -> list[str]:
+        """Where each worker runs."""
+        ...
+
+    def submit(self, worker: int, job: ItemJob, task: TileTask) -> Any:
+        """Start ``task`` on ``worker``; returns a handle."""
+        ...
+
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
+        """The finished handles among ``handles``."""
+        ...
+
+    def result(self, handle: Any) -> TileResult:
+        """A finished task's result; raises ``GeosegError`` or ``OSError`` when it failed."""
+        ...
+
+    def release(self, path: str) -> None:
+        """Close ``path`` on every worker."""
+        ...
+
+    def close(self) -> None:
+        """Stop the workers."""
+        ...
+
+
+def choose_backend(resources: ResourceSpec, address: str | None, items: int, connected: bool) -> Backend:
+    """The backend for a job of ``items`` items to process.
+
+    ``auto`` picks local threads only for one item, on this machine (no ``address``, Ray not
+    already connected), with at most one GPU: there Ray's start-up would cost more than the
+    item, and several actors would gain nothing over threads. Every other job uses Ray.
+
+    Raises:
+        JobError: ``backend: local`` with a cluster ``address``.
+    """
+    if resources.backend == "local":
+        if address is not None:
+            raise JobError(f"resources.backend is local (threads of this process): it cannot run on the Ray "
+                           f"cluster at {address}; use backend: ray or auto")
+        return "local"
+    if resources.backend == "ray" or address is not None or connected:
+        return "ray"
+    gpus = resources.gpus_per_worker * (resources.workers or 1)
+    return "local" if items == 1 and gpus <= 1 else "ray"
+
+
+@contextmanager
+def worker_pool(spec: WorkflowSpec, address: str | None, items: int,
+                s3: S3Config | None = None) -> Iterator[WorkerPool]:
+    """Workers for the job, stopped afterwards (a local Ray started for it is shut down)."""
+    # Ray is imported only for the ray backend; a process that never imported it is not connected
+    connected = "ray" in sys.modules and bool(sys.modules["ray"].is_initialized())
+    backend = choose_backend(spec.resources, address, items, connected)
+    if backend == "local":
+        from .local import LocalPool
+
+        pool: WorkerPool = LocalPool(spec.model, spec.resources, spec.inference, s3)
+        try:
+            yield pool
+        finally:
+            pool.close()
+        return
+    from .actors import RayActorPool
+    from .cluster import ray_session
+
+    with ray_session(address):
+        pool = RayActorPool(spec.model, spec.resources, spec.inference, s3)
+        try:
+            yield pool
+        finally:
+            pool.close()
