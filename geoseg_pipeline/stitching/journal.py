@@ -1,8 +1,11 @@
 """The block journal: each finished output block of an item, committed atomically, so that a
 run killed mid-item resumes from its last committed block instead of from scratch.
 
-A block is saved as one ``.npz`` file (labels, valid mask, and logits when kept) written to a
-temporary name and renamed: after a crash a block file is either whole or absent. The journal's
+A block is saved as one ``.npz`` file (its labels; the valid mask only where it is not "label !=
+nodata"; the logits when kept) written to a temporary name and renamed: after a crash a block
+file is either whole or absent. Uncompressed: deflate took 160 ms per 128³ block against 4 ms,
+so the journal takes the label bytes (1 per pixel; 2 for uint16 labels) of disk until the item
+is published. The journal's
 folder, ``OUT/<item>/.blocks-<key>``, is named by a digest of what the outputs depend on (the
 input's fingerprint, the model and configuration hashes and the block grid), so a changed
 input, model or setting never resumes from stale blocks. The folder is removed once the item's
@@ -37,11 +40,13 @@ class BlockJournal:
     Args:
         item_dir: ``OUT/<item>``.
         key: :func:`journal_key` of what the outputs depend on.
+        nodata_label: the label of pixels without a prediction (``None``: every voxel has one).
         fresh: drop whatever an earlier run committed (``--force``).
     """
 
-    def __init__(self, item_dir: Path, key: str, fresh: bool = False) -> None:
+    def __init__(self, item_dir: Path, key: str, nodata_label: int | None = None, fresh: bool = False) -> None:
         self.folder = item_dir / f".blocks-{key}"
+        self.nodata_label = nodata_label
         # journals of another input, model or configuration can never be resumed
         for stale in item_dir.glob(".blocks-*"):
             if stale != self.folder or fresh:
@@ -65,7 +70,9 @@ class BlockJournal:
     def save(self, block: FinishedBlock) -> None:
         """Commit ``block``: written whole to a temporary file, then renamed into place."""
         tmp = self.folder / f".{uuid.uuid4().hex[:8]}.tmp"
-        arrays = {"labels": block.labels, "valid": block.valid}
+        arrays = {"labels": block.labels}
+        if not np.array_equal(block.valid, self._valid(block.labels)):
+            arrays["valid"] = block.valid
         if block.logits is not None:
             arrays["logits"] = block.logits
         try:
@@ -85,13 +92,20 @@ class BlockJournal:
         path = self._path(index)
         try:
             with np.load(path) as z:
-                labels, valid = z["labels"], z["valid"]
+                labels = z["labels"]
+                valid = z["valid"] if "valid" in z.files else self._valid(labels)
                 logits = z["logits"] if "logits" in z.files else None
         except (OSError, ValueError, KeyError) as exc:
             raise OSError(f"{path}: unreadable journal block: {exc}") from exc
         if labels.shape != window.size:
             raise OSError(f"{path}: journal block of shape {labels.shape}, expected {window.size}")
         return FinishedBlock(index, window, labels, valid, logits)
+
+    def _valid(self, labels: np.ndarray) -> np.ndarray:
+        """The valid mask the stitcher gives with these labels when no pixel lacks a weight."""
+        if self.nodata_label is None:
+            return np.ones(labels.shape, dtype=bool)
+        return np.asarray(labels != self.nodata_label)
 
     def release(self) -> None:
         """The item failed: keep committed blocks for a re-run (a transient failure resumes
