@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("bench-output/overhead"))
     p.add_argument("--out", type=Path, default=None, help="results without suffix (default WORK/results)")
     args = p.parse_args(argv)
+    args.work = args.work.resolve()  # the workflow resolves relative paths against its own folder
     paths = _make_data(args.work / "data", args.items, args.size)
     model = _model(args.work / "tiny.pt")
     out = args.work / "out"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 import time
@@ -367,7 +368,7 @@ class _Scheduler:
         journal: BlockJournal | None = None
         try:
             journal = BlockJournal(item_dir, journal_key(self.book.key(item), plan.image_shape, plan.block_shape),
-                                   opened.nodata_label, fresh=self.book.force)
+                                   opened.nodata_label, fresh=self.book.force, active=math.prod(plan.block_grid) > 1)
             done = _resume(opened, journal)
             stitcher = BlockStitcher(plan, self.info.num_classes, opened.nodata_label, np.dtype(opened.label_dtype),
                                      keep_logits=opened.keep_logits, scratch=opened.scratch, done=done)

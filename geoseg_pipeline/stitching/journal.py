@@ -42,11 +42,17 @@ class BlockJournal:
         key: :func:`journal_key` of what the outputs depend on.
         nodata_label: the label of pixels without a prediction (``None``: every voxel has one).
         fresh: drop whatever an earlier run committed (``--force``).
+        active: ``False`` for an item of one block, whose resume is the item's own (the
+            ledger): then nothing is written.
     """
 
-    def __init__(self, item_dir: Path, key: str, nodata_label: int | None = None, fresh: bool = False) -> None:
+    def __init__(self, item_dir: Path, key: str, nodata_label: int | None = None, fresh: bool = False,
+                 active: bool = True) -> None:
         self.folder = item_dir / f".blocks-{key}"
         self.nodata_label = nodata_label
+        self.active = active
+        if not active:
+            return
         # journals of another input, model or configuration can never be resumed
         for stale in item_dir.glob(".blocks-*"):
             if stale != self.folder or fresh:
@@ -60,7 +66,9 @@ class BlockJournal:
 
     def committed(self) -> set[tuple[int, ...]]:
         """The indices of the blocks committed so far."""
-        found = set()
+        found: set[tuple[int, ...]] = set()
+        if not self.active or not self.folder.is_dir():
+            return found
         for p in self.folder.iterdir():
             m = _NAME.match(p.name)
             if m:
@@ -69,6 +77,8 @@ class BlockJournal:
 
     def save(self, block: FinishedBlock) -> None:
         """Commit ``block``: written whole to a temporary file, then renamed into place."""
+        if not self.active:
+            return
         tmp = self.folder / f".{uuid.uuid4().hex[:8]}.tmp"
         arrays = {"labels": block.labels}
         if not np.array_equal(block.valid, self._valid(block.labels)):
@@ -115,4 +125,6 @@ class BlockJournal:
 
     def clear(self) -> None:
         """Remove the journal (the item's outputs are published)."""
+        if not self.active:
+            return
         shutil.rmtree(self.folder, ignore_errors=True)
