@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,6 +93,23 @@ def _wait_for(ready: Callable[[], bool], proc: subprocess.Popen[bytes], tmp: Pat
     raise AssertionError("the cluster did not come up:\n" + "\n".join(p.read_text() for p in tmp.glob("*.log")))
 
 
+def _submit(tmp: Path, url: str, env: dict[str, str], scenes: list[Path],
+            model: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """``geoseg submit --wait`` of a workflow over ``scenes`` (2 actors of 1 CPU, roi and block
+    64) into ``tmp/cluster-out``; the finished submission and the job's summary.json."""
+    wf = {"name": "cluster-test", "inputs": {"paths": [str(s) for s in scenes]},
+          "model": {"type": "torchscript", "path": str(model)},
+          "tiling": {"roi_size": 64, "overlap": 0.25, "block_size": 64},
+          "output": {"directory": str(tmp / "cluster-out")},
+          "resources": {"workers": 2, "cpus_per_worker": 1}}
+    wf_path = tmp / "wf.yaml"
+    wf_path.write_text(yaml.safe_dump(wf))
+    sub = subprocess.run([str(BIN / "geoseg"), "submit", str(wf_path), "--address", url, "--wait"],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    return sub, json.loads((tmp / "cluster-out" / "summary.json").read_text())
+
+
 def test_submit_runs_on_both_nodes_and_equals_a_local_run(
     tmp_path: Path, two_nodes: tuple[str, dict[str, str]], write_raster: Callable[..., Path],
     conv_model: Callable[..., Path],
@@ -99,19 +117,8 @@ def test_submit_runs_on_both_nodes_and_equals_a_local_run(
     url, env = two_nodes
     scene = write_raster("scene.tif", np.random.default_rng(0).integers(1, 255, (3, 300, 260)).astype("uint8"))
     model = conv_model(in_channels=3, classes=3)
-    wf = {"name": "cluster-test", "inputs": {"paths": [str(scene)]},
-          "model": {"type": "torchscript", "path": str(model)},
-          "tiling": {"roi_size": 64, "overlap": 0.25, "block_size": 64},
-          "output": {"directory": str(tmp_path / "cluster-out")},
-          "resources": {"workers": 2, "cpus_per_worker": 1}}
-    wf_path = tmp_path / "wf.yaml"
-    wf_path.write_text(yaml.safe_dump(wf))
-
-    sub = subprocess.run([str(BIN / "geoseg"), "submit", str(wf_path), "--address", url, "--wait"],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert sub.returncode == 0, sub.stdout + sub.stderr
+    sub, job = _submit(tmp_path, url, env, [scene], model)
     assert "SUCCEEDED" in sub.stdout and "1 item(s) done, 0 failed" in sub.stdout
-    job = json.loads((tmp_path / "cluster-out" / "summary.json").read_text())
     assert len(set(job["actor_nodes"])) == 2  # one actor on each node
     assert all(n > 0 for n in job["tasks_per_actor"])  # both did work ...
     tasks = plan_tiles((300, 260), (64, 64), 0.25, (64, 64)).task_count
@@ -159,19 +166,8 @@ def test_many_items_on_two_nodes_run_each_tile_task_once(
     scenes = [write_raster(f"s{i}.tif", rng.integers(1, 255, (3, *shape)).astype("uint8"))
               for i, shape in enumerate(SHAPES)]
     model = conv_model(in_channels=3, classes=3)
-    wf = {"name": "cluster-many", "inputs": {"paths": [str(s) for s in scenes]},
-          "model": {"type": "torchscript", "path": str(model)},
-          "tiling": {"roi_size": 64, "overlap": 0.25, "block_size": 64},
-          "output": {"directory": str(tmp_path / "cluster-out")},
-          "resources": {"workers": 2, "cpus_per_worker": 1}}
-    wf_path = tmp_path / "wf.yaml"
-    wf_path.write_text(yaml.safe_dump(wf))
-
-    sub = subprocess.run([str(BIN / "geoseg"), "submit", str(wf_path), "--address", url, "--wait"],
-                         capture_output=True, text=True, env=env, timeout=900)
-    assert sub.returncode == 0, sub.stdout + sub.stderr
+    sub, job = _submit(tmp_path, url, env, scenes, model)
     assert f"{len(SHAPES)} item(s) done, 0 failed" in sub.stdout, sub.stdout
-    job = json.loads((tmp_path / "cluster-out" / "summary.json").read_text())
     assert job["items_ok"] == len(SHAPES) and job["backend"] == "ray"
     assert len(set(job["actor_nodes"])) == 2  # one actor on each node ...
     assert len(job["tasks_per_actor"]) == 2 and all(n > 0 for n in job["tasks_per_actor"])  # ... both did work
