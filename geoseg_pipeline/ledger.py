@@ -65,6 +65,46 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+class OutputLock:
+    """One run at a time writes to an output directory: an advisory ``flock`` on
+    ``OUT/.geoseg.lock``, held until :meth:`close` (the operating system releases it when the
+    process dies). Taken before the ledger is opened, or fetched from an object store.
+
+    Raises:
+        LedgerError: another live run holds the directory.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        import fcntl
+
+        f = open(out_dir / ".geoseg.lock", "a+", encoding="ascii")  # noqa: SIM115 -- held while the run lasts
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise LedgerError(f"{out_dir}: another geoseg run (pid {holder}) is writing to this output "
+                              "directory; wait for it to finish or use another directory") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file: TextIO | None = f
+
+    def close(self) -> None:
+        """Give the directory up."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> OutputLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass(frozen=True)
 class ItemKey:
     """What an item's outputs depend on."""
@@ -97,7 +137,6 @@ class Ledger:
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / LEDGER_NAME
-        self._lock: TextIO | None = None
         self._guard = threading.Lock()
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,40 +147,13 @@ class Ledger:
             raise LedgerError(f"{self.path}: cannot open the run ledger: {exc}") from exc
 
     def close(self) -> None:
-        """Close the database (and give up the output directory, see :meth:`lock`)."""
+        """Close the database."""
         self._db.close()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
 
-    def lock(self) -> None:
-        """Take the output directory for this run, until :meth:`close`.
-
-        Only one run writes to an output directory at a time (an advisory ``flock`` on
-        ``OUT/.geoseg.lock``, released by the operating system when the process dies). Runs and
-        items an earlier run left ``running`` are from a driver that was killed: they are marked
-        ``interrupted`` (their items are processed again, resuming from committed blocks).
-
-        Raises:
-            LedgerError: another live run holds the directory.
-        """
-        import fcntl
-
-        path = self.path.parent / ".geoseg.lock"
-        f = open(path, "a+", encoding="ascii")  # noqa: SIM115 -- held open while the run lasts
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            f.close()
-            raise LedgerError(f"{self.path.parent}: another geoseg run (pid {holder}) is writing to this output "
-                              "directory; wait for it to finish or use another directory") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        self._lock = f
+    def mark_interrupted(self) -> None:
+        """Mark the runs and items an earlier run left ``running`` as ``interrupted``: under
+        :class:`OutputLock`, no live run is writing, so their driver was killed (their items are
+        processed again, resuming from committed blocks)."""
         self._exec("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
         self._exec("UPDATE items SET status = 'interrupted', error = ? WHERE status = 'running'",
                    ("the run processing it was killed before it finished",))

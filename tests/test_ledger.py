@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from geoseg_pipeline.errors import LedgerError
-from geoseg_pipeline.ledger import ItemKey, Ledger, config_hash, fingerprint, model_hash
+from geoseg_pipeline.ledger import ItemKey, Ledger, OutputLock, config_hash, fingerprint, model_hash
 from geoseg_pipeline.spec import parse_workflow
 from geoseg_pipeline.statistics import ItemStats
 from geoseg_pipeline.statistics.classes import ClassStats
@@ -43,6 +43,22 @@ def test_rows_survive_reopening_and_finished_needs_same_key_and_outputs(tmp_path
     again.started("a", "/in/a.tif", key, "run2")  # a new attempt clears the old record
     row = again.get("a")
     assert row is not None and row.status == "running" and row.outputs == () and row.run_id == "run2"
+
+
+def test_one_run_at_a_time_and_killed_runs_are_marked_interrupted(tmp_path: Path) -> None:
+    with OutputLock(tmp_path):
+        with pytest.raises(LedgerError, match=rf"another geoseg run \(pid {os.getpid()}\)"):
+            OutputLock(tmp_path)
+        ledger = Ledger(tmp_path)
+        killed = ledger.start_run("wf")
+        ledger.started("a", "a.tif", ItemKey("f", "m", "c"), killed)
+        ledger.close()
+    with OutputLock(tmp_path):  # released: the next run takes it
+        ledger = Ledger(tmp_path)
+        ledger.mark_interrupted()
+        row = ledger.get("a")
+        assert row is not None and row.status == "interrupted" and "killed" in row.error
+        ledger.close()
 
 
 def test_unwritable_ledger_is_a_clear_error(tmp_path: Path) -> None:

@@ -24,11 +24,11 @@ import numpy as np
 
 from ..errors import GeosegError, JobError, ModelError, SourceError
 from ..items import OpenItem, channel_count, open_item
-from ..ledger import LEDGER_NAME, ItemKey, Ledger, config_hash, fingerprint, model_hash
+from ..ledger import LEDGER_NAME, ItemKey, Ledger, OutputLock, config_hash, fingerprint, model_hash
 from ..report import ItemOutcome, write_summary
 from ..sinks import ClassLegend
 from ..sinks.publish import OutputLocation, Publisher
-from ..sources.discovery import Item, discover
+from ..sources.discovery import Inputs, Item, discover
 from ..sources.remote import S3Config, needs_s3, rasterio_env
 from ..spec import WorkflowSpec
 from ..statistics import ItemStats
@@ -129,22 +129,32 @@ def run_job(
         raise JobError(f"cannot list the inputs: {exc}") from exc
     for msg in found.unmatched:
         log.warning("%s", msg)
-    items = list(found.items)
-    s3 = s3 or (S3Config.from_env() if needs_s3(i.path for i in items) else None)  # a manifest may name s3://
+    s3 = s3 or (S3Config.from_env() if needs_s3(i.path for i in found.items) else None)  # a manifest may name s3://
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise JobError(f"{out_dir}: cannot create the output directory: {exc.strerror or exc}") from exc
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise JobError(f"{out_dir}: the output directory is not writable (permission denied)")
+    with OutputLock(out_dir):
+        return _run_locked(spec, found, s3, address, progress, force, started)
+
+
+def _run_locked(
+    spec: WorkflowSpec, found: Inputs, s3: S3Config | None, address: str | None, progress: bool | None,
+    force: bool, started: float,
+) -> JobResult:
+    """:func:`run_job` once the output directory is this run's: ledger, items, summary."""
+    out_dir = spec.output.directory
+    items = list(found.items)
     publisher = _publisher(spec, out_dir)
     ledger = Ledger(out_dir)
     run_id = ""
     try:
-        ledger.lock()
+        ledger.mark_interrupted()
         run_id = ledger.start_run(spec.name)
-        book = _Book(ledger, run_id, spec, s3, publisher)
-        todo, skipped = book.triage([i for i in items if i.error is None], force)
+        book = _Book(ledger, run_id, spec, s3, publisher, force)
+        todo, skipped = book.triage([i for i in items if i.error is None])
         outcomes_by_name: dict[str, ItemOutcome] = {o.item: o for o in skipped}
         for bad in found.failed:  # a bad manifest line, an unknown URI scheme: recorded, never opened
             log.error("%s: %s", bad.name, bad.error)
@@ -224,12 +234,12 @@ class _Book:
     """The run ledger's side of a job: what to skip, and each item's record as it goes."""
 
     def __init__(self, ledger: Ledger, run_id: str, spec: WorkflowSpec, s3: S3Config | None = None,
-                 publisher: Publisher | None = None) -> None:
+                 publisher: Publisher | None = None, force: bool = False) -> None:
         self.ledger, self.run_id, self.s3, self.publisher = ledger, run_id, s3, publisher
+        self.force = force
         self.model_hash = model_hash(spec)
         self.config_hash = config_hash(spec)
         self.keys: dict[str, ItemKey] = {}
-        self.force = False
 
     def key(self, item: Item) -> ItemKey:
         """The item's input fingerprint with this run's model and config hashes."""
@@ -242,14 +252,14 @@ class _Book:
             key = self.keys[item.name] = ItemKey(fp, self.model_hash, self.config_hash)
         return key
 
-    def triage(self, items: list[Item], force: bool) -> tuple[list[Item], list[ItemOutcome]]:
-        """Split ``items`` into those to process and those finished before (as outcomes)."""
-        self.force = force
+    def triage(self, items: list[Item]) -> tuple[list[Item], list[ItemOutcome]]:
+        """Split ``items`` into those to process and those finished before (as outcomes);
+        with ``force``, none is finished."""
         todo: list[Item] = []
         skipped: list[ItemOutcome] = []
+        exists = self.publisher.exists if self.publisher is not None else os.path.exists
         for item in items:
-            exists = self.publisher.exists if self.publisher is not None else os.path.exists
-            row = None if force else self.ledger.finished(item.name, self.key(item), exists)
+            row = None if self.force else self.ledger.finished(item.name, self.key(item), exists)
             if row is None:
                 todo.append(item)
                 continue
@@ -381,16 +391,15 @@ class _Scheduler:
         if opened.small:
             log.warning("%s: %s is smaller than the roi %s; padded with zeros as MONAI does",
                         item.name, plan.image_shape, self.spec.tiling.roi_size)
-        task_total, windows = plan.task_count, plan.window_count
+        tasks, task_total, windows = plan.tasks(), plan.task_count, plan.window_count
         if done:
             needed = [t for t in plan.tasks() if stitcher.needs(t.region)]
-            task_total, windows = len(needed), sum(len(t.windows) for t in needed)
+            tasks, task_total, windows = iter(needed), len(needed), sum(len(t.windows) for t in needed)
             log.info("%s: resuming: %d of %d blocks were committed by an earlier run; %d of %d tasks to run",
-                     item.name, len(done), len(plan.contributions()), task_total, plan.task_count)
+                     item.name, len(done), math.prod(plan.block_grid), task_total, plan.task_count)
         self.progress.add_windows(windows)
         log.info("%s: %s, %d windows in %d tasks", item.name, " x ".join(map(str, plan.image_shape)),
                  windows, task_total)
-        tasks = (t for t in plan.tasks() if stitcher.needs(t.region))
         return _ItemState(opened, tasks, stitcher, journal, task_total, blocks_resumed=len(done))
 
     # -- the loop ----------------------------------------------------------------------------
@@ -542,9 +551,8 @@ def _resume(opened: OpenItem, journal: BlockJournal) -> set[tuple[int, ...]]:
     """Write the blocks an earlier run committed to ``journal`` into the new outputs and
     statistics; returns their indices. A block file that cannot be read is computed again."""
     plan = opened.plan
-    blocks = set(plan.contributions())
     done = set()
-    for index in sorted(journal.committed() & blocks):
+    for index in sorted(journal.committed() & set(plan.blocks())):
         try:
             block = journal.load(index, plan.block_window(index))
         except OSError as exc:

@@ -6,6 +6,7 @@ The driver talks only to a :class:`WorkerPool`; Ray is started (or joined) here,
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,21 +86,16 @@ def worker_pool(spec: WorkflowSpec, address: str | None, items: int,
     # Ray is imported only for the ray backend; a process that never imported it is not connected
     connected = "ray" in sys.modules and bool(sys.modules["ray"].is_initialized())
     backend = choose_backend(spec.resources, address, items, connected)
-    if backend == "local":
-        from .local import LocalPool
+    with contextlib.ExitStack() as stack:
+        if backend == "local":
+            from .local import LocalPool
 
-        pool: WorkerPool = LocalPool(spec.model, spec.resources, spec.inference, s3)
-        try:
-            yield pool
-        finally:
-            pool.close()
-        return
-    from .actors import RayActorPool
-    from .cluster import ray_session
+            pool: WorkerPool = LocalPool(spec.model, spec.resources, spec.inference, s3)
+        else:
+            from .actors import RayActorPool
+            from .cluster import ray_session
 
-    with ray_session(address):
-        pool = RayActorPool(spec.model, spec.resources, spec.inference, s3)
-        try:
-            yield pool
-        finally:
-            pool.close()
+            stack.enter_context(ray_session(address))
+            pool = RayActorPool(spec.model, spec.resources, spec.inference, s3)
+        stack.callback(pool.close)
+        yield pool

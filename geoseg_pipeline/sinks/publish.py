@@ -47,8 +47,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import SinkError
-from ..sources.remote import S3Config, is_s3, split_s3, uri_scheme
-from ..sources.remote import _message as _describe  # the store's errors in words, as for inputs
+from ..sources.remote import S3Config, describe_store_error, is_s3, split_s3, uri_scheme
 
 #: The completion marker of an item: uploaded last (see the module docstring).
 STATS_NAME = "stats.json"
@@ -289,7 +288,7 @@ class Publisher:
                 bucket, _ = split_s3(uri)
                 what = f"bucket {bucket!r} does not exist at {self.config.endpoint_url or 'AWS S3'}"
             else:
-                what = _describe(exc, self.config)
+                what = describe_store_error(exc, self.config)
             raise SinkError(" ".join(f"{uri}: cannot {action}: {what}".split())) from exc
 
 

@@ -259,8 +259,9 @@ def zarr_open_kwargs(path: str, config: S3Config | None = None) -> dict[str, Any
 # -- errors -----------------------------------------------------------------------------------
 
 
-def _message(exc: BaseException, config: S3Config) -> str:
-    """What went wrong, in words a user can act on."""
+def describe_store_error(exc: BaseException, config: S3Config) -> str:
+    """What went wrong with an object-store call, in words a user can act on (inputs and
+    outputs alike)."""
     where = config.endpoint_url or "AWS S3"
     name = type(exc).__name__
     if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and "Forbidden" in str(exc)):  # HEAD: a bare 403
@@ -283,7 +284,7 @@ def _call(uri: str, action: str, config: S3Config, fn: Callable[[], Any]) -> Any
     except SourceError:
         raise
     except Exception as exc:  # s3fs/botocore raise OSError subclasses and their own types alike
-        raise SourceError(f"{uri}: cannot {action}: {_message(exc, config)}") from exc
+        raise SourceError(f"{uri}: cannot {action}: {describe_store_error(exc, config)}") from exc
 
 
 def check_bucket(uri: str, config: S3Config) -> None:
@@ -497,11 +498,12 @@ def fetch_to(uri: str, folder: Path, config: S3Config, *, gunzip: bool | None = 
         raise SourceError(f"{uri}: truncated or corrupt gzip ({exc}); re-upload the object") from exc
     except Exception as exc:  # s3fs/botocore errors, and local write errors
         tmp.unlink(missing_ok=True)
-        raise SourceError(f"{uri}: cannot copy into {folder}: {_message(exc, config)}") from exc
+        raise SourceError(f"{uri}: cannot copy into {folder}: {describe_store_error(exc, config)}") from exc
     return target
 
 
 __all__ = [
-    "COPY_CHUNK", "S3Config", "check_bucket", "fetch_to", "gdal_path", "glob_s3", "is_s3", "needs_s3", "nifti_header",
-    "object_fingerprint", "rasterio_env", "read_bytes", "split_s3", "uri_scheme", "walk_s3", "zarr_open_kwargs",
+    "COPY_CHUNK", "S3Config", "check_bucket", "describe_store_error", "fetch_to", "gdal_path", "glob_s3", "is_s3",
+    "needs_s3", "nifti_header", "object_fingerprint", "rasterio_env", "read_bytes", "split_s3", "uri_scheme",
+    "walk_s3", "zarr_open_kwargs",
 ]

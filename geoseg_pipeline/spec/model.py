@@ -337,13 +337,15 @@ class OutputSpec(_Frozen):
     def _object_store(cls, data: Any) -> Any:
         if not isinstance(data, dict) or not isinstance(data.get("directory"), str):
             return data
-        uri = data["directory"]
-        scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", uri)
-        if scheme is None or scheme.group(1).lower() == "file":
-            return data
-        if scheme.group(1).lower() != "s3" or not uri[5:].strip("/"):
-            raise ValueError(f"directory {uri!r}: outputs go to a local path or s3://bucket/prefix")
         from ..sinks.publish import staging_dir_for
+        from ..sources.remote import uri_scheme
+
+        uri = data["directory"]
+        scheme = uri_scheme(uri)
+        if scheme in (None, "file"):
+            return data
+        if scheme != "s3" or not uri[5:].strip("/"):
+            raise ValueError(f"directory {uri!r}: outputs go to a local path or s3://bucket/prefix")
 
         base = Path(data.get("staging") or cls.model_fields["staging"].default).expanduser()
         return {**data, "remote": uri.rstrip("/"), "directory": staging_dir_for(uri, base), "staging": base}
