@@ -27,15 +27,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check geoseg_pipeline tests benchmarks scripts
 	$(BIN)/mypy geoseg_pipeline
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 ## Tests without the slow ones
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
 
+## ruff, mypy, and the import layers of docs/architecture.md (import-linter, pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check geoseg_pipeline tests benchmarks scripts
 	$(BIN)/mypy geoseg_pipeline
+	$(BIN)/lint-imports
 
 ## The side-by-side performance benchmark (see benchmarks/README.md)
 bench: $(STAMP)

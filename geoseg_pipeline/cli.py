@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--model", required=True,
                       help="TorchScript file, .onnx file, MONAI bundle folder, model.yaml (a workflow model "
                       "section), or a built-in name (landcover-demo, ct-demo); see docs/models.md")
-    pred.add_argument("--out", required=True, type=Path)
+    pred.add_argument("--out", required=True, help="the output folder, or s3://bucket/prefix")
     pred.add_argument("--roi-size", type=_roi, default=None, metavar="N[,N[,N]]",
                       help="window size (default 256, or a bundle's); three numbers (e.g. 96,96,96) for volumes")
     pred.add_argument("--overlap", type=float, default=None, help="default 0.25 (or a bundle's)")
@@ -102,13 +102,28 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--follow", action="store_true", help="keep printing until the job ends")
 
     status = sub.add_parser("status", help="print the run ledger of an output directory")
-    status.add_argument("out", type=Path)
+    status.add_argument("out", help="a job's output folder")
+
+    sub.add_parser("formats", help="list the input and output formats (inputs.format, output.formats)")
 
     demo = sub.add_parser("demo", help="run a built-in demo on generated data")
     demo.add_argument("which", choices=["landcover", "ct"])
     demo.add_argument("--out", type=Path, default=Path("demo-output"))
     demo.add_argument("--address")
     return p
+
+
+def format_lines() -> list[str]:
+    """The registry (:mod:`geoseg_pipeline.formats`) as a table: inputs, then outputs."""
+    from .formats import FORMATS, OUTPUTS
+
+    lines = ["inputs (inputs.format; auto picks by name):"]
+    for f in FORMATS:
+        lines.append(f"  {f.name:<8} {f.kind:<7} {', '.join(f.suffixes):<14} {f.description}")
+    lines.append("outputs (output.formats; * = the default):")
+    for o in OUTPUTS:
+        lines.append(f"  {o.name:<8} {o.kind:<7} {'*' if o.default else ' ':<14} {o.description}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,17 +141,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.workflow)
         if args.command == "status":
             return _status(args.out)
+        if args.command == "formats":
+            print("\n".join(format_lines()))
+            return 0
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command in ("submit", "jobs", "logs"):
             return _cluster_jobs(args)
+        remote: str | None = None  # the s3:// URI the outputs are published to
         if args.command == "run":
             from .api import run_workflow
+            from .spec import load_workflow
 
-            result = run_workflow(args.workflow, address=args.address, progress=progress, force=args.force)
+            spec = load_workflow(args.workflow)
+            remote = spec.output.remote
+            result = run_workflow(spec, address=args.address, progress=progress, force=args.force)
         elif args.command == "predict":
             from .api import predict
+            from .storage import is_s3
 
+            remote = args.out.rstrip("/") if is_s3(args.out) else None
             roi = args.roi_size[0] if args.roi_size and len(args.roi_size) == 1 else args.roi_size
             result = predict(
                 args.inputs, args.model, args.out, roi_size=roi, overlap=args.overlap, blend=args.blend,
@@ -158,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GeosegError as exc:
         print(f"geoseg: {exc}", file=sys.stderr)
         return 1
-    return _report(result)
+    print("\n".join(report_lines(result, remote)))
+    return 0 if result.ok else 1
 
 
 def _formats(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -183,12 +208,12 @@ def _validate(path: Path) -> int:
         return 2
     from .errors import GeosegError
     from .sources.discovery import discover
-    from .sources.remote import is_s3
+    from .storage import is_s3
 
     items = []
     problems: list[tuple[str, str]] = []
     try:
-        found = discover(spec.inputs, "volume" if spec.tiling.spatial_dims == 3 else "raster")
+        found = discover(spec.inputs, spec.tiling.kind)
         items = list(found.items)
         problems += [("inputs", m) for m in found.unmatched]
     except SpecError as exc:
@@ -208,7 +233,7 @@ def _validate(path: Path) -> int:
             print(f"  {field}: {message}", file=sys.stderr)
         return 2
     print(f"{path}: valid ({len(items)} item(s), model {spec.model.source}, "
-          f"output {spec.output.directory})")
+          f"output {spec.output.remote or spec.output.directory})")
     return 0
 
 
@@ -266,24 +291,31 @@ def print_evaluation(result: EvaluationResult) -> None:
         print(f"evaluation: {result.outputs[0]}")
 
 
-def _status(out: Path) -> int:
-    """Print the ledger of ``out``; 1 when there is none, 0 otherwise (also when it is empty)."""
+def _status(given: str) -> int:
+    """Print the ledger of the folder ``given``; 1 when there is none, 0 otherwise (also when it
+    is empty)."""
     from .api import ledger_rows
     from .ledger import LEDGER_NAME
+    from .storage import is_uri, local_path
 
+    local = local_path(given)  # file:///a -> /a
+    out = Path(local)
     problem = None
-    if not out.exists():
+    if is_uri(local):  # printed as given: Path would make s3://b/p into s3:/b/p
+        problem = (f"status reads a local output folder; copy {given.rstrip('/')}/{LEDGER_NAME} into one "
+                   "(or give the job's staging folder)")
+    elif not out.exists():
         problem = "no such folder"
     elif not out.is_dir():
         problem = "not a folder (give a job's output directory)"
     elif not (out / LEDGER_NAME).is_file():
         problem = f"no run ledger ({LEDGER_NAME}) here: no geoseg run has written to this folder"
     if problem is not None:
-        print(f"{out}: {problem}", file=sys.stderr)
+        print(f"{given}: {problem}", file=sys.stderr)
         return 1
     rows = ledger_rows(out)
     if not rows:
-        print(f"{out}: no items recorded yet (a run started here but did not get to any item)")
+        print(f"{given}: no items recorded yet (a run started here but did not get to any item)")
         return 0
     width = max(len(r.item) for r in rows)
     print(f"{'item':<{width}}  {'status':<8} {'seconds':>8}  {'finished':<19}  run / error")
@@ -299,23 +331,39 @@ def _status(out: Path) -> int:
     return 0
 
 
-def _report(result: JobResult) -> int:
+def report_lines(result: JobResult, remote: str | None = None) -> list[str]:
+    """What ``geoseg run|predict|demo`` prints when a job ends: counts, each item's output folder,
+    the failures and the summary.
+
+    Locations are printed as the job has them, a URI as a URI (never ``s3:/b/p`` from a
+    ``Path``). ``remote``: the ``s3://`` URI the outputs were published to, for the summary,
+    which ``result`` names in the local staging folder.
+    """
     ok = [o for o in result.outcomes if o.status == "ok"]
     skipped = [o for o in result.outcomes if o.status == "skipped"]
     failed = [o for o in result.outcomes if o.status == "failed"]
     done_before = f", {len(skipped)} skipped (done by an earlier run)" if skipped else ""
-    print(f"{len(ok)} item(s) done, {len(failed)} failed{done_before} in {result.seconds:.1f} s")
+    lines = [f"{len(ok)} item(s) done, {len(failed)} failed{done_before} in {result.seconds:.1f} s"]
     pixels = sum(o.stats.valid_pixels + o.stats.nodata_pixels for o in ok if o.stats is not None)
     windows = sum(o.windows for o in ok)
     if pixels:
-        print(f"  {pixels / 1e6:.1f} M pixels/voxels, {windows} windows, "
-              f"{pixels / 1e6 / max(result.seconds, 1e-9):.2f} M/s over the whole run")
-    for o in ok:
-        print(f"  {o.item}: {Path(o.outputs[0]).parent}/")
-    for o in failed:
-        print(f"  FAILED {o.item}: {o.error}")
-    print(f"summary: {result.summary_paths[0]}")
-    return 0 if result.ok else 1
+        lines.append(f"  {pixels / 1e6:.1f} M pixels/voxels, {windows} windows, "
+                     f"{pixels / 1e6 / max(result.seconds, 1e-9):.2f} M/s over the whole run")
+    lines += [f"  {o.item}: {_folder(o.outputs[0])}/" for o in ok]
+    lines += [f"  FAILED {o.item}: {o.error}" for o in failed]
+    summary = result.summary_paths[0]
+    if remote is not None:
+        lines.append(f"summary: {remote}/{summary.relative_to(result.out_dir).as_posix()}")
+    else:
+        lines.append(f"summary: {summary}")
+    return lines
+
+
+def _folder(location: str) -> str:
+    """The folder of an output file: a local path's parent, or a URI up to its last ``/``."""
+    from .storage import is_uri
+
+    return location.rsplit("/", 1)[0] if is_uri(location) else str(Path(location).parent)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,21 @@ class SourceError(GeosegError, OSError):
     """An input item cannot be opened or read (missing, unreadable, corrupt, unsupported)."""
 
 
+class TransientSourceError(SourceError):
+    """A read failed for a reason that may pass: the object store throttling or answering 5xx,
+    a timeout, a dropped connection, ``EIO``/``ETIMEDOUT``/``ESTALE`` on a network file system
+    (see :func:`geoseg_pipeline.storage.transient.is_transient`). The tile executor retries it
+    with backoff, ``read_retries`` times; any other :class:`SourceError` is final."""
+
+
 class InputDataError(GeosegError, ValueError):
     """An input item opens but its content cannot be segmented as configured
     (band count, dtype, NaN pixels, size)."""
+
+
+class ReadRequestError(InputDataError):
+    """A read asked for a window outside the item's grid, or for bands (channels) the item does
+    not have. Every reader checks this the same way before it reads; never retried."""
 
 
 class ModelError(GeosegError, RuntimeError):

@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import InputDataError
 from .geometry import Window
-from .sources.nifti_source import VolumeSource
+from .sources import VolumeSource
 
 
 def nonzero_mean_std(

@@ -3,8 +3,9 @@
 A row says what produced the item's outputs: the input's **fingerprint** (size and modification
 time of a file; of every file of a directory store such as Zarr), the **model hash** (SHA-256
 of the model's files, or of a built-in model's bundled weights) and the **config hash** (SHA-256
-of the workflow sections that change outputs: model, preprocessing, tiling, output formats,
-statistics, classes, inference; not the paths of inputs and outputs, nor the resources). A
+of the workflow settings that change outputs: input format, channel axis and nodata, model,
+preprocessing, tiling, output formats, statistics, classes, inference; not the paths of inputs,
+outputs, staging folders and model files, nor the resources: see :func:`config_hash`). A
 re-run skips an item whose row is ``ok`` with the same three values and whose outputs are all
 still there; anything else is processed again. Each run also gets a row in ``runs``.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -28,9 +30,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import LedgerError
 from .spec import WorkflowSpec
+from .statistics import ItemStats
 
 if TYPE_CHECKING:
-    from .sources.remote import S3Config
+    from .storage import S3Config
+
+log = logging.getLogger("geoseg")
 
 #: The ledger's file name inside the output directory.
 LEDGER_NAME = "ledger.sqlite"
@@ -130,6 +135,9 @@ class LedgerRow:
     error: str
     outputs: tuple[str, ...]
     stats: dict[str, Any] | None
+    stats_error: str = ""
+    """Why the stored statistics cannot be read as :class:`~geoseg_pipeline.statistics.ItemStats`
+    (damaged, or not statistics at all); then ``stats`` is ``None``. Empty when they can."""
 
 
 class Ledger:
@@ -197,12 +205,17 @@ class Ledger:
         return [_row(r) for r in cur.fetchall()]
 
     def finished(self, item: str, key: ItemKey, exists: Callable[[str], bool] = os.path.exists) -> LedgerRow | None:
-        """The row of ``item`` when it finished with ``key`` and its outputs still ``exist``
-        (local paths by default; ``s3://`` URIs with an object-store check)."""
+        """The row of ``item`` when it finished with ``key``, its outputs still ``exist`` (local
+        paths by default; ``s3://`` URIs with an object-store check) and its statistics can be
+        read (a row whose statistics cannot is logged and processed again)."""
         row = self.get(item)
         if row is None or row.status != "ok" or row.key != key:
             return None
         if not row.outputs or not all(exists(p) for p in row.outputs):
+            return None
+        if row.stats_error:
+            log.warning("%s: the statistics recorded by run %s cannot be read (%s): processed again",
+                        item, row.run_id, row.stats_error)
             return None
         return row
 
@@ -237,11 +250,25 @@ class Ledger:
 
 
 def _row(r: tuple[Any, ...]) -> LedgerRow:
+    stats, stats_error = _stats(r[13])
     return LedgerRow(
         item=r[0], source=r[1], key=ItemKey(r[2], r[3], r[4]), status=r[5], run_id=r[6], started=r[7],
         finished=r[8], seconds=r[9], windows=r[10], error=r[11], outputs=tuple(json.loads(r[12] or "[]")),
-        stats=json.loads(r[13]) if r[13] else None,
+        stats=stats, stats_error=stats_error,
     )
+
+
+def _stats(text: str | None) -> tuple[dict[str, Any] | None, str]:
+    """The stored statistics and, when they cannot be read as :class:`ItemStats`, why not.
+    Records of other versions can (unknown fields are ignored, missing optional ones default)."""
+    if not text:
+        return None, ""
+    try:
+        doc = json.loads(text)
+        ItemStats.from_dict(doc)
+    except ValueError as exc:  # json.JSONDecodeError is one
+        return None, str(exc)
+    return doc, ""
 
 
 # -- what outputs depend on -------------------------------------------------------------------
@@ -257,7 +284,7 @@ def fingerprint(path: str, s3: S3Config | None = None) -> str:
         OSError: the path cannot be read (:class:`~geoseg_pipeline.errors.SourceError` for an
             object store: unreachable, missing, access denied).
     """
-    from .sources.remote import S3Config, is_s3, object_fingerprint
+    from .storage import S3Config, is_s3, object_fingerprint
 
     if is_s3(path):
         return object_fingerprint(path, s3 if s3 is not None else S3Config.from_env())
@@ -313,10 +340,18 @@ def model_hash(spec: WorkflowSpec) -> str:
 
 
 def config_hash(spec: WorkflowSpec) -> str:
-    """SHA-256 of the workflow sections that change outputs (not input/output paths, not resources)."""
-    doc = spec.model_dump(mode="json", include={"model", "preprocessing", "tiling", "statistics", "classes",
-                                                "inference"})
-    doc["output"] = spec.output.model_dump(mode="json", exclude={"directory"})
+    """SHA-256 of the workflow settings that change outputs.
+
+    Hashed: the input settings (``format``, ``channel_axis``, ``nodata``), the model section,
+    preprocessing, tiling, output formats and encoding, statistics, classes and inference. Not
+    hashed: where items come from (``inputs.paths``, ``inputs.manifest``), where outputs go
+    (``output.directory``, ``remote``, and ``staging``, a folder of the machine that runs), the
+    paths of the model's files (their content is in :func:`model_hash`), and the resources.
+    """
+    doc = spec.model_dump(mode="json", include={"preprocessing", "tiling", "statistics", "classes", "inference"})
+    doc["inputs"] = spec.inputs.model_dump(mode="json", exclude={"paths", "manifest"})
+    doc["model"] = spec.model.model_dump(mode="json", exclude={n for n, v in spec.model if isinstance(v, Path)})
+    doc["output"] = spec.output.model_dump(mode="json", exclude={"directory", "remote", "staging"})
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

@@ -174,3 +174,13 @@ def test_shipped_ct_workflow_matches_the_demo_command() -> None:
     for section in ("model", "preprocessing", "tiling", "statistics", "classes"):
         assert shipped[section] == generated[section], section
     assert shipped["evaluation"]["classes"] == generated["evaluation"]["classes"]
+
+
+def test_formats_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    from geoseg_pipeline.formats import FORMATS, OUTPUTS
+
+    assert main(["formats"]) == 0
+    out = capsys.readouterr().out
+    for fmt in (*FORMATS, *OUTPUTS):
+        assert fmt.description in out
+    assert "nifti    volume  .nii, .nii.gz" in out

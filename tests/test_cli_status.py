@@ -79,3 +79,12 @@ def test_other_states_are_counted_too(tmp_path: Path, capsys: pytest.CaptureFixt
     code, out, _ = _status(tmp_path, capsys)
     assert code == 0
     assert out.splitlines()[-1].startswith("1 item(s): 0 ok, 0 failed, 0 running, 1 interrupted")
+
+
+def test_uris_are_named_as_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Ledger(tmp_path).close()
+    assert main(["-q", "status", tmp_path.as_uri()]) == 0  # file:// is a local folder
+    assert capsys.readouterr().out.startswith(f"{tmp_path.as_uri()}: no items recorded yet")
+    assert main(["-q", "status", "s3://bucket/nightly/"]) == 1  # never s3:/bucket/nightly
+    assert capsys.readouterr().err == ("s3://bucket/nightly/: status reads a local output folder; copy s3://bucket/"
+                                       "nightly/ledger.sqlite into one (or give the job's staging folder)\n")

@@ -13,7 +13,7 @@ from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 from geoseg_pipeline.errors import InputDataError
 from geoseg_pipeline.intensity import nonzero_mean_std
 from geoseg_pipeline.preprocess import Preprocessing, to_model_input
-from geoseg_pipeline.sources.nifti_source import open_volume_source
+from geoseg_pipeline.sources import open_volume_source
 from geoseg_pipeline.spec import IntensitySpec, PreprocessingSpec
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from geoseg_pipeline.errors import LedgerError
 from geoseg_pipeline.ledger import ItemKey, Ledger, OutputLock, config_hash, fingerprint, model_hash
-from geoseg_pipeline.spec import parse_workflow
+from geoseg_pipeline.spec import WorkflowSpec, parse_workflow
 from geoseg_pipeline.statistics import ItemStats
 from geoseg_pipeline.statistics.classes import ClassStats
 from geoseg_pipeline.statistics.lesions import Lesion
@@ -26,14 +26,15 @@ def test_rows_survive_reopening_and_finished_needs_same_key_and_outputs(tmp_path
     labels = out / "a" / "labels.tif"
     labels.parent.mkdir(parents=True)
     labels.write_bytes(b"x")
-    ledger.succeeded("a", (str(labels),), 1.5, 12, {"item": "a"})
+    stats = ItemStats("a", (ClassStats(0, "bg", 10, None, 1.0),), 10, 0, None, "none", "").to_dict()
+    ledger.succeeded("a", (str(labels),), 1.5, 12, stats)
     ledger.failed("b", "/in/b.tif", None, run, "b: broken")
     ledger.finish_run(run, 1, 0, 1)
     ledger.close()
 
     again = Ledger(out)
     row = again.finished("a", key)
-    assert row is not None and row.seconds == 1.5 and row.windows == 12 and row.stats == {"item": "a"}
+    assert row is not None and row.seconds == 1.5 and row.windows == 12 and row.stats == json.loads(json.dumps(stats))
     assert again.finished("a", ItemKey("file:10:2", "m", "c")) is None  # input changed
     assert again.finished("a", ItemKey("file:10:1", "m2", "c")) is None  # model changed
     assert again.finished("a", ItemKey("file:10:1", "m", "c2")) is None  # settings changed
@@ -108,3 +109,83 @@ def test_item_stats_round_trip() -> None:
                       12, 0, None, "none", "", 1.6,
                       (Lesion(1, 1, 2, 0.2, (1.0, 2.0, 3.0), (0, 0, 0), (1, 0, 0), 0.8),))
     assert ItemStats.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
+
+
+def test_config_hash_follows_input_settings_that_change_outputs(tmp_path: Path) -> None:
+    base = {"inputs": {"paths": ["a.tif"]}, "model": {"type": "builtin", "name": "landcover-demo"},
+            "output": {"directory": "o"}}
+    spec = parse_workflow(base, tmp_path)
+    for inputs in ({"nodata": 0}, {"channel_axis": 3}, {"format": "geotiff"}):
+        changed = parse_workflow({**base, "inputs": {"paths": ["a.tif"], **inputs}}, tmp_path)
+        assert config_hash(changed) != config_hash(spec), inputs
+    (tmp_path / "list.txt").write_text("b.tif\n")
+    listed = parse_workflow({**base, "inputs": {"paths": ["c.tif"], "manifest": "list.txt"}}, tmp_path)
+    assert config_hash(listed) == config_hash(spec)  # where items come from is not what they contain
+
+
+def test_config_hash_ignores_machine_local_paths(tmp_path: Path) -> None:
+    def spec(staging: Path) -> WorkflowSpec:
+        return parse_workflow({"inputs": {"paths": ["a.tif"]}, "model": {"type": "builtin", "name": "landcover-demo"},
+                               "output": {"directory": "s3://bucket/out", "staging": str(staging)}}, tmp_path)
+
+    here, there = spec(tmp_path / "staging-a"), spec(tmp_path / "elsewhere" / "staging-b")
+    assert here.output.directory != there.output.directory
+    assert config_hash(here) == config_hash(there)
+    local = parse_workflow({"inputs": {"paths": ["a.tif"]}, "model": {"type": "builtin", "name": "landcover-demo"},
+                            "output": {"directory": str(tmp_path / "o")}}, tmp_path)
+    assert config_hash(local) == config_hash(here)
+    copies = [tmp_path / "m.pt", tmp_path / "models" / "m.pt"]  # the model's files, wherever they are
+    copies[1].parent.mkdir()
+    for copy in copies:
+        copy.write_bytes(b"weights")
+    a, b = (parse_workflow({"inputs": {"paths": ["a.tif"]}, "model": {"type": "torchscript", "path": str(m)},
+                            "output": {"directory": "o"}}, tmp_path) for m in copies)
+    assert config_hash(a) == config_hash(b) and model_hash(a) == model_hash(b)
+
+
+def test_item_stats_of_an_older_or_newer_version_load() -> None:
+    stats = ItemStats("ct", (ClassStats(0, "bg", 10, None, 0.9, 1.0),), 10, 0, None, "voxel", "", 1.6,
+                      (Lesion(1, 1, 2, 0.2, (1.0, 2.0, 3.0), (0, 0, 0), (1, 0, 0), 0.8),))
+    doc = json.loads(json.dumps(stats.to_dict()))
+    doc["written_by"] = "geoseg 9"  # a field this version does not know, at every level
+    doc["classes"][0]["colour"] = "#000000"
+    doc["lesions"][0]["sphericity"] = 0.5
+    assert ItemStats.from_dict(doc) == stats
+    # a row from before volumes: no voxel volume, no lesions, no per-class volume
+    old = {k: v for k, v in doc.items() if k not in ("voxel_volume_mm3", "lesions")}
+    old["classes"] = [{k: v for k, v in c.items() if k != "volume_ml"} for c in doc["classes"]]
+    assert ItemStats.from_dict(old) == ItemStats("ct", (ClassStats(0, "bg", 10, None, 0.9),), 10, 0, None,
+                                                 "voxel", "")
+
+
+_VALID = {"item": "a", "classes": [], "valid_pixels": 0, "nodata_pixels": 0, "valid_area_m2": None,
+          "area_method": "none", "area_note": ""}
+
+
+@pytest.mark.parametrize("doc", [{"item": "a"}, {"item": "a", "classes": [{"index": 0}]}, [], "text",
+                                 {**_VALID, "lesions": 5}, {**_VALID, "lesions": [{"id": 1}]},
+                                 {**_VALID, "classes": ["bg"]}])
+def test_item_stats_that_are_no_statistics_are_a_value_error(doc: object) -> None:
+    assert ItemStats.from_dict(_VALID).classes == ()
+    with pytest.raises(ValueError, match="statistics"):
+        ItemStats.from_dict(doc)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stored", ['{"item": "a"}', "not json", "[1, 2]"])
+def test_a_finished_row_whose_stats_cannot_be_read_is_not_finished(
+    tmp_path: Path, stored: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    key = ItemKey("file:10:1", "m", "c")
+    labels = out / "a" / "labels.tif"
+    labels.parent.mkdir(parents=True)
+    labels.write_bytes(b"x")
+    ledger = Ledger(out)
+    ledger.started("a", "/in/a.tif", key, ledger.start_run("wf"))
+    ledger.succeeded("a", (str(labels),), 1.5, 12, None)
+    ledger._exec("UPDATE items SET stats = ? WHERE item = 'a'", (stored,))
+    assert [r.status for r in ledger.rows()] == ["ok"]  # readable for `geoseg status`
+    with caplog.at_level("WARNING", logger="geoseg"):
+        assert ledger.finished("a", key) is None  # processed again, not a crash at triage
+    assert "statistics" in caplog.text and "processed again" in caplog.text
+    ledger.close()

@@ -1,4 +1,4 @@
-"""Real images from ../shared/data/real (see its README for what independent tools measured)."""
+"""Real images from tests/data/real (see its README for origin, licence and what independent tools measured)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import torch
 
 from geoseg_pipeline.api import predict
 
-REAL_DATA = Path(
-    os.environ.get("GEOSEG_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real")
-)
+# the samples ship with the tests; GEOSEG_REAL_DATA (when set and non-empty) points elsewhere
+REAL_DATA = Path(os.environ.get("GEOSEG_REAL_DATA") or Path(__file__).resolve().parent / "data" / "real")
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -24,8 +23,8 @@ def _need(name: str) -> Path:
     path = REAL_DATA / name
     if not path.exists():
         pytest.fail(
-            f"real sample {path} is missing: these tests need shared/data/real beside the checkout "
-            "(or GEOSEG_REAL_DATA pointing at it)"
+            f"real sample {path} is missing: it ships in tests/data/real "
+            "(or GEOSEG_REAL_DATA points at a folder without it)"
         )
     return path
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SinkError
-from ..sinks import atomic_write_text
+from ..storage import atomic_write_text
 from .metrics import HD_PERCENTILE
 from .pairs import RASTER, VOLUME
 from .results import (

@@ -67,7 +67,8 @@ def _load_monai(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
 
 
 def _load_bundle(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
-    from .bundle import bundle_network, bundle_weights_file
+    from ..spec.bundle import bundle_weights_file
+    from .bundle import bundle_network
     from .sources_checkpoint import load_checkpoint_into
 
     folder = Path(spec.bundle or "")

@@ -6,26 +6,35 @@ This is the work an inference actor does; it is a plain class so tests call it d
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import GeosegError, SourceError
+from ..errors import GeosegError, SourceError, TransientSourceError
+from ..formats import lookup
 from ..geometry import Window, full_window, intersection
 from ..orientation import OrientedVolume, axis_map
 from ..preprocess import to_model_input, valid_mask
 from ..resampling import ResampledVolume
-from ..sources import RasterSource, open_raster_source
-from ..sources.nifti_source import NiftiSource, VolumeSource, open_volume_source
+from ..sources import RasterSource, SourceOptions, VolumeSource, open_source, stage_item
 from ..spec import InferenceSpec, ModelSpec
 from ..stitching.weights import importance_map
+from ..storage import S3Config, is_transient
 from ..tasks import ItemJob, ModelInfo, TileResult
 from ..tiling import TileTask
 from .predictor import Predictor
 
 log = logging.getLogger("geoseg")
+
+#: Seconds before the first retry of a failed read (:meth:`TileExecutor._read`); doubled after each.
+READ_RETRY_DELAY = 0.5
 
 
 class TileExecutor:
@@ -37,10 +46,13 @@ class TileExecutor:
 
     def __init__(
         self, model: ModelSpec, device: str | None = None, threads: int | None = None,
-        options: InferenceSpec | None = None, *, predictor: Predictor | None = None,
+        options: InferenceSpec | None = None, *, predictor: Predictor | None = None, s3: S3Config | None = None,
     ) -> None:
         self.predictor = predictor or Predictor(model, device=device, threads=threads, options=options)
+        self.s3 = s3
         self._sources: OrderedDict[str, RasterSource | VolumeSource] = OrderedDict()
+        # items this executor staged itself (the driver's copy is not visible here)
+        self._staged: dict[str, Path] = {}
 
     def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
         """The model's channels and classes (one probe forward pass)."""
@@ -49,7 +61,7 @@ class TileExecutor:
     def _source(self, job: ItemJob) -> RasterSource | VolumeSource:
         src = self._sources.get(job.path)
         if src is None:
-            src = open_raster_source(job.path, job.format) if job.kind == "raster" else _open_volume(job)
+            src = self._open(job)
             self._sources[job.path] = src
             while len(self._sources) > 4:
                 self._sources.popitem(last=False)[1].close()
@@ -57,35 +69,80 @@ class TileExecutor:
             self._sources.move_to_end(job.path)
         return src
 
+    def _open(self, job: ItemJob) -> RasterSource | VolumeSource:
+        """Open the item with its format's reader. A staged format reads the driver's copy when
+        this process sees it (same machine, shared output folder), else its own copy, made once
+        per item (an actor on another node of a cluster)."""
+        fmt = lookup(job.format, "volume" if job.kind == "volume" else "raster")
+        options = SourceOptions(s3=self.s3, channel_axis=job.channel_axis)
+        if fmt.staged:
+            data_path = job.data_path if job.data_path and os.path.exists(job.data_path) else None
+            if data_path is None:
+                folder = self._staged.get(job.path)
+                if folder is None:
+                    folder = self._staged[job.path] = Path(tempfile.mkdtemp(prefix="geoseg-stage-"))
+                data_path = stage_item(fmt, job.path, folder, options)
+            options = replace(options, data_path=data_path)
+        src = open_source(fmt, job.path, options)
+        if isinstance(src, RasterSource):
+            return src
+        amap = axis_map(src.grid.affine, src.grid.shape, job.axcodes)
+        out: VolumeSource = src if amap.identity else OrientedVolume(src, amap)  # type: ignore[assignment]
+        if job.resample is not None:
+            out = ResampledVolume(out, job.resample)  # type: ignore[assignment]
+        return out
+
     def release(self, path: str) -> None:
-        """Close ``path`` if it is open (after its item is done)."""
+        """Close ``path`` if it is open, and drop its own staged copy (after its item is done)."""
         src = self._sources.pop(path, None)
         if src is not None:
             src.close()
+        folder = self._staged.pop(path, None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
-        """Close every open source."""
-        while self._sources:
-            self._sources.popitem()[1].close()
+        """Close every open source and drop every staged copy."""
+        for path in [*self._sources, *self._staged]:
+            self.release(path)
 
     def _read(self, src: RasterSource | VolumeSource, job: ItemJob, window: Window, channels: list[int]) -> np.ndarray:
-        """``src.read`` with retries on I/O errors (network file systems, object stores): a
-        failed read is retried ``job.read_retries`` times after 0.5, 1, 2, ... s, the file
-        reopened each time; errors about the content (``GeosegError``) are not retried."""
-        delay = 0.5
+        """``src.read``, retried when the failure may pass: a :class:`TransientSourceError`
+        (object store 5xx or throttling, a timeout, a dropped connection, a network file system
+        hiccup) or a bare ``OSError`` that :func:`~geoseg_pipeline.storage.is_transient` says is
+        one. A failed read is retried ``job.read_retries`` times, after :data:`READ_RETRY_DELAY`
+        seconds, then twice as long each time, the item reopened each time. Any other error (a
+        corrupt tile, access denied, content that cannot be segmented) is raised at once.
+
+        Raises:
+            SourceError: the read failed ``read_retries + 1`` times (the message says how many
+                and gives the last error), or failed in a way retrying cannot mend.
+        """
+        delay = READ_RETRY_DELAY
+        current: RasterSource | VolumeSource | None = src
         for attempt in range(job.read_retries + 1):
             try:
-                return src.read(window, channels)
+                if current is None:
+                    current = self._source(job)
+                return current.read(window, channels)
+            except TransientSourceError as exc:
+                error: OSError = exc
             except GeosegError:
                 raise
             except OSError as exc:
-                if attempt == job.read_retries:
-                    raise SourceError(f"{job.path}: reading {window} failed {attempt + 1} time(s): {exc}") from exc
-                log.warning("%s: read of %s failed (%s); retrying in %.1f s", job.path, window, exc, delay)
-                time.sleep(delay)
-                delay *= 2
-                self.release(job.path)
-                src = self._source(job)
+                if not is_transient(exc):
+                    raise SourceError(f"{job.path}: cannot read {window}: {exc}") from exc
+                error = exc
+            if attempt == job.read_retries:
+                raise SourceError(
+                    f"{job.path}: reading {window} failed {attempt + 1} time(s) (read_retries={job.read_retries}); "
+                    f"last error: {error}"
+                ) from error
+            log.warning("%s: read of %s failed (%s); retrying in %.1f s", job.path, window, error, delay)
+            time.sleep(delay)
+            delay *= 2
+            self.release(job.path)
+            current = None
         raise AssertionError("unreachable")
 
     def run(self, job: ItemJob, task: TileTask) -> TileResult:
@@ -135,17 +192,3 @@ class TileExecutor:
             windows_run=len(runnable),
             windows_skipped=len(task.windows) - len(runnable),
         )
-
-
-def _open_volume(job: ItemJob) -> VolumeSource:
-    """A volume for an actor: the driver's inflated copy of a ``.nii.gz`` when there is one,
-    presented in the model's orientation and spacing when the workflow sets them."""
-    if job.data_path and job.data_path != job.path:
-        src: VolumeSource = NiftiSource(job.path, job.channel_axis, data_path=job.data_path)
-    else:
-        src = open_volume_source(job.path, None, job.channel_axis)
-    amap = axis_map(src.grid.affine, src.grid.shape, job.axcodes)
-    out: VolumeSource = src if amap.identity else OrientedVolume(src, amap)  # type: ignore[assignment]
-    if job.resample is not None:
-        out = ResampledVolume(out, job.resample)  # type: ignore[assignment]
-    return out

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import base64
 import html
-import os
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..sinks import atomic_write_text
+from ..storage import atomic_write_text
 from .cohort import DONE, CohortTable, lesion_summary
 from .html import largest_lesion_png
 from .outcome import ItemOutcome
@@ -44,12 +44,12 @@ class ItemLink:
 def item_link(out_root: Path, outcome: ItemOutcome) -> ItemLink:
     """The link to ``outcome``'s ``report.html`` (one of its outputs) and a thumbnail of its largest
     lesion; empty when it has no report. A thumbnail that cannot be made is left out."""
-    reports = [Path(p) for p in outcome.outputs if Path(p).name == "report.html"]
-    if not reports:
+    # outputs may be s3:// URIs (published items): the link is relative to the job's folder, the
+    # thumbnail comes from the local (staged) copy when there is one
+    if not any(posixpath.basename(p) == "report.html" for p in outcome.outputs):
         return ItemLink()
-    report = reports[0]
-    href = quote(Path(os.path.relpath(report, out_root)).as_posix(), safe="/")
-    png = largest_lesion_png(report)
+    href = quote(f"{outcome.item}/report.html", safe="/")
+    png = largest_lesion_png(out_root / outcome.item / "report.html")
     rgb = png_rgb(png) if png is not None else None
     return ItemLink(href, png_bytes(thumbnail(rgb, THUMBNAIL_PX)) if rgb is not None else None)
 

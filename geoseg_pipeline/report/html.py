@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import Window
-from ..sinks import atomic_write_text
 from ..statistics import ItemStats, Lesion
+from ..storage import atomic_write_text
 from .png import png_bytes
 
 #: The first lesion figure of a report written by :func:`write_volume_report`: the largest lesion.
@@ -35,17 +35,15 @@ def overlay(image: np.ndarray, labels: np.ndarray, colours: dict[int, tuple[int,
     return rgb.astype(np.uint8)
 
 
-def _slice_png(source: object, labels_path: Path, axis: int, index: int,
+def _slice_png(source: object, labels: object, axis: int, index: int,
                colours: dict[int, tuple[int, int, int]]) -> str:
-    import nibabel as nib
-
     shape = source.grid.shape  # type: ignore[attr-defined]
     start = [0, 0, 0]
     size = list(shape)
     start[axis], size[axis] = index, 1
     window = Window(tuple(start), tuple(size))
     image = np.squeeze(source.read(window, [0])[0], axis=axis)  # type: ignore[attr-defined]
-    lab = np.squeeze(np.asarray(nib.load(labels_path).dataobj[window.slices()]), axis=axis)  # type: ignore[attr-defined]
+    lab = np.squeeze(labels.read(window, [0])[0], axis=axis).astype(np.int64)  # type: ignore[attr-defined]
     # rows of the picture = the second in-plane axis, as viewers show axial slices
     rgb = overlay(image.T[::-1], lab.T[::-1], colours)
     return base64.b64encode(png_bytes(rgb)).decode("ascii")
@@ -55,9 +53,10 @@ def _axial_axis(affine: np.ndarray) -> int:
     return int(np.argmax(np.abs(np.asarray(affine)[2, :3])))
 
 
-def write_volume_report(out_dir: Path, source: object, stats: ItemStats, colours: Sequence[str],
+def write_volume_report(out_dir: Path, source: object, labels: object, stats: ItemStats, colours: Sequence[str],
                         largest: int = 3) -> Path:
-    """``report.html`` for one volume item (``source`` is its open volume source)."""
+    """``report.html`` for one volume item: ``source`` is its open volume source and ``labels``
+    its label map, opened as a volume source too (whatever format the job wrote)."""
     rgb = {k: (int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)) for k, c in enumerate(colours)}
     axis = _axial_axis(source.grid.affine)  # type: ignore[attr-defined]
     rows = "".join(
@@ -69,7 +68,7 @@ def write_volume_report(out_dir: Path, source: object, stats: ItemStats, colours
         f"<td>{x.volume_ml:.3f}</td><td>{', '.join(f'{v:.1f}' for v in x.centroid_mm)}</td>"
         f"<td>{x.longest_axial_diameter_mm:.1f}</td></tr>" for x in stats.lesions
     )
-    figures = "".join(_figure(source, out_dir / "labels.nii.gz", axis, x, rgb) for x in stats.lesions[:largest])
+    figures = "".join(_figure(source, labels, axis, x, rgb) for x in stats.lesions[:largest])
     burden = sum(x.volume_ml for x in stats.lesions)
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(stats.item)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
@@ -89,7 +88,7 @@ width:320px}}</style></head><body>
     return path
 
 
-def _figure(source: object, labels: Path, axis: int, lesion: Lesion, colours: dict[int, tuple[int, int, int]]) -> str:
+def _figure(source: object, labels: object, axis: int, lesion: Lesion, colours: dict[int, tuple[int, int, int]]) -> str:
     centre = (lesion.bbox_min[axis] + lesion.bbox_max[axis]) // 2
     png = _slice_png(source, labels, axis, centre, colours)
     return (f'<figure><img alt="lesion {lesion.id}" src="data:image/png;base64,{png}">'

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..sinks import atomic_write_text
 from ..statistics import ItemStats
+from ..storage import atomic_write_text
 from .cohort import cohort_document, cohort_table, is_volume_job
 from .cohort_page import write_cohort_page
 from .outcome import ItemOutcome

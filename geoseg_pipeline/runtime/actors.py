@@ -15,7 +15,7 @@ from ..tiling import TileTask
 
 if TYPE_CHECKING:
     from ..inference.tile_executor import TileExecutor
-    from ..sources.remote import S3Config
+    from ..storage import S3Config
 
 
 class InferenceActor:
@@ -27,7 +27,7 @@ class InferenceActor:
         s3: S3Config | None = None,
     ) -> None:
         from ..inference.tile_executor import TileExecutor
-        from ..sources.remote import rasterio_env
+        from ..storage import rasterio_env
 
         # GDAL's block cache defaults to 5 % of RAM per process and keeps every decoded input
         # tile, so without a cap an actor's memory grows with the image. The environment lives
@@ -39,7 +39,7 @@ class InferenceActor:
         self._load_error: Exception | None = None
         try:
             self._executor = TileExecutor(model, device="cuda" if use_gpu else "cpu", threads=threads,
-                                          options=options)
+                                          options=options, s3=s3)
         except Exception as exc:  # re-raised, with its type, on every call
             self._load_error = exc
 

@@ -9,31 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
-import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import GeosegError, JobError, ModelError, SourceError
-from ..items import OpenItem, channel_count, open_item
+from ..items import channel_count
 from ..ledger import LEDGER_NAME, ItemKey, Ledger, OutputLock, config_hash, fingerprint, model_hash
 from ..report import ItemOutcome, write_summary
 from ..sinks import ClassLegend
 from ..sinks.publish import OutputLocation, Publisher
 from ..sources.discovery import Inputs, Item, discover
-from ..sources.remote import S3Config, needs_s3, rasterio_env
 from ..spec import WorkflowSpec
 from ..statistics import ItemStats
-from ..stitching import BlockJournal, BlockStitcher, journal_key
+from ..storage import S3Config, needs_s3, rasterio_env
 from ..tiling import TileTask
+from .item_run import ItemRun
 from .pool import WorkerPool, worker_pool
 from .progress import Progress, make_progress
 
@@ -59,32 +54,6 @@ class JobResult:
     def ok(self) -> bool:
         """True when every item succeeded (now or in an earlier run)."""
         return bool(self.outcomes) and all(o.status in ("ok", "skipped") for o in self.outcomes)
-
-
-@dataclass
-class _ItemState:
-    opened: OpenItem
-    tasks: Iterator[TileTask]
-    stitcher: BlockStitcher
-    journal: BlockJournal
-    task_total: int
-    blocks_resumed: int = 0
-    started: float = field(default_factory=time.monotonic)
-    inflight: int = 0
-    submitted: int = 0
-    windows_run: int = 0
-    windows_skipped: int = 0
-    failed: str | None = None
-
-    @property
-    def item(self) -> Item:
-        """The input item."""
-        return self.opened.item
-
-    @property
-    def exhausted(self) -> bool:
-        """Every tile task of the item has been handed to an actor."""
-        return self.submitted == self.task_total
 
 
 class _Legend:
@@ -124,7 +93,7 @@ def run_job(
     out_dir = spec.output.directory
     s3 = S3Config.from_env() if needs_s3([*spec.inputs.paths, spec.inputs.manifest or ""]) else None
     try:
-        found = discover(spec.inputs, "volume" if spec.tiling.spatial_dims == 3 else "raster", s3)
+        found = discover(spec.inputs, spec.tiling.kind, s3)
     except SourceError as exc:  # an object store cannot be listed: nothing has started
         raise JobError(f"cannot list the inputs: {exc}") from exc
     for msg in found.unmatched:
@@ -199,7 +168,7 @@ def _run_locked(
         # which Ray node each actor ran on, and how many tile tasks it was given
         "actor_nodes": scheduler.actor_nodes if scheduler else [],
         "tasks_per_actor": list(scheduler.actor_tasks.values()) if scheduler else [],
-        "kind": "volume" if spec.tiling.spatial_dims == 3 else "raster",
+        "kind": spec.tiling.kind,
         "lesion_classes": list(spec.statistics.lesion_classes),
     }
     paths = write_summary(out_dir, outcomes, job)
@@ -296,11 +265,11 @@ class _Scheduler:
         self.progress = progress
         self.outcomes: dict[str, ItemOutcome] = {}
         self.pending: deque[Item] = deque(items)
-        self.active: list[_ItemState] = []
-        self.inflight: dict[Any, tuple[_ItemState, Any]] = {}
+        self.active: list[ItemRun] = []
+        self.inflight: dict[Any, tuple[ItemRun, Any]] = {}
         self.actor_load: dict[int, int] = {}
         self.finalizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-commit")
-        self.commits: list[tuple[_ItemState, Future[ItemOutcome]]] = []
+        self.commits: list[tuple[ItemRun, Future[ItemOutcome]]] = []
         self.first_submit: float | None = None
         self.actor_nodes: list[str] = []
         self.actor_tasks: dict[int, int] = {}
@@ -355,7 +324,7 @@ class _Scheduler:
         """Bands of the first item that opens: the input channels of a parameter-free model."""
         for item in self.items:
             try:
-                return channel_count(item, self.spec)
+                return channel_count(item, self.spec, self.book.s3)
             except GeosegError:
                 continue
         return None
@@ -365,52 +334,23 @@ class _Scheduler:
         return ItemOutcome(item.name, item.path, "failed",
                            error=f"output name {item.name!r} is shared by {', '.join(others)}; rename one")
 
-    def _open_item(self, item: Item) -> _ItemState | None:
+    def _open_item(self, item: Item) -> ItemRun | None:
         self.book.started(item)
-        item_dir = self.spec.output.directory / item.name
-        _clear_leftovers(item_dir)
         try:
-            opened = open_item(item, self.spec, self.info, self.legend)
-        except (GeosegError, ValueError) as exc:
-            self._record_failure(item, str(exc))
-            return None
-        plan = opened.plan
-        journal: BlockJournal | None = None
-        try:
-            journal = BlockJournal(item_dir, journal_key(self.book.key(item), plan.image_shape, plan.block_shape),
-                                   opened.nodata_label, fresh=self.book.force, active=math.prod(plan.block_grid) > 1)
-            done = _resume(opened, journal)
-            stitcher = BlockStitcher(plan, self.info.num_classes, opened.nodata_label, np.dtype(opened.label_dtype),
-                                     keep_logits=opened.keep_logits, scratch=opened.scratch, done=done)
+            run = ItemRun.open(item, self.spec, self.info, self.legend, self.book.key(item), self.book.s3,
+                               self.book.force)
         except (GeosegError, OSError, ValueError) as exc:
-            opened.abort()
-            if journal is not None:
-                journal.release()
             self._record_failure(item, str(exc))
             return None
-        if opened.small:
-            log.warning("%s: %s is smaller than the roi %s; padded with zeros as MONAI does",
-                        item.name, plan.image_shape, self.spec.tiling.roi_size)
-        tasks, task_total, windows = plan.tasks(), plan.task_count, plan.window_count
-        if done:
-            needed = [t for t in plan.tasks() if stitcher.needs(t.region)]
-            tasks, task_total, windows = iter(needed), len(needed), sum(len(t.windows) for t in needed)
-            log.info("%s: resuming: %d of %d blocks were committed by an earlier run; %d of %d tasks to run",
-                     item.name, len(done), math.prod(plan.block_grid), task_total, plan.task_count)
-        self.progress.add_windows(windows)
-        log.info("%s: %s, %d windows in %d tasks", item.name, " x ".join(map(str, plan.image_shape)),
-                 windows, task_total)
-        return _ItemState(opened, tasks, stitcher, journal, task_total, blocks_resumed=len(done))
+        self.progress.add_windows(run.window_total)
+        return run
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def _next_task(self) -> tuple[_ItemState, TileTask] | None:
+    def _next_task(self) -> tuple[ItemRun, TileTask] | None:
         for state in self.active:
-            if state.failed or state.exhausted:
-                continue
-            task = next(state.tasks, None)
+            task = state.next_task()
             if task is not None:
-                state.submitted += 1
                 return state, task
         # Open the next item only when every active one has handed out all its tasks, so
         # that at most about two items hold open blocks at a time.
@@ -458,42 +398,31 @@ class _Scheduler:
                 self.last_result = time.monotonic()
         self._collect_commits(block=True)
 
-    def _receive(self, state: _ItemState, ref: Any) -> None:
+    def _receive(self, state: ItemRun, ref: Any) -> None:
         if state.failed:
             self._maybe_retire(state)
             return
         try:
             result = self.pool.result(ref)
-            state.windows_run += result.windows_run
-            state.windows_skipped += result.windows_skipped
             self.progress.windows_done(result.windows_run + result.windows_skipped)
-            for block in state.stitcher.add(result):
-                state.opened.write(block)
-                state.journal.save(block)
+            state.add(result)
         except (GeosegError, OSError) as exc:
-            self._fail(state, str(exc))
+            state.fail(str(exc))
+            self._maybe_retire(state)
             return
-        if state.exhausted and state.inflight == 0 and state.stitcher.done:
+        if state.complete:
             self.active.remove(state)
             self._finish(state)
 
-    def _finish(self, state: _ItemState) -> None:
+    def _finish(self, state: ItemRun) -> None:
         """Every block of the item is written: publish it (in the commit thread)."""
-        if state.windows_run == 0 and state.blocks_resumed == 0:
-            state.opened.abort()
-            state.journal.clear()
+        if state.empty:
+            state.drop()
             self._record_failure(state.item, f"{state.item.path}: every pixel is nodata; nothing to segment")
             return
         self.commits.append((state, self.finalizer.submit(self._commit, state)))
 
-    def _fail(self, state: _ItemState, reason: str) -> None:
-        state.failed = reason
-        state.stitcher.discard()
-        state.opened.abort()
-        state.journal.release()
-        self._maybe_retire(state)
-
-    def _maybe_retire(self, state: _ItemState) -> None:
+    def _maybe_retire(self, state: ItemRun) -> None:
         if state.inflight == 0 and state in self.active:
             self.active.remove(state)
             self.pool.release(state.item.path)
@@ -505,17 +434,8 @@ class _Scheduler:
         self.outcomes[item.name] = ItemOutcome(item.name, item.path, "failed", error=reason)
         self.progress.item_done(item.name, "failed")
 
-    def _commit(self, state: _ItemState) -> ItemOutcome:
-        meta = {"windows_run": state.windows_run, "windows_skipped_nodata": state.windows_skipped,
-                "padded_to_roi": state.opened.small, "blocks_resumed": state.blocks_resumed}
-        stats, paths = state.opened.commit(meta)
-        outputs = tuple(str(p) for p in paths)
-        if self.publisher is not None:
-            outputs = self.publisher.publish_item(self.spec.output.directory / state.item.name, state.item.name)
-        outcome = ItemOutcome(
-            state.item.name, state.item.path, "ok", stats=stats, outputs=outputs,
-            seconds=time.monotonic() - state.started, windows=state.windows_run,
-        )
+    def _commit(self, state: ItemRun) -> ItemOutcome:
+        outcome = state.commit(self.publisher, self.spec.output.directory)
         # recorded the moment its outputs are published: a driver killed from here on never
         # computes this item again
         self.book.ok(outcome)
@@ -537,30 +457,6 @@ class _Scheduler:
             self.outcomes[state.item.name] = outcome
             self.progress.item_done(state.item.name, "ok")
         self.commits = remaining
-
-
-def _clear_leftovers(item_dir: Path) -> None:
-    """Remove the staging and scratch folders a killed run left in ``OUT/<item>`` (only one run
-    writes to an output directory at a time: see ``Ledger.lock``)."""
-    if item_dir.is_dir():
-        for leftover in [*item_dir.glob(".staging-*"), *item_dir.glob(".scratch-*")]:
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _resume(opened: OpenItem, journal: BlockJournal) -> set[tuple[int, ...]]:
-    """Write the blocks an earlier run committed to ``journal`` into the new outputs and
-    statistics; returns their indices. A block file that cannot be read is computed again."""
-    plan = opened.plan
-    done = set()
-    for index in sorted(journal.committed() & set(plan.blocks())):
-        try:
-            block = journal.load(index, plan.block_window(index))
-        except OSError as exc:
-            log.warning("%s; that block is computed again", exc)
-            continue
-        opened.write(block)
-        done.add(index)
-    return done
 
 
 __all__ = ["JobResult", "run_job"]

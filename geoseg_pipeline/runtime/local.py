@@ -22,7 +22,7 @@ from ..tiling import TileTask
 if TYPE_CHECKING:
     from ..inference.predictor import Predictor
     from ..inference.tile_executor import TileExecutor
-    from ..sources.remote import S3Config
+    from ..storage import S3Config
 
 
 def local_worker_count(resources: ResourceSpec) -> int:
@@ -68,7 +68,7 @@ class LocalPool:
 
     def _enter_env(self) -> None:
         # rasterio's environment (GDAL cache cap, S3 credentials) is per thread
-        from ..sources.remote import rasterio_env
+        from ..storage import rasterio_env
 
         env = rasterio_env(self._s3, GDAL_CACHEMAX=self._resources.gdal_cache_mb)
         env.__enter__()
@@ -80,7 +80,7 @@ class LocalPool:
             from ..inference.tile_executor import TileExecutor
 
             assert self._predictor is not None
-            ex = TileExecutor(self._predictor.spec, predictor=self._predictor)
+            ex = TileExecutor(self._predictor.spec, predictor=self._predictor, s3=self._s3)
             self._local.executor = ex
             with self._lock:
                 self._executors.append(ex)

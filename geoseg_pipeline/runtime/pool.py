@@ -18,7 +18,7 @@ from ..tasks import ItemJob, ModelInfo, TileResult
 from ..tiling import TileTask
 
 if TYPE_CHECKING:
-    from ..sources.remote import S3Config
+    from ..storage import S3Config
 
 Backend = Literal["ray", "local"]
 

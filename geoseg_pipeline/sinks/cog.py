@@ -8,13 +8,9 @@ leaves only the staging folder (``.staging-*``), never a ``labels.tif`` that loo
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -25,49 +21,10 @@ from rasterio.windows import Window as RioWindow
 
 from ..errors import SinkError
 from ..geometry import Grid, Window
+from .base import SinkTarget, StagedSink
+from .legend import ClassLegend
 
 COG_BLOCK = 512
-
-
-@dataclass(frozen=True)
-class ClassLegend:
-    """Class names and ``#rrggbb`` colours, index = label value."""
-
-    names: tuple[str, ...]
-    colours: tuple[str, ...]
-
-    def colormap(self) -> dict[int, tuple[int, int, int, int]]:
-        """GDAL colour table entries."""
-        return {
-            i: (int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16), 255) for i, c in enumerate(self.colours)
-        }
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (``os.umask`` would race other threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (mode as for any new
-    file under the process umask, not mkstemp's private 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _category_aux_xml(names: Sequence[str]) -> str:
@@ -78,8 +35,8 @@ def _category_aux_xml(names: Sequence[str]) -> str:
     )
 
 
-class CogLabelSink:
-    """Write one item's label map (and optionally its blended logits).
+class CogLabelSink(StagedSink):
+    """Write one item's label map (its logits, when asked, go to a :class:`LogitsSink`).
 
     Args:
         out_dir: ``OUT/<item>``; created if needed.
@@ -88,8 +45,9 @@ class CogLabelSink:
         nodata_label: label value for pixels without valid input.
         compression: ``deflate``, ``lzw`` or ``zstd``.
         overview_resampling: ``nearest`` or ``mode``.
-        logits_classes: when set, also write ``logits.tif`` with that many float32 bands.
     """
+
+    name = "cog"
 
     def __init__(
         self,
@@ -100,18 +58,15 @@ class CogLabelSink:
         *,
         compression: str = "deflate",
         overview_resampling: str = "nearest",
-        logits_classes: int | None = None,
     ) -> None:
-        self.out_dir = out_dir
+        super().__init__(out_dir)
         self.grid = grid
         self.legend = legend
         self.nodata_label = nodata_label
         self.compression = compression
         self.overview_resampling = overview_resampling
         self.dtype = "uint8" if nodata_label <= 255 else "uint16"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.staging = out_dir / f".staging-{uuid.uuid4().hex[:12]}"
-        self.staging.mkdir()
+        self._labels: Any = None
         block = min(COG_BLOCK, _pow2_floor(max(grid.width, grid.height, 16)))
         common = dict(
             driver="GTiff", width=grid.width, height=grid.height, crs=grid.crs, transform=grid.transform,
@@ -132,54 +87,113 @@ class CogLabelSink:
             self._labels.update_tags(GEOSEG_CLASSES=",".join(legend.names))
             self._labels.update_tags(1, **{f"class_{i}": n for i, n in enumerate(legend.names)})
             self._labels.set_band_description(1, "class")
-            self._logits = None
-            if logits_classes:
-                self._logits = rasterio.open(
-                    self.staging / "logits.tif", "w", count=logits_classes, dtype="float32",
-                    nodata=float("nan"), compress=compression, predictor=3, **common,
-                )
         except RasterioError as exc:
             self.abort()
             raise SinkError(f"{out_dir}: cannot create output: {exc}") from exc
 
-    def write(self, window: Window, labels: np.ndarray, logits: np.ndarray | None = None) -> None:
-        """Write one finished block."""
+    @classmethod
+    def for_item(cls, out_dir: Path, target: SinkTarget) -> CogLabelSink:
+        """The registry's way in (:data:`geoseg_pipeline.formats.OUTPUTS`)."""
+        assert isinstance(target.grid, Grid)
+        nodata = target.nodata_label if target.nodata_label is not None else 255
+        return cls(out_dir, target.grid, target.legend, nodata, compression=target.output.compression,
+                   overview_resampling=target.output.overview_resampling)
+
+    def _write(self, window: Window, labels: np.ndarray, logits: np.ndarray | None) -> None:
+        _check_window(self.out_dir, self.grid, window)
         (r0, c0), (h, w) = window.start, window.size
+        if labels.shape != (h, w):
+            raise SinkError(f"{self.out_dir}: block {window} got labels of shape {labels.shape}")
         rw = RioWindow(c0, r0, w, h)
-        self._labels.write(labels, 1, window=rw)
-        if self._logits is not None and logits is not None:
-            self._logits.write(logits, window=rw)
-
-    def commit(self) -> Path:
-        """Finish the COG and publish it as ``labels.tif``; returns its path."""
-        names = self.legend.names
-        self._labels.close()
-        final = self.out_dir / "labels.tif"
         try:
-            cog = self.staging / "labels.tif"
-            rio_copy(
-                self.staging / "labels.gtiff", cog, driver="COG", COMPRESS=self.compression.upper(),
-                BLOCKSIZE=str(COG_BLOCK), OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
-                BIGTIFF="IF_SAFER",
-            )
-            (self.staging / "labels.tif.aux.xml").write_text(_category_aux_xml(names), encoding="utf-8")
-            if self._logits is not None:
-                self._logits.close()
-                os.replace(self.staging / "logits.tif", self.out_dir / "logits.tif")
-            os.replace(self.staging / "labels.tif.aux.xml", self.out_dir / "labels.tif.aux.xml")
-            os.replace(cog, final)
-        except (RasterioError, OSError) as exc:
-            self.abort()
-            raise SinkError(f"{final}: cannot write the COG: {exc}") from exc
-        shutil.rmtree(self.staging, ignore_errors=True)
-        return final
+            self._labels.write(labels, 1, window=rw)
+        except RasterioError as exc:
+            raise SinkError(f"{self.out_dir}: cannot write block {window}: {exc}") from exc
 
-    def abort(self) -> None:
-        """Drop everything written so far."""
-        for ds in (getattr(self, "_labels", None), getattr(self, "_logits", None)):
-            if ds is not None and not ds.closed:
-                ds.close()
-        shutil.rmtree(self.staging, ignore_errors=True)
+    def _prepare(self) -> list[tuple[Path, Path]]:
+        """The COG copy (internal overviews) and the category sidecar."""
+        self._labels.close()
+        cog = self.staging / "labels.tif"
+        rio_copy(
+            self.staging / "labels.gtiff", cog, driver="COG", COMPRESS=self.compression.upper(),
+            BLOCKSIZE=str(COG_BLOCK), OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
+            BIGTIFF="IF_SAFER",
+        )
+        (self.staging / "labels.gtiff").unlink()
+        (self.staging / "labels.tif.aux.xml").write_text(_category_aux_xml(self.legend.names), encoding="utf-8")
+        return [(self.staging / "labels.tif.aux.xml", self.out_dir / "labels.tif.aux.xml"),
+                (cog, self.out_dir / "labels.tif")]
+
+    def _close(self) -> None:
+        if self._labels is not None and not self._labels.closed:
+            self._labels.close()
+
+
+class LogitsSink(StagedSink):
+    """Write one item's blended logits as ``logits.tif``: float32, one band per class, NaN where
+    no window reached (a tiled GeoTIFF on the item's grid).
+
+    Args:
+        out_dir: ``OUT/<item>``; created if needed.
+        grid: the item's grid; CRS and transform are copied unchanged.
+        classes: bands to write.
+        compression: ``deflate``, ``lzw`` or ``zstd`` (floating-point predictor).
+    """
+
+    name = "logits"
+    needs_logits = True
+
+    def __init__(self, out_dir: Path, grid: Grid, classes: int, *, compression: str = "deflate") -> None:
+        super().__init__(out_dir)
+        self.grid = grid
+        self.classes = classes
+        self._ds: Any = None
+        block = min(COG_BLOCK, _pow2_floor(max(grid.width, grid.height, 16)))
+        try:
+            self._ds = rasterio.open(
+                self.staging / "logits.tif", "w", driver="GTiff", width=grid.width, height=grid.height, count=classes,
+                dtype="float32", nodata=float("nan"), crs=grid.crs, transform=grid.transform, tiled=True,
+                blockxsize=block, blockysize=block, compress=compression, predictor=3, BIGTIFF="IF_SAFER",
+            )
+        except RasterioError as exc:
+            self.abort()
+            raise SinkError(f"{out_dir}: cannot create output: {exc}") from exc
+
+    @classmethod
+    def for_item(cls, out_dir: Path, target: SinkTarget) -> LogitsSink:
+        """The registry's way in (:data:`geoseg_pipeline.formats.OUTPUTS`)."""
+        assert isinstance(target.grid, Grid)
+        return cls(out_dir, target.grid, target.num_classes, compression=target.output.compression)
+
+    def _write(self, window: Window, labels: np.ndarray, logits: np.ndarray | None) -> None:
+        _check_window(self.out_dir, self.grid, window)
+        if labels.shape != window.size:
+            raise SinkError(f"{self.out_dir}: block {window} got labels of shape {labels.shape}")
+        if logits is None or logits.shape != (self.classes, *window.size):
+            got = None if logits is None else logits.shape
+            raise SinkError(f"{self.out_dir}: block {window} needs logits of shape {(self.classes, *window.size)}, "
+                            f"got {got}")
+        (r0, c0), (h, w) = window.start, window.size
+        try:
+            self._ds.write(logits, window=RioWindow(c0, r0, w, h))
+        except RasterioError as exc:
+            raise SinkError(f"{self.out_dir}: cannot write block {window}: {exc}") from exc
+
+    def _prepare(self) -> list[tuple[Path, Path]]:
+        self._ds.close()
+        return [(self.staging / "logits.tif", self.out_dir / "logits.tif")]
+
+    def _close(self) -> None:
+        if self._ds is not None and not self._ds.closed:
+            self._ds.close()
+
+
+def _check_window(out_dir: Path, grid: Grid, window: Window) -> None:
+    if window.ndim != 2:  # before unpacking: a 3D block is a SinkError, not a ValueError
+        raise SinkError(f"{out_dir}: block {window} is not 2D; the grid is {grid.shape}")
+    (r0, c0), (h, w) = window.start, window.size
+    if r0 < 0 or c0 < 0 or r0 + h > grid.height or c0 + w > grid.width:
+        raise SinkError(f"{out_dir}: block {window} does not lie inside the grid {grid.shape}")
 
 
 def _pow2_floor(n: int) -> int:

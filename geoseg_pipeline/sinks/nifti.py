@@ -30,10 +30,6 @@ transparent, hidden ``no data`` entry.
 
 from __future__ import annotations
 
-import gzip
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +40,20 @@ from nibabel.spatialimages import HeaderDataError
 
 from ..errors import SinkError
 from ..geometry import Window
+from ..storage import COPY_CHUNK, gzip_file
 from ..volumes import VolumeGrid
-from .cog import ClassLegend
+from .base import SinkTarget, StagedSink
+from .legend import ClassLegend
 from .volume_labels import check_block, label_type
 
 LABELS_NAME = "labels.nii.gz"
 SLICER_CTBL_NAME = "labels_ColorTable.ctbl"
 ITKSNAP_NAME = "labels.txt"
-#: Buffer size for filling and compressing (bounded memory).
-COPY_CHUNK = 4 * 1024 * 1024
 #: nibabel writes .nii.gz at level 1 too: label maps compress well even at the fastest level.
 GZIP_LEVEL = 1
 
 
-class NiftiLabelSink:
+class NiftiLabelSink(StagedSink):
     """Write one volume item's label map as ``labels.nii.gz`` plus Slicer and ITK-SNAP legends.
 
     Args:
@@ -77,15 +73,11 @@ class NiftiLabelSink:
         self, out_dir: Path, grid: VolumeGrid, header_source: str | None, legend: ClassLegend,
         nodata_label: int | None,
     ) -> None:
-        self.out_dir = out_dir
+        self.max_label, self.dtype = label_type(out_dir, legend, nodata_label)
+        super().__init__(out_dir)
         self.grid = grid
         self.legend = legend
         self.nodata_label = nodata_label
-        self.max_label, self.dtype = label_type(out_dir, legend, nodata_label)
-        self._open = False
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.staging = out_dir / f".staging-{uuid.uuid4().hex[:12]}"
-        self.staging.mkdir()
         self._staged = self.staging / "labels.nii"
         try:
             hdr = label_header(grid, header_source, self.dtype, self.max_label)
@@ -95,7 +87,6 @@ class NiftiLabelSink:
                 f.write(b"\0" * (offset - f.tell()))
                 f.truncate(offset + grid.voxel_count * self.dtype.itemsize)  # sparse: reads as zeros
             self._layout = (np.dtype(hdr.get_data_dtype()), offset)  # little-endian uint8 / uint16
-            self._open = True
             if nodata_label:
                 _fill(self._map(), nodata_label)
         except SinkError:
@@ -105,15 +96,15 @@ class NiftiLabelSink:
             self.abort()
             raise SinkError(f"{out_dir}: cannot create the staged label volume: {exc}") from exc
 
-    def write(self, window: Window, labels: np.ndarray) -> None:
-        """Write one finished block: ``labels`` has shape ``window.size`` and values in the legend.
+    @classmethod
+    def for_item(cls, out_dir: Path, target: SinkTarget) -> NiftiLabelSink:
+        """The registry's way in (:data:`geoseg_pipeline.formats.OUTPUTS`)."""
+        assert isinstance(target.grid, VolumeGrid)
+        return cls(out_dir, target.grid, target.header_source, target.legend, target.nodata_label)
 
-        Raises:
-            SinkError: after commit/abort, or a block outside the grid, of the wrong shape, or
-                with labels outside ``0..max_label``.
-        """
-        if not self._open:
-            raise SinkError(f"{self.out_dir}: write after commit() or abort()")
+    def _write(self, window: Window, labels: np.ndarray, logits: np.ndarray | None) -> None:
+        """One block: ``labels`` has shape ``window.size`` and values in the legend (else
+        :class:`SinkError`)."""
         check_block(self.out_dir, self.grid.shape, window, labels, self.max_label)
         self._map()[window.slices()] = labels
 
@@ -123,37 +114,18 @@ class NiftiLabelSink:
         dtype, offset = self._layout
         return np.memmap(self._staged, dtype=dtype, mode="r+", offset=offset, shape=self.grid.shape, order="F")
 
-    def commit(self) -> Path:
-        """Compress, write the sidecars, publish; returns the path of ``labels.nii.gz``."""
-        if not self._open:
-            raise SinkError(f"{self.out_dir}: commit() after commit() or abort()")
-        final = self.out_dir / LABELS_NAME
-        self._open = False
-        try:
-            staged_gz = self.staging / LABELS_NAME
-            with open(self._staged, "rb") as src, open(staged_gz, "wb") as raw, gzip.GzipFile(
-                filename="labels.nii", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0
-            ) as dst:
-                shutil.copyfileobj(src, dst, COPY_CHUNK)
-            sidecars = {
-                SLICER_CTBL_NAME: slicer_color_table(self.legend, self.nodata_label),
-                ITKSNAP_NAME: itksnap_label_description(self.legend, self.nodata_label),
-            }
-            for name, text in sidecars.items():
-                (self.staging / name).write_text(text, encoding="utf-8", newline="\n")
-            for name in sidecars:
-                os.replace(self.staging / name, self.out_dir / name)
-            os.replace(staged_gz, final)
-        except OSError as exc:
-            self.abort()
-            raise SinkError(f"{final}: cannot write the label volume: {exc}") from exc
-        shutil.rmtree(self.staging, ignore_errors=True)
-        return final
-
-    def abort(self) -> None:
-        """Drop everything written so far (the staging folder)."""
-        self._open = False
-        shutil.rmtree(self.staging, ignore_errors=True)
+    def _prepare(self) -> list[tuple[Path, Path]]:
+        """Compress the staged volume and write the viewer sidecars."""
+        staged_gz = self.staging / LABELS_NAME
+        gzip_file(self._staged, staged_gz, name="labels.nii", level=GZIP_LEVEL)
+        self._staged.unlink()
+        sidecars = {
+            SLICER_CTBL_NAME: slicer_color_table(self.legend, self.nodata_label),
+            ITKSNAP_NAME: itksnap_label_description(self.legend, self.nodata_label),
+        }
+        for name, text in sidecars.items():
+            (self.staging / name).write_text(text, encoding="utf-8", newline="\n")
+        return [*((self.staging / n, self.out_dir / n) for n in sidecars), (staged_gz, self.out_dir / LABELS_NAME)]
 
 
 def _fill(data: np.memmap, value: int) -> None:

@@ -32,12 +32,11 @@ item folder are overwritten; other objects under the item's prefix are left alon
 
 Failures raise :class:`~geoseg_pipeline.errors.SinkError`, one line naming the ``s3://`` URI and
 what is wrong (endpoint unreachable, bucket missing, access denied), with the configuration of
-:class:`~geoseg_pipeline.sources.remote.S3Config`.
+:class:`~geoseg_pipeline.storage.S3Config`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import SinkError
-from ..sources.remote import S3Config, describe_store_error, is_s3, split_s3, uri_scheme
+from ..storage import S3Config, describe_store_error, is_s3, split_s3, staging_dir_for, uri_scheme
 
 #: The completion marker of an item: uploaded last (see the module docstring).
 STATS_NAME = "stats.json"
@@ -59,15 +58,6 @@ MARKER_NAME = ".geoseg-write-check"
 UPLOAD_CONCURRENCY = 8
 
 _T = TypeVar("_T")
-
-
-def staging_dir_for(uri: str, base: Path) -> Path:
-    """The local staging directory of the output ``uri``: ``base / <16 hex of the URI>``.
-
-    The same URI (with or without a trailing ``/``) gives the same directory in every run, so a
-    re-run finds what an interrupted run left there. Pure: nothing is created.
-    """
-    return base / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -334,4 +324,4 @@ def _missing_object(exc: BaseException | None) -> bool:
     return isinstance(exc, FileNotFoundError) and not _missing_bucket(exc)
 
 
-__all__ = ["MARKER_NAME", "STATS_NAME", "UPLOAD_CONCURRENCY", "OutputLocation", "Publisher", "staging_dir_for"]
+__all__ = ["MARKER_NAME", "STATS_NAME", "UPLOAD_CONCURRENCY", "OutputLocation", "Publisher"]

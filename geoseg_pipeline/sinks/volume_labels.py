@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import SinkError
 from ..geometry import Window
-from .cog import ClassLegend
+from .legend import ClassLegend
 
 
 def label_type(out_dir: Path, legend: ClassLegend, nodata_label: int | None) -> tuple[int, np.dtype]:

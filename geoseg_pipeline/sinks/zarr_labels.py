@@ -42,9 +42,6 @@ replaced at commit.
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,7 +53,8 @@ import zarr
 from ..errors import SinkError
 from ..geometry import Window
 from ..volumes import VolumeGrid
-from .cog import ClassLegend
+from .base import SinkTarget, StagedSink
+from .legend import ClassLegend
 from .volume_labels import check_block, label_type
 
 LABELS_ZARR_NAME = "labels.zarr"
@@ -70,7 +68,7 @@ _BLOSC_ZSTD: dict[str, Any] = {"id": "blosc", "cname": "zstd", "clevel": ZSTD_LE
 _WORLD_AXES = ("x", "y", "z")
 
 
-class ZarrLabelSink:
+class ZarrLabelSink(StagedSink):
     """Write one volume item's label map as an OME-Zarr label image ``labels.zarr``.
 
     Blocks may arrive in any order; each is written once. With ``chunks`` equal to (or
@@ -99,18 +97,13 @@ class ZarrLabelSink:
         self, out_dir: Path, grid: VolumeGrid, legend: ClassLegend, nodata_label: int | None, *,
         chunks: Sequence[int] | None = None,
     ) -> None:
-        self.out_dir = out_dir
+        self.max_label, self.dtype = label_type(out_dir, legend, nodata_label)
+        self.chunks = _chunk_shape(out_dir, grid.shape, chunks)
+        super().__init__(out_dir)
         self.grid = grid
         self.legend = legend
         self.nodata_label = nodata_label
-        self.max_label, self.dtype = label_type(out_dir, legend, nodata_label)
-        self.chunks = _chunk_shape(out_dir, grid.shape, chunks)
         self._array: Any = None
-        self.staging = out_dir / f".staging-{uuid.uuid4().hex[:12]}"
-        try:
-            self.staging.mkdir(parents=True)
-        except OSError as exc:
-            raise SinkError(f"{out_dir}: cannot create the output folder: {exc}") from exc
         try:
             self._array = _create(self.staging / LABELS_ZARR_NAME, grid, legend, nodata_label, self.dtype,
                                   self.chunks)
@@ -118,42 +111,30 @@ class ZarrLabelSink:
             self.abort()
             raise SinkError(f"{out_dir}: cannot create the staged label store: {exc}") from exc
 
-    def write(self, window: Window, labels: np.ndarray) -> None:
-        """Write one finished block: ``labels`` has shape ``window.size`` and values in the legend.
+    @classmethod
+    def for_item(cls, out_dir: Path, target: SinkTarget) -> ZarrLabelSink:
+        """The registry's way in (:data:`geoseg_pipeline.formats.OUTPUTS`): chunks of the output
+        block, at most 64 voxels an axis (so that a viewer reads little)."""
+        assert isinstance(target.grid, VolumeGrid)
+        edge = min(64, target.block_shape[0])
+        return cls(out_dir, target.grid, target.legend, target.nodata_label, chunks=(edge, edge, edge))
 
-        Raises:
-            SinkError: after commit/abort, a block outside the grid, of the wrong shape, with
-                labels outside ``0..max_label``, or a failed write.
-        """
-        if self._array is None:
-            raise SinkError(f"{self.out_dir}: write after commit() or abort()")
+    def _write(self, window: Window, labels: np.ndarray, logits: np.ndarray | None) -> None:
+        """One block: ``labels`` has shape ``window.size`` and values in the legend (else
+        :class:`SinkError`)."""
         check_block(self.out_dir, self.grid.shape, window, labels, self.max_label)
         try:
             self._array[window.slices()] = labels.astype(self.dtype, copy=False)
         except OSError as exc:
             raise SinkError(f"{self.out_dir}: cannot write block {window}: {exc}") from exc
 
-    def commit(self) -> Path:
-        """Publish the staged store as ``out_dir/labels.zarr`` (replacing an earlier one); returns its path."""
-        if self._array is None:
-            raise SinkError(f"{self.out_dir}: commit() after commit() or abort()")
+    def _prepare(self) -> list[tuple[Path, Path]]:
+        """Nothing left to finish: every chunk is written as its block arrives."""
         self._array = None
-        final = self.out_dir / LABELS_ZARR_NAME
-        try:
-            if final.exists() or final.is_symlink():
-                # a directory cannot be renamed over a non-empty one: move the old one aside first
-                os.replace(final, self.staging / "previous")
-            os.replace(self.staging / LABELS_ZARR_NAME, final)
-        except OSError as exc:
-            self.abort()
-            raise SinkError(f"{final}: cannot publish the label store: {exc}") from exc
-        shutil.rmtree(self.staging, ignore_errors=True)
-        return final
+        return [(self.staging / LABELS_ZARR_NAME, self.out_dir / LABELS_ZARR_NAME)]
 
-    def abort(self) -> None:
-        """Drop everything written so far (the staging folder)."""
+    def _close(self) -> None:
         self._array = None
-        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def _chunk_shape(out_dir: Path, shape: tuple[int, int, int], chunks: Sequence[int] | None) -> tuple[int, int, int]:

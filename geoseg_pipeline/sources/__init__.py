@@ -1,7 +1,23 @@
-"""Readers for input items, one per format behind the :class:`RasterSource` protocol."""
+"""Readers for input items, one per format (see :mod:`geoseg_pipeline.formats`) behind the
+:class:`RasterSource` and :class:`VolumeSource` protocols."""
 
-from .base import RasterSource, open_raster_source
+from .base import (
+    RasterSource,
+    Source,
+    SourceOptions,
+    VolumeSource,
+    open_item_source,
+    open_raster_source,
+    open_source,
+    open_volume_source,
+    probe_channels,
+    stage_item,
+)
+from .nifti_source import NiftiSource
 from .rasterio_source import RasterioSource
 from .zarr_source import ZarrRasterSource
+from .zarr_volume import ZarrVolumeSource
 
-__all__ = ["RasterSource", "RasterioSource", "ZarrRasterSource", "open_raster_source"]
+__all__ = ["NiftiSource", "RasterSource", "RasterioSource", "Source", "SourceOptions", "VolumeSource",
+           "ZarrRasterSource", "ZarrVolumeSource", "open_item_source", "open_raster_source", "open_source",
+           "open_volume_source", "probe_channels", "stage_item"]

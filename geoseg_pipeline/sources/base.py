@@ -1,15 +1,21 @@
-"""The source contract: what every reader of 2D raster items provides."""
+"""The source contract: what every reader of raster and volume items provides, and opening an
+item through the format registry (:mod:`geoseg_pipeline.formats`)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import InputDataError, ReadRequestError, SourceError
+from ..formats import InputFormat, Kind, detect
 from ..geometry import Grid, Window
+from ..storage import S3Config, is_s3
+from ..volumes import VolumeGrid
 
 #: On-disk dtypes we segment. Complex and boolean rasters are refused.
 SUPPORTED_DTYPES = frozenset(
@@ -17,15 +23,31 @@ SUPPORTED_DTYPES = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to open an item, passed explicitly to every reader (readers read no environment).
+
+    Args:
+        s3: the object store's configuration, needed for ``s3://`` items.
+        channel_axis: volumes: the on-disk axis holding channels (``inputs.channel_axis``).
+        data_path: a staged reader's local copy (see ``stage``); ``None``: read ``path`` itself.
+    """
+
+    s3: S3Config | None = None
+    channel_axis: int | None = None
+    data_path: str | None = None
+
+
 @runtime_checkable
 class RasterSource(Protocol):
     """A 2D multiband raster item, read window by window.
 
-    Contract:
+    Contract (``tests/sources/source_contract.py`` checks it for every reader):
         * ``grid`` gives shape (rows, cols), transform and CRS without reading pixels;
         * ``read(window, bands)`` returns ``(len(bands), rows, cols)`` of the stored dtype for a
           window lying inside the grid; ``bands`` are 1-based;
-        * nothing reads the whole item unless the window is the whole item.
+        * nothing reads the whole item unless the window is the whole item;
+        * ``close()`` may be called more than once.
     """
 
     path: str
@@ -47,33 +69,193 @@ class RasterSource(Protocol):
     def close(self) -> None: ...
 
 
-def detect_format(path: str) -> Literal["geotiff", "zarr"]:
-    """Pick a reader by name: ``.zarr`` directories (or ones holding zarr metadata) are Zarr."""
-    p = Path(path)
-    if p.suffix.lower() == ".zarr" or (p.is_dir() and any(
-        (p / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")
-    )):
-        return "zarr"
-    return "geotiff"
+@runtime_checkable
+class VolumeSource(Protocol):
+    """A 3D (optionally multi-channel) volume item, read window by window.
+
+    Contract (``tests/sources/source_contract.py`` checks it for every reader):
+        * ``grid`` gives shape ``(i, j, k)`` and affine without reading voxels;
+        * ``read(window, channels)`` returns float32 ``(len(channels), i, j, k)`` for a window
+          inside the grid; ``channels`` are 0-based, ``None`` means all;
+        * nothing reads the whole item unless the window is the whole item;
+        * ``close()`` may be called more than once.
+    """
+
+    path: str
+
+    @property
+    def grid(self) -> VolumeGrid: ...
+
+    @property
+    def channel_count(self) -> int: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    @property
+    def ndim_effective(self) -> int: ...
+
+    def read(self, window: Window, channels: Sequence[int] | None = None) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
-def open_raster_source(path: str, fmt: str = "auto") -> RasterSource:
-    """Open an item with the reader for ``fmt`` (``auto``, ``geotiff`` or ``zarr``).
+Source = RasterSource | VolumeSource
+
+
+def check_window(path: str, window: Window, shape: Sequence[int]) -> None:
+    """Refuse a window that does not lie inside the grid ``shape`` (readers clip or wrap silently).
 
     Raises:
-        SourceError: the item is missing, unreadable or not a raster.
+        ReadRequestError: naming the item, the window and the grid.
     """
-    from .rasterio_source import RasterioSource
-    from .zarr_source import ZarrRasterSource
+    if window.ndim != len(shape) or any(
+        a < 0 or s < 1 or a + s > n for a, s, n in zip(window.start, window.size, shape, strict=True)
+    ):
+        raise ReadRequestError(f"{path}: window {window} does not lie inside the grid {tuple(shape)}")
 
-    if not Path(path).exists() and "://" not in path:
+
+def checked_indices(path: str, wanted: Sequence[int] | None, count: int, *, first: int, what: str) -> list[int]:
+    """The 0-based indices of ``wanted`` bands (``first=1``, GDAL's numbering) or channels
+    (``first=0``); all of them when ``None``.
+
+    Raises:
+        ReadRequestError: none asked for, or one the item does not have.
+    """
+    picked = list(range(first, first + count)) if wanted is None else [int(b) for b in wanted]
+    if not picked or any(not first <= b < first + count for b in picked):
+        raise ReadRequestError(f"{path}: {what} {picked} out of range: the item has {count} "
+                               f"({first}..{first + count - 1})")
+    return [b - first for b in picked]
+
+
+def reader_class(fmt: InputFormat) -> Any:
+    """The reader class a format record names (imported on first use): it has an ``open(path,
+    options)`` class method, and ``stage(path, folder, s3)`` when the format is staged."""
+    module, _, cls = fmt.reader.partition(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+
+
+def stage_item(fmt: InputFormat, path: str, folder: Path, options: SourceOptions) -> str:
+    """Make the local copy a staged format reads (in ``folder``); the path to read. Unstaged
+    formats read ``path`` itself.
+
+    Raises:
+        SourceError: the copy cannot be made (unreadable, truncated gzip, disk full).
+    """
+    if not fmt.staged:
+        return path
+    staged: str = reader_class(fmt).stage(path, folder, options.s3)
+    return staged
+
+
+def open_source(fmt: InputFormat, path: str, options: SourceOptions = SourceOptions()) -> Source:
+    """Open ``path`` with the reader of ``fmt``.
+
+    Raises:
+        SourceError: the item is missing, unreadable, or not of that format.
+        InputDataError: it opens but cannot be read as configured.
+    """
+    if not is_s3(path) and not Path(path).exists():
         raise SourceError(f"{path}: no such file or directory")
-    kind = detect_format(path) if fmt == "auto" else fmt
-    source: RasterSource = ZarrRasterSource(path) if kind == "zarr" else RasterioSource(path)
-    if source.dtype not in SUPPORTED_DTYPES:
+    if fmt.staged and is_s3(path) and options.data_path is None:
+        raise SourceError(f"{path}: an s3:// {fmt.name} item is read from a local copy; stage it first")
+    source: Source = reader_class(fmt).open(path, options)
+    if fmt.kind == "raster" and source.dtype not in SUPPORTED_DTYPES:
         source.close()
         raise SourceError(
             f"{path}: unsupported pixel type {source.dtype}; "
             f"supported: {', '.join(sorted(str(d) for d in SUPPORTED_DTYPES))}"
         )
     return source
+
+
+def probe_channels(fmt: InputFormat, path: str, options: SourceOptions = SourceOptions()) -> int:
+    """Bands (rasters) or channels (volumes) of an item, from its metadata only: a staged
+    format's reader may answer without its local copy (``probe_channels``), others open it.
+
+    Raises:
+        SourceError: the item cannot be opened.
+    """
+    reader = reader_class(fmt)
+    if hasattr(reader, "probe_channels"):
+        count: int = reader.probe_channels(path, options)
+        return count
+    source = open_source(fmt, path, options)
+    source.close()
+    return source.band_count if isinstance(source, RasterSource) else source.channel_count
+
+
+def open_item_source(path: str, kind: Kind, name: str = "auto", options: SourceOptions = SourceOptions()) -> Source:
+    """Detect the format of ``path`` (:func:`~geoseg_pipeline.formats.detect`) and open it."""
+    return open_source(detect(path, kind, name), path, options)
+
+
+def open_raster_source(path: str, fmt: str = "auto", s3: S3Config | None = None) -> RasterSource:
+    """Open a raster item with the reader for ``fmt`` (``auto`` or a raster format's name).
+
+    Raises:
+        SourceError: the item is missing, unreadable or not a raster.
+    """
+    source = open_item_source(path, "raster", fmt, SourceOptions(s3=s3))
+    assert isinstance(source, RasterSource)
+    return source
+
+
+def open_volume_source(
+    path: str, staging_dir: Path | None = None, channel_axis: int | None = None, s3: S3Config | None = None,
+    fmt: str = "auto",
+) -> VolumeSource:
+    """Open a volume item: NIfTI (``.nii``, ``.nii.gz``) or Zarr (plain array or OME-Zarr).
+
+    Args:
+        path: the item.
+        staging_dir: where a staged format makes its local copy (a ``.nii.gz`` inflated once, an
+            ``s3://`` object fetched); without it a local ``.nii.gz`` is read in place,
+            decompressing from the start for every window. The copy stays there after
+            :meth:`close`: the caller owns and removes the folder.
+        channel_axis: NIfTI only: on-disk axis holding channels (``3`` for ``(i, j, k, c)``).
+            Zarr channels are always the first axis.
+        s3: the object store's configuration, for ``s3://`` items.
+        fmt: a volume format's name, or ``auto``.
+
+    Raises:
+        SourceError: missing, unreadable, corrupt, or not a volume format.
+        InputDataError: dimensions that cannot be read as configured.
+    """
+    if not is_s3(path) and not Path(path).exists():
+        raise SourceError(f"{path}: no such file or directory")
+    found = detect(path, "volume", fmt)
+    options = SourceOptions(s3=s3, channel_axis=channel_axis)
+    if staging_dir is not None:
+        options = SourceOptions(s3, channel_axis, stage_item(found, path, staging_dir, options))
+    source = open_source(found, path, options)
+    assert isinstance(source, VolumeSource)
+    return source
+
+
+def check_volume_channel_axis(path: str, channel_axis: int | None, allowed: Sequence[int | None]) -> None:
+    """Refuse a ``channel_axis`` the volume format cannot honour.
+
+    Raises:
+        InputDataError: naming the item and the axis.
+    """
+    if channel_axis not in allowed:
+        raise InputDataError(f"{path}: this format keeps channels on axis 0, got channel_axis={channel_axis}")
+
+
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "RasterSource",
+    "Source",
+    "SourceOptions",
+    "VolumeSource",
+    "check_volume_channel_axis",
+    "open_item_source",
+    "open_raster_source",
+    "open_source",
+    "open_volume_source",
+    "probe_channels",
+    "reader_class",
+    "stage_item",
+]

@@ -6,7 +6,8 @@ Rules (see ``docs/workflow.md``):
 * a **Zarr store** (a folder named ``*.zarr`` or holding ``zarr.json`` / ``.zarray`` /
   ``.zgroup``) is one item, never looked into;
 * any **other folder** (or an ``s3://`` prefix ending in ``/``) stands for the supported files
-  and Zarr stores anywhere below it (:func:`folder_suffixes`), in sorted order; names starting
+  and Zarr stores anywhere below it (the suffixes of :mod:`geoseg_pipeline.formats` for the
+  job's kind, :func:`~geoseg_pipeline.formats.folder_suffixes`), in sorted order; names starting
   with ``.`` are skipped, symbolic links to folders are not followed;
 * a **glob** (``*``, ``?``, ``[..]``, ``**``) matches files, stores and folders, each taken as
   above; a glob matching nothing is reported, not an error;
@@ -37,26 +38,30 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import JobError, SourceError, SpecError
+from ..formats import FORMATS, Kind, folder_suffixes
 from ..spec.model import InputSpec
-from .remote import S3Config, glob_s3, is_s3, read_bytes, split_s3, uri_scheme, walk_s3
+from ..storage import (
+    SCHEMES,
+    S3Config,
+    glob_s3,
+    is_s3,
+    local_path,
+    read_bytes,
+    split_s3,
+    unknown_scheme,
+    uri_scheme,
+    walk_s3,
+)
 
 _MULTI_SUFFIXES = (".nii.gz", ".ome.zarr", ".tar.gz")
 
-#: Files that mark a folder as a Zarr store (v3, v2 array, v2 group).
-ZARR_MARKERS = frozenset({"zarr.json", ".zarray", ".zgroup"})
-
-#: URI schemes an input may use (``file://`` is a local path).
-SCHEMES = InputSpec.SCHEMES
+#: Suffixes and marker files of directory stores (one item each, never looked into).
+_STORE_SUFFIXES = tuple(dict.fromkeys(s for f in FORMATS if f.store for s in f.suffixes))
+_STORE_MARKERS = frozenset(m for f in FORMATS for m in f.markers)
 
 #: Manifest columns naming the item's location, and its output name.
 URI_COLUMNS = ("uri", "path")
 NAME_COLUMN = "item"
-
-_SUFFIXES = {
-    "geotiff": (".tif", ".tiff"),
-    "zarr": (".zarr",),
-    "nifti": (".nii", ".nii.gz"),
-}
 
 
 class Metadata(Mapping[str, str]):
@@ -125,19 +130,6 @@ def item_name(path: str) -> str:
     return stem or name
 
 
-def folder_suffixes(fmt: str = "auto", kind: str | None = None) -> tuple[str, ...]:
-    """File suffixes a folder expands to, for ``inputs.format`` and the job's kind.
-
-    ``geotiff``: ``.tif``, ``.tiff``; ``nifti``: ``.nii``, ``.nii.gz``; ``zarr``: ``.zarr``;
-    ``auto``: those of the kind (``"raster"``: GeoTIFF and Zarr, ``"volume"``: NIfTI and Zarr),
-    or all of them. Zarr stores without the suffix are recognised by their metadata.
-    """
-    if fmt != "auto":
-        return _SUFFIXES[fmt]
-    kinds = {"raster": ("geotiff", "zarr"), "volume": ("nifti", "zarr")}.get(kind or "", tuple(_SUFFIXES))
-    return tuple(s for k in kinds for s in _SUFFIXES[k])
-
-
 # -- paths and globs --------------------------------------------------------------------------
 
 
@@ -168,32 +160,23 @@ def _identity(path: str) -> str:
     return str(Path(path).resolve()) if os.path.exists(path) else path
 
 
-def _local(path: str) -> str:
-    """``file:///a/b.tif`` -> ``/a/b.tif``; anything else unchanged."""
-    if uri_scheme(path) == "file":
-        from urllib.parse import unquote, urlparse
-
-        return unquote(urlparse(path).path)
-    return path
-
-
 def _unsupported(path: str) -> str | None:
-    scheme = uri_scheme(path)
-    if scheme is None or scheme in SCHEMES:
+    scheme = unknown_scheme(path)
+    if scheme is None:
         return None
     return f"{path}: unsupported URI scheme {scheme}://; use a local path or s3://bucket/key"
 
 
 def _is_store(path: str, names: Iterable[str] = ()) -> bool:
-    return path.rstrip("/").lower().endswith(".zarr") or any(n in ZARR_MARKERS for n in names)
+    return path.rstrip("/").lower().endswith(_STORE_SUFFIXES) or any(n in _STORE_MARKERS for n in names)
 
 
 def _wanted(name: str, suffixes: Sequence[str]) -> bool:
     lower = name.lower()
-    return not name.startswith(".") and lower.endswith(tuple(s for s in suffixes if s != ".zarr"))
+    return not name.startswith(".") and lower.endswith(tuple(s for s in suffixes if s not in _STORE_SUFFIXES))
 
 
-def _walk_local(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
+def _walklocal_path(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
     def fail(exc: OSError) -> None:
         raise SourceError(f"{exc.filename}: cannot list the folder: {exc.strerror}") from exc
 
@@ -203,7 +186,7 @@ def _walk_local(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
 def _folder(root: str, walk: Iterator[tuple[str, list[str], list[str]]], suffixes: Sequence[str]) -> list[str]:
     """Items below a folder that is not a store: supported files and (when ``.zarr`` is among
     ``suffixes``) Zarr stores, which are never looked into; sorted."""
-    stores = ".zarr" in suffixes
+    stores = any(s in _STORE_SUFFIXES for s in suffixes)
     found: list[str] = []
     for folder, dirs, files in walk:
         if folder.rstrip("/") != root.rstrip("/") and _is_store(folder, files):
@@ -220,13 +203,13 @@ def _folder(root: str, walk: Iterator[tuple[str, list[str], list[str]]], suffixe
     return sorted(found)
 
 
-def _expand_local(pattern: str, suffixes: Sequence[str], out: _Collector) -> None:
+def _expandlocal_path(pattern: str, suffixes: Sequence[str], out: _Collector) -> None:
     magic = glob.has_magic(pattern)
     matches = sorted(glob.glob(pattern, recursive=True)) if magic else [pattern]
     found: list[str] = []
     for m in matches:
         if os.path.isdir(m) and not _is_store(m, _names(m)):
-            inside = _folder(m, _walk_local(m), suffixes)
+            inside = _folder(m, _walklocal_path(m), suffixes)
             if not inside and not magic:
                 out.unmatched.append(f"{m}: the folder holds no {', '.join(suffixes)} file or Zarr store")
             found.extend(os.path.normpath(p) for p in inside)
@@ -313,7 +296,7 @@ def expand_inputs(
             except ValueError as exc:  # a malformed URI or glob
                 out.add(Item(item_name(raw), raw, error=str(exc)))
         else:
-            _expand_local(_local(raw), wanted, out)
+            _expandlocal_path(local_path(raw), wanted, out)
     return out.result()
 
 
@@ -346,7 +329,7 @@ def read_manifest(manifest: str, s3: S3Config | None = None) -> list[Item]:
             one ``uri`` or ``path`` column.
     """
     text = _read_text(manifest, s3)
-    base = manifest.rsplit("/", 1)[0] if is_s3(manifest) else str(Path(_local(manifest)).parent)
+    base = manifest.rsplit("/", 1)[0] if is_s3(manifest) else str(Path(local_path(manifest)).parent)
     rows = _csv_rows(manifest, text) if manifest.lower().endswith(".csv") else _text_rows(text)
     return [_manifest_item(manifest, base, row) for row in rows]
 
@@ -363,7 +346,7 @@ def _read_text(manifest: str, s3: S3Config | None) -> str:
         if is_s3(manifest):
             data = read_bytes(manifest, s3 if s3 is not None else S3Config.from_env())
         else:
-            data = Path(_local(manifest)).read_bytes()
+            data = Path(local_path(manifest)).read_bytes()
     except SourceError as exc:
         raise _spec_error(manifest, f"cannot read the manifest: {str(exc).removeprefix(manifest + ': ')}") from exc
     except OSError as exc:
@@ -472,7 +455,7 @@ def _join(base: str, location: str) -> tuple[str, str | None]:
         if joined.startswith(".."):
             return location, f"{location}: leaves the bucket"
         return f"s3://{bucket}/{joined}", None
-    path = Path(_local(location)).expanduser()
+    path = Path(local_path(location)).expanduser()
     local = os.path.normpath(path if path.is_absolute() else Path(base) / path)
     if not os.path.exists(local):
         return local, f"{local}: no such file or directory"
@@ -482,7 +465,7 @@ def _join(base: str, location: str) -> tuple[str, str | None]:
 # -- the workflow's inputs --------------------------------------------------------------------
 
 
-def discover(inputs: InputSpec, kind: str | None = None, s3: S3Config | None = None) -> Inputs:
+def discover(inputs: InputSpec, kind: Kind | None = None, s3: S3Config | None = None) -> Inputs:
     """Every item of a workflow: ``inputs.paths`` in order, then ``inputs.manifest``'s lines.
 
     Args:

@@ -14,7 +14,7 @@ Cost of ``.nii.gz``:
     read. A ``.nii.gz`` opened directly (no staging folder) still works, slowly, and its
     truncation is only found when a read reaches the missing bytes.
 
-:func:`open_volume_source` picks NIfTI or Zarr (:mod:`.zarr_volume`) by name.
+:func:`~geoseg_pipeline.sources.base.open_volume_source` picks NIfTI or Zarr by the format registry.
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
-import uuid
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -36,47 +34,42 @@ from nibabel.spatialimages import HeaderDataError
 
 from ..errors import InputDataError, SourceError
 from ..geometry import Window
+from ..storage import GZIP_ERRORS, S3Config, fetch_to, is_gzip_name, is_s3, require_s3, staged_copy, store_call
+from ..storage.transient import read_error
 from ..volumes import VolumeGrid
-
-#: Buffer size for streaming gzip in and out (bounded memory).
-COPY_CHUNK = 4 * 1024 * 1024
-
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+from .base import SourceOptions, check_window, checked_indices
 
 
-@runtime_checkable
-class VolumeSource(Protocol):
-    """A 3D (optionally multi-channel) volume item, read window by window.
+def nifti_header(uri: str, config: S3Config) -> Any:
+    """The NIfTI-1/2 header of an object (``.nii`` or ``.nii.gz``), from its first bytes only:
+    shape, voxel type, affine, without copying the volume (``header.get_data_shape()``).
 
-    Contract:
-        * ``grid`` gives shape ``(i, j, k)`` and affine without reading voxels;
-        * ``read(window, channels)`` returns float32 ``(len(channels), i, j, k)`` for a window
-          inside the grid; ``channels`` are 0-based, ``None`` means all;
-        * nothing reads the whole item unless the window is the whole item.
+    Raises:
+        SourceError: unreachable, missing, access denied, corrupt gzip, or not a NIfTI-1/2 header.
     """
+    fs = config.filesystem()
 
-    path: str
+    def head() -> bytes:
+        with fs.open(uri, "rb", block_size=1 << 16) as obj:
+            if uri.lower().endswith(".gz"):
+                with gzip.GzipFile(fileobj=obj, mode="rb") as src:
+                    data: bytes = src.read(540)
+                    return data
+            data = obj.read(540)
+            return data
 
-    @property
-    def grid(self) -> VolumeGrid: ...
-
-    @property
-    def channel_count(self) -> int: ...
-
-    @property
-    def dtype(self) -> np.dtype: ...
-
-    @property
-    def ndim_effective(self) -> int: ...
-
-    def read(self, window: Window, channels: Sequence[int] | None = None) -> np.ndarray: ...
-
-    def close(self) -> None: ...
-
-
-def is_gzip_nifti(path: str) -> bool:
-    """Whether ``path`` names a gzip-compressed NIfTI (by its ``.gz`` suffix, as nibabel does)."""
-    return path.lower().endswith(".gz")
+    try:
+        block: bytes = store_call(uri, "read the header", config, head)
+    except SourceError as exc:
+        if isinstance(exc.__cause__, GZIP_ERRORS):
+            raise SourceError(f"{uri}: truncated or corrupt gzip ({exc.__cause__})") from exc.__cause__
+        raise
+    sizes = {int.from_bytes(block[:4], order) for order in ("little", "big")} if len(block) >= 4 else set()
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize
+        if size in sizes and len(block) >= size:
+            return klass(binaryblock=block[:size], check=False)  # type: ignore[no-untyped-call]
+    raise SourceError(f"{uri}: not a NIfTI-1/2 file (no 348- or 540-byte header)")
 
 
 def prepare_volume(path: str, staging_dir: Path) -> str:
@@ -89,24 +82,11 @@ def prepare_volume(path: str, staging_dir: Path) -> str:
     Raises:
         SourceError: the gzip stream is truncated or corrupt, or the copy cannot be written.
     """
-    if not is_gzip_nifti(path):
+    if not is_gzip_name(path):
         return path
-    staging_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(path).name[: -len(".gz")]
     tag = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]  # same name, other folder
-    target = staging_dir / f"{tag}-{stem}"
-    tmp = staging_dir / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
-    try:
-        with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, COPY_CHUNK)
-        os.replace(tmp, target)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        tmp.unlink(missing_ok=True)
-        raise SourceError(f"{path}: truncated or corrupt gzip ({exc}); re-export or re-copy the file") from exc
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SourceError(f"{path}: cannot inflate into {staging_dir}: {exc}") from exc
-    return str(target)
+    return str(staged_copy(lambda: open(path, "rb"), staging_dir / f"{tag}-{stem}", inflate=True, what=path))
 
 
 class NiftiSource:
@@ -147,7 +127,7 @@ class NiftiSource:
         spatial = (*self._disk_shape[:3], 1, 1)[:3]
         if len(self._disk_shape) < 2:
             raise InputDataError(f"{path}: {len(self._disk_shape)}D NIfTI (shape {self._disk_shape}) is not an image")
-        if not is_gzip_nifti(self.data_path):
+        if not is_gzip_name(self.data_path):
             proxy: Any = img.dataobj  # the loaded header's vox_offset is reset; the proxy keeps the file's
             _check_file_size(path, self.data_path, self._disk_shape, self._stored_dtype, int(proxy.offset))
         try:
@@ -157,6 +137,34 @@ class NiftiSource:
             )
         except ValueError as exc:
             raise SourceError(f"{path}: unusable voxel-to-world affine (sform/qform): {exc}") from exc
+
+    @classmethod
+    def open(cls, path: str, options: SourceOptions) -> NiftiSource:
+        """The registry's way in (:mod:`geoseg_pipeline.formats`): ``options.data_path`` is the
+        staged copy when there is one."""
+        return cls(path, options.channel_axis, data_path=options.data_path)
+
+    @staticmethod
+    def stage(path: str, folder: Path, s3: S3Config | None) -> str:
+        """The local copy to read: a ``.nii.gz`` inflated once into ``folder``
+        (:func:`prepare_volume`), an ``s3://`` object fetched (and inflated) into it; a local
+        ``.nii`` as it is.
+
+        Raises:
+            SourceError: unreadable, truncated or corrupt, or the copy cannot be written.
+        """
+        if is_s3(path):
+            return str(fetch_to(path, folder, require_s3(path, s3)))
+        return prepare_volume(path, folder)
+
+    @staticmethod
+    def probe_channels(path: str, options: SourceOptions) -> int:
+        """Channels from the header alone (an ``s3://`` object's first bytes: no copy)."""
+        if is_s3(path) and options.data_path is None:
+            shape = nifti_header(path, require_s3(path, options.s3)).get_data_shape()
+            axis = options.channel_axis
+            return int(shape[axis]) if axis is not None and axis < len(shape) else 1
+        return NiftiSource(path, options.channel_axis, data_path=options.data_path).channel_count
 
     @property
     def grid(self) -> VolumeGrid:
@@ -191,8 +199,8 @@ class NiftiSource:
         """
         if self._closed:
             raise SourceError(f"{self.path}: read after close()")
-        _check_window(self.path, window, self._grid.shape)
-        chans = _checked_channels(self.path, channels, self._channels)
+        check_window(self.path, window, self._grid.shape)
+        chans = checked_indices(self.path, channels, self._channels, first=0, what="channels")
         spatial = window.slices()[: len(self._disk_shape)]
         try:
             if self._channel_axis is None or self._channel_axis >= len(self._disk_shape):
@@ -202,7 +210,8 @@ class NiftiSource:
             else:
                 parts = [self._slab(spatial, slice(c, c + 1)) for c in chans]
         except (OSError, EOFError, ValueError, zlib.error) as exc:
-            raise SourceError(f"{self.path}: cannot read window {window}: {exc}") from exc
+            # data_path is the file actually read: always local (an s3:// item reads its staged copy)
+            raise read_error(f"{self.path}: cannot read window {window}: {exc}", exc, self.data_path) from exc
         return np.ascontiguousarray(np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0])
 
     def _slab(self, spatial: tuple[slice, ...], chan: slice | None, count: int = 1) -> np.ndarray:
@@ -221,7 +230,7 @@ class NiftiSource:
         return data[None] if count == 1 else np.broadcast_to(data, (count, *data.shape))
 
     def close(self) -> None:
-        """Forget the image (nibabel keeps no file open between reads)."""
+        """Forget the image (nibabel keeps no file open between reads); may be called again."""
         self._closed = True
 
 
@@ -262,51 +271,3 @@ def _check_file_size(path: str, data_path: str, shape: tuple[int, ...], dtype: n
         )
 
 
-def _check_window(path: str, window: Window, shape: tuple[int, int, int]) -> None:
-    if window.ndim != 3 or any(a < 0 or e > n for a, e, n in zip(window.start, window.stop, shape, strict=True)):
-        raise ValueError(f"{path}: window {window} does not lie inside the voxel grid {shape}")
-
-
-def _checked_channels(path: str, channels: Sequence[int] | None, count: int) -> list[int]:
-    chans = list(range(count)) if channels is None else [int(c) for c in channels]
-    if not chans or any(not 0 <= c < count for c in chans):
-        raise InputDataError(f"{path}: channels {chans} out of range: the item has {count} (0-based)")
-    return chans
-
-
-def open_volume_source(
-    path: str, staging_dir: Path | None = None, channel_axis: int | None = None
-) -> VolumeSource:
-    """Open a volume item: NIfTI (``.nii``, ``.nii.gz``) or Zarr (plain array or OME-Zarr).
-
-    Args:
-        path: the item.
-        staging_dir: where a ``.nii.gz`` is inflated once (see :func:`prepare_volume`); without
-            it a ``.nii.gz`` is read in place, decompressing from the start for every window.
-            The copy stays there after :meth:`close`: the caller owns and removes the folder.
-        channel_axis: NIfTI only: on-disk axis holding channels (``3`` for ``(i, j, k, c)``).
-            Zarr channels are always the first axis (see :mod:`.zarr_volume`).
-
-    Raises:
-        SourceError: missing, unreadable, corrupt, or not a volume format.
-        InputDataError: dimensions that cannot be read as configured.
-    """
-    from .base import detect_format
-    from .remote import S3Config, fetch_to, is_s3
-    from .zarr_volume import ZarrVolumeSource
-
-    if not is_s3(path) and not Path(path).exists():
-        raise SourceError(f"{path}: no such file or directory")
-    if detect_format(path) == "zarr":
-        if channel_axis not in (None, 0):
-            raise InputDataError(f"{path}: Zarr volumes keep channels on axis 0, got channel_axis={channel_axis}")
-        return ZarrVolumeSource(path)
-    if not path.lower().endswith(_NIFTI_SUFFIXES):
-        raise SourceError(f"{path}: not a volume format: expected .nii, .nii.gz or a Zarr store")
-    if is_s3(path):
-        if staging_dir is None:
-            raise SourceError(f"{path}: an s3:// NIfTI is read from a local copy; give a staging folder")
-        data_path = str(fetch_to(path, staging_dir, S3Config.from_env()))
-    else:
-        data_path = prepare_volume(path, staging_dir) if staging_dir is not None else path
-    return NiftiSource(path, channel_axis, data_path=data_path)

@@ -11,6 +11,8 @@ from rasterio.windows import Window as RioWindow
 
 from ..errors import SourceError
 from ..geometry import Grid, Window
+from ..storage.transient import read_error
+from .base import SourceOptions, check_window, checked_indices
 
 
 class RasterioSource:
@@ -31,6 +33,13 @@ class RasterioSource:
             raise SourceError(f"{path}: bands have different pixel types {sorted(dtypes)}")
         crs = self._ds.crs.to_wkt() if self._ds.crs else None
         self._grid = Grid((self._ds.height, self._ds.width), self._ds.transform, crs)
+
+    @classmethod
+    def open(cls, path: str, options: SourceOptions) -> RasterioSource:
+        """The registry's way in (:mod:`geoseg_pipeline.formats`); ``s3://`` objects are read
+        through GDAL's ``/vsis3/`` in the :func:`~geoseg_pipeline.storage.rasterio_env` the job
+        entered with its :class:`~geoseg_pipeline.storage.S3Config`."""
+        return cls(path)
 
     @property
     def grid(self) -> Grid:
@@ -56,12 +65,15 @@ class RasterioSource:
 
     def read(self, window: Window, bands: Sequence[int]) -> np.ndarray:
         """Read ``bands`` (1-based) in ``window``, which must lie inside the grid."""
+        check_window(self.path, window, self._grid.shape)
+        indices = checked_indices(self.path, bands, self.band_count, first=1, what="bands")
         (r0, c0), (h, w) = window.start, window.size
         try:
-            return np.asarray(self._ds.read(list(bands), window=RioWindow(c0, r0, w, h)))
+            return np.asarray(self._ds.read([i + 1 for i in indices], window=RioWindow(c0, r0, w, h)))
         except RasterioError as exc:
-            raise SourceError(f"{self.path}: cannot read rows {r0}..{r0 + h}, cols {c0}..{c0 + w}: {exc}") from exc
+            message = f"{self.path}: cannot read rows {r0}..{r0 + h}, cols {c0}..{c0 + w}: {exc}"
+            raise read_error(message, exc, self.path) from exc
 
     def close(self) -> None:
-        """Release the dataset."""
+        """Release the dataset; may be called again."""
         self._ds.close()

@@ -21,16 +21,20 @@ from affine import Affine
 
 from ..errors import SourceError
 from ..geometry import Grid, Window
-from .remote import zarr_open_kwargs
+from ..storage import S3Config, zarr_open_kwargs
+from ..storage.transient import read_error
+from .base import SourceOptions, check_window, checked_indices
 
 
 class ZarrRasterSource:
     """A Zarr array read by slicing, one window at a time."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, s3: S3Config | None = None) -> None:
         self.path = path
         try:
-            arr = zarr.open_array(path, mode="r", **zarr_open_kwargs(path))
+            arr = zarr.open_array(path, mode="r", **zarr_open_kwargs(path, s3))
+        except SourceError:
+            raise
         except Exception as exc:  # zarr raises several unrelated types for a bad store
             raise SourceError(f"{path}: cannot open as a Zarr array: {exc}") from exc
         if arr.ndim not in (2, 3):
@@ -45,6 +49,11 @@ class ZarrRasterSource:
             self._nodata = None if nodata is None else float(nodata)
         except (TypeError, ValueError) as exc:
             raise SourceError(f"{path}: attribute nodata must be a number, got {nodata!r}") from exc
+
+    @classmethod
+    def open(cls, path: str, options: SourceOptions) -> ZarrRasterSource:
+        """The registry's way in (:mod:`geoseg_pipeline.formats`)."""
+        return cls(path, options.s3)
 
     @property
     def grid(self) -> Grid:
@@ -68,19 +77,20 @@ class ZarrRasterSource:
 
     def read(self, window: Window, bands: Sequence[int]) -> np.ndarray:
         """Read ``bands`` (1-based) in ``window``, which must lie inside the grid."""
+        check_window(self.path, window, self._grid.shape)
+        idx = checked_indices(self.path, bands, self.band_count, first=1, what="bands")
         rows, cols = window.slices()
         try:
             if not self._bands_axis:
-                return np.asarray(self._arr[rows, cols])[None, ...].repeat(len(bands), axis=0)
-            idx = [b - 1 for b in bands]
+                return np.asarray(self._arr[rows, cols])[None, ...].repeat(len(idx), axis=0)
             if idx == list(range(idx[0], idx[-1] + 1)):
                 return np.asarray(self._arr[idx[0] : idx[-1] + 1, rows, cols])
             return np.stack([np.asarray(self._arr[i, rows, cols]) for i in idx])
         except Exception as exc:
-            raise SourceError(f"{self.path}: cannot read window {window}: {exc}") from exc
+            raise read_error(f"{self.path}: cannot read window {window}: {exc}", exc, self.path) from exc
 
     def close(self) -> None:
-        """Zarr arrays hold no open handles."""
+        """Zarr arrays hold no open handles; may be called again."""
 
 
 def _transform(path: str, attrs: dict[str, Any]) -> Affine:

@@ -39,8 +39,10 @@ import zarr
 
 from ..errors import InputDataError, SourceError
 from ..geometry import Window
+from ..storage import S3Config, zarr_open_kwargs
+from ..storage.transient import read_error
 from ..volumes import VolumeGrid
-from .remote import zarr_open_kwargs
+from .base import SourceOptions, check_volume_channel_axis, check_window, checked_indices
 
 Role = Literal["space", "channel", "drop"]
 
@@ -54,10 +56,12 @@ _UNIT_MM = {
 class ZarrVolumeSource:
     """A Zarr volume read by slicing, one window at a time (see the module docstring)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, s3: S3Config | None = None) -> None:
         self.path = path
         try:
-            node = zarr.open(path, mode="r", **zarr_open_kwargs(path))
+            node = zarr.open(path, mode="r", **zarr_open_kwargs(path, s3))
+        except SourceError:
+            raise
         except Exception as exc:  # zarr raises several unrelated types for a bad store
             raise SourceError(f"{path}: cannot open as Zarr: {exc}") from exc
         if isinstance(node, zarr.Group):
@@ -74,6 +78,12 @@ class ZarrVolumeSource:
             self._grid = VolumeGrid((shape[0], shape[1], shape[2]), affine)
         except ValueError as exc:
             raise SourceError(f"{path}: unusable voxel geometry: {exc}") from exc
+
+    @classmethod
+    def open(cls, path: str, options: SourceOptions) -> ZarrVolumeSource:
+        """The registry's way in (:mod:`geoseg_pipeline.formats`); channels are on axis 0."""
+        check_volume_channel_axis(path, options.channel_axis, (None, 0))
+        return cls(path, options.s3)
 
     @property
     def grid(self) -> VolumeGrid:
@@ -107,12 +117,8 @@ class ZarrVolumeSource:
         Returns:
             float32 ``(len(channels), i, j, k)``, C-contiguous.
         """
-        shape = self._grid.shape
-        if window.ndim != 3 or any(a < 0 or e > n for a, e, n in zip(window.start, window.stop, shape, strict=True)):
-            raise ValueError(f"{self.path}: window {window} does not lie inside the voxel grid {shape}")
-        chans = list(range(self._channels)) if channels is None else [int(c) for c in channels]
-        if not chans or any(not 0 <= c < self._channels for c in chans):
-            raise InputDataError(f"{self.path}: channels {chans} out of range: the item has {self._channels} (0-based)")
+        check_window(self.path, window, self._grid.shape)
+        chans = checked_indices(self.path, channels, self._channels, first=0, what="channels")
         spatial = iter(window.slices())
         contiguous = chans == list(range(chans[0], chans[-1] + 1))
         index: list[slice | int | list[int]] = []
@@ -126,7 +132,7 @@ class ZarrVolumeSource:
         try:
             data = self._arr.oindex[tuple(index)] if not contiguous else self._arr[tuple(index)]
         except Exception as exc:
-            raise SourceError(f"{self.path}: cannot read window {window}: {exc}") from exc
+            raise read_error(f"{self.path}: cannot read window {window}: {exc}", exc, self.path) from exc
         out = np.asarray(data, dtype=np.float32)
         kept = [r for r in self._roles if r != "drop"]
         if "channel" in kept:
@@ -136,7 +142,7 @@ class ZarrVolumeSource:
         return np.ascontiguousarray(out)
 
     def close(self) -> None:
-        """Zarr arrays hold no open handles."""
+        """Zarr arrays hold no open handles; may be called again."""
 
 
 def _plain(path: str, arr: Any) -> tuple[Any, list[Role], np.ndarray]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -12,6 +11,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import GeosegError, SpecError
+from ..storage.uri import is_uri
+from .bundle import Unsupported, bundle_defaults, bundle_weights_file
 from .inference import InferenceSpec
 from .model import ClassSpec, ModelSpec, OutputSpec, PreprocessingSpec, TilingSpec, WorkflowSpec, cross_check
 
@@ -74,7 +75,6 @@ def _with_bundle_defaults(
     model = data.get("model")
     if not (isinstance(model, dict) and model.get("type") == "bundle" and isinstance(model.get("bundle"), (str, Path))):
         return data, set(), []
-    from ..inference.bundle import Unsupported, bundle_defaults, bundle_weights_file  # torch-free
 
     folder = Path(_resolve(model["bundle"], base_dir))
     try:
@@ -154,7 +154,7 @@ def _sections(
 
 
 def _resolve(p: str | Path, base_dir: Path) -> str:
-    if isinstance(p, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", p):  # s3://, file://: not a path
+    if isinstance(p, str) and is_uri(p):  # s3://, file://: not a path
         return p
     path = Path(p).expanduser()
     return os.path.normpath(path if path.is_absolute() else base_dir / path)

@@ -8,8 +8,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from ..formats import FORMAT_NAMES, OUTPUT_NAMES, OUTPUTS, Kind, formats_for, outputs_for
+from ..storage.uri import SCHEMES, staging_dir_for, unknown_scheme, uri_scheme
 from .inference import EvaluationSpec, InferenceSpec
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -31,14 +33,15 @@ class InputSpec(_Frozen):
     """
 
     #: URI schemes ``paths`` and ``manifest`` may use; a plain path has none.
-    SCHEMES: ClassVar[tuple[str, ...]] = ("file", "s3")
+    SCHEMES: ClassVar[tuple[str, ...]] = SCHEMES
 
     # manifest first: the check of paths needs it
     manifest: str | None = Field(
         default=None, description="A CSV (uri/path column, optional item and metadata columns) or text list of items."
     )
     paths: tuple[str, ...] = Field(default=(), validate_default=True)
-    format: Literal["auto", "geotiff", "zarr", "nifti"] = "auto"
+    format: str = Field(default="auto", description="auto, or a format of geoseg_pipeline.formats: "
+                        + ", ".join(FORMAT_NAMES) + ".")
     channel_axis: Annotated[int, Field(ge=0, le=3)] | None = Field(
         default=None, description="Volumes: the on-disk axis holding channels (3 for a 4D NIfTI)."
     )
@@ -57,6 +60,13 @@ class InputSpec(_Frozen):
                              f"{', '.join(s + '://' for s in cls.SCHEMES)}")
         return value
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value != "auto" and value not in FORMAT_NAMES:
+            raise ValueError(f"format must be auto or one of {', '.join(FORMAT_NAMES)}, got {value!r}")
+        return value
+
     @field_validator("manifest")
     @classmethod
     def _manifest_location(cls, value: str | None) -> str | None:
@@ -67,8 +77,7 @@ class InputSpec(_Frozen):
 
     @classmethod
     def _unknown_scheme(cls, path: str) -> bool:
-        m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", path)
-        return m is not None and m.group(1).lower() not in cls.SCHEMES
+        return unknown_scheme(path) is not None
 
 
 #: The fields each model type takes (besides ``in_channels`` and ``num_classes``).
@@ -310,23 +319,39 @@ class TilingSpec(_Frozen):
         return len(self.roi_size)
 
     @property
+    def kind(self) -> Kind:
+        """The items' kind: ``raster`` for a 2D roi, ``volume`` for a 3D one."""
+        return "volume" if len(self.roi_size) == 3 else "raster"
+
+    @property
     def block_shape(self) -> tuple[int, ...]:
         """Output block shape: ``block_size`` per axis (default 512 for rasters, 128 for volumes)."""
         size = self.block_size or (512 if self.spatial_dims == 2 else 128)
         return (size,) * self.spatial_dims
 
 
+def _output_name(value: str) -> str:
+    if value not in OUTPUT_NAMES:
+        raise ValueError(f"unknown output format, got {value!r}; use one of {list(OUTPUT_NAMES)}")
+    return value
+
+
+#: A name of :data:`geoseg_pipeline.formats.OUTPUTS`.
+_OutputName = Annotated[str, AfterValidator(_output_name)]
+
+
 class OutputSpec(_Frozen):
     """Where and what to write.
 
-    Rasters: ``cog`` (labels.tif), ``logits`` (blended float32 logits.tif); default ``[cog]``.
-    Volumes: ``nifti`` (labels.nii.gz), ``zarr`` (labels.zarr, OME-Zarr); default ``[nifti]``.
+    ``formats`` name records of :data:`geoseg_pipeline.formats.OUTPUTS`. Rasters: ``cog``
+    (labels.tif), ``logits`` (blended float32 logits.tif); default ``[cog]``. Volumes: ``nifti``
+    (labels.nii.gz), ``zarr`` (labels.zarr, OME-Zarr); default ``[nifti]``.
     """
 
     directory: Path
     """Where outputs are written. Given as ``s3://bucket/prefix``, it becomes a local staging
     folder (under ``staging``) from which each finished item is published to ``remote``."""
-    formats: Annotated[tuple[Literal["cog", "logits", "nifti", "zarr"], ...], Field(min_length=1)] | None = None
+    formats: Annotated[tuple[_OutputName, ...], Field(min_length=1)] | None = None
     remote: str | None = None
     """``s3://bucket/prefix`` when the outputs go to an object store (set from ``directory``)."""
     staging: Path = Path("~/.cache/geoseg/outputs")
@@ -337,9 +362,6 @@ class OutputSpec(_Frozen):
     def _object_store(cls, data: Any) -> Any:
         if not isinstance(data, dict) or not isinstance(data.get("directory"), str):
             return data
-        from ..sinks.publish import staging_dir_for
-        from ..sources.remote import uri_scheme
-
         uri = data["directory"]
         scheme = uri_scheme(uri)
         if scheme in (None, "file"):
@@ -350,11 +372,18 @@ class OutputSpec(_Frozen):
         base = Path(data.get("staging") or cls.model_fields["staging"].default).expanduser()
         return {**data, "remote": uri.rstrip("/"), "directory": staging_dir_for(uri, base), "staging": base}
 
+    @field_validator("formats")
+    @classmethod
+    def _once_each(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"{list(value)} names a format twice")
+        return value
+
     def resolved_formats(self, spatial_dims: int) -> tuple[str, ...]:
         """The formats to write for a job of ``spatial_dims`` (the default when none is set)."""
         if self.formats is not None:
             return self.formats
-        return ("cog",) if spatial_dims == 2 else ("nifti",)
+        return tuple(o.name for o in outputs_for("volume" if spatial_dims == 3 else "raster"))
     overview_resampling: Literal["nearest", "mode"] = "nearest"
     compression: Literal["deflate", "lzw", "zstd"] = "deflate"
 
@@ -423,6 +452,10 @@ class WorkflowSpec(_Frozen):
     def _cross_checks(self) -> WorkflowSpec:
         problems = cross_check(self.model, self.preprocessing, self.tiling, self.classes, self.output,
                                self.inference)
+        if self.inputs.format != "auto" and not formats_for(self.tiling.kind, self.inputs.format):
+            usable = ", ".join(f.name for f in formats_for(self.tiling.kind))
+            problems.append(("inputs.format", f"{self.inputs.format!r} holds no {self.tiling.kind}s (tiling.roi_size "
+                                              f"has {self.tiling.spatial_dims} numbers); use auto or {usable}"))
         if problems:
             raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
         return self
@@ -464,8 +497,8 @@ def cross_check(
             if getattr(preprocessing, name) is not None:
                 problems.append((f"preprocessing.{name}", "applies to volumes only (tiling.roi_size has 2 numbers)"))
     if tiling is not None and output is not None and output.formats is not None:
-        allowed = ("cog", "logits") if tiling.spatial_dims == 2 else ("nifti", "zarr")
-        kind = "rasters" if tiling.spatial_dims == 2 else "volumes"
+        allowed = tuple(o.name for o in OUTPUTS if o.kind == tiling.kind)
+        kind = f"{tiling.kind}s"
         for i, fmt in enumerate(output.formats):
             if fmt not in allowed:
                 problems.append((f"output.formats[{i}]", f"{fmt!r} is not an output of {kind}; use {list(allowed)}"))

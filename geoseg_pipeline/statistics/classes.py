@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from ..geometry import Window
+from ..stitching.consumer import LabelBlock
 from .area import PixelAreas
 from .lesions import Lesion
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_T = TypeVar("_T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,16 @@ class ClassStats:
     def area_ha(self) -> float | None:
         """Area in hectares."""
         return None if self.area_m2 is None else self.area_m2 / 10_000.0
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> ClassStats:
+        """The inverse of :func:`dataclasses.asdict`, for records of any version: unknown fields
+        are ignored, missing optional ones take their defaults.
+
+        Raises:
+            ValueError: ``doc`` is not one class's statistics (a required field is missing).
+        """
+        return _build(cls, doc)
 
 
 @dataclass(frozen=True)
@@ -51,31 +67,74 @@ class ItemStats:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> ItemStats:
-        """The inverse of :meth:`to_dict`."""
-        def point(v: Sequence[int]) -> tuple[int, int, int]:
-            return (int(v[0]), int(v[1]), int(v[2]))
+    def from_dict(cls, doc: Mapping[str, Any]) -> ItemStats:
+        """The inverse of :meth:`to_dict`, also for records written by other versions (the run
+        ledger keeps them across upgrades): unknown fields are ignored at every level, missing
+        optional ones (a newer field, such as ``lesions``) take their defaults.
 
-        classes = tuple(ClassStats(**c) for c in doc["classes"])
-        lesions = tuple(
-            Lesion(**{**x, "centroid_mm": tuple(x["centroid_mm"]), "bbox_min": point(x["bbox_min"]),
-                      "bbox_max": point(x["bbox_max"])})
-            for x in doc.get("lesions", ())
-        )
-        return cls(**{**doc, "classes": classes, "lesions": lesions})
+        Raises:
+            ValueError: ``doc`` is not an item's statistics (not a mapping, a required field
+                missing or of the wrong shape).
+        """
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("classes"), list):
+            raise ValueError(f"not an item's statistics (no list of classes): {str(doc)[:80]}")
+        try:
+            classes = tuple(ClassStats.from_dict(c) for c in doc["classes"])
+            lesions = tuple(_lesion(x) for x in doc.get("lesions") or ())
+        except (TypeError, ValueError) as exc:  # TypeError: "lesions" is not a list
+            raise ValueError(f"not an item's statistics: {exc}") from exc
+        return _build(cls, {**doc, "classes": classes, "lesions": lesions})
+
+
+def _build(cls: type[_T], doc: Mapping[str, Any]) -> _T:
+    """``cls(**doc)`` with only the fields ``cls`` has."""
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"{cls.__name__}: expected a mapping, got {str(doc)[:80]}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in doc.items() if k in names})
+    except TypeError as exc:  # a required field is missing
+        raise ValueError(f"{cls.__name__}: {exc}") from exc
+
+
+def _lesion(doc: Mapping[str, Any]) -> Lesion:
+    """A :class:`Lesion` from its record (JSON brings its points back as lists)."""
+    lesion = _build(Lesion, doc)
+    try:
+        c, lo, hi = lesion.centroid_mm, lesion.bbox_min, lesion.bbox_max
+        return dataclasses.replace(lesion, centroid_mm=(float(c[0]), float(c[1]), float(c[2])),
+                                   bbox_min=(int(lo[0]), int(lo[1]), int(lo[2])),
+                                   bbox_max=(int(hi[0]), int(hi[1]), int(hi[2])))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ValueError(f"Lesion: a point is not 3 numbers: {exc}") from exc
 
 
 class ClassTally:
-    """Running per-class sums over blocks of one item."""
+    """Running per-class sums over blocks of one raster item (a block consumer: its result is
+    the item's :class:`ItemStats`, the ``names`` of its classes and its name ``item``)."""
 
-    def __init__(self, num_classes: int, areas: PixelAreas) -> None:
+    def __init__(self, num_classes: int, areas: PixelAreas, names: Sequence[str] = (), item: str = "") -> None:
         self.num_classes = num_classes
         self.areas = areas
+        self.names = tuple(names) or tuple(f"class_{k}" for k in range(num_classes))
+        self.item = item
         self.pixels = np.zeros(num_classes, dtype=np.int64)
-        self.area_m2 = np.zeros(num_classes, dtype=np.float64)
+        # valid pixels per (row, class): areas are summed once, in result(), so that they do not
+        # depend on the order or the shape of the blocks (float sums would round differently)
+        rows = 0 if areas.row_area_m2 is None else len(areas.row_area_m2)
+        self.row_pixels = np.zeros((rows, num_classes), dtype=np.int64)
         self.nodata_pixels = 0
 
-    def add(self, window: Window, labels: np.ndarray, valid: np.ndarray) -> None:
+    def add(self, block: LabelBlock) -> None:
+        """Count the valid pixels of one block."""
+        valid = block.valid if block.valid is not None else np.ones(block.labels.shape, bool)
+        self.count(block.window, block.labels, valid)
+
+    def finish(self) -> ItemStats:
+        """The item's statistics."""
+        return self.result(self.item, self.names)
+
+    def count(self, window: Window, labels: np.ndarray, valid: np.ndarray) -> None:
         """Count the valid pixels of one block (``window`` places it on the item's grid)."""
         self.nodata_pixels += int(valid.size - np.count_nonzero(valid))
         rows = np.broadcast_to(np.arange(labels.shape[0])[:, None], labels.shape)[valid]
@@ -85,18 +144,18 @@ class ClassTally:
         self.pixels += per_row.sum(axis=0)
         if self.areas.row_area_m2 is not None:
             r0 = window.start[0]
-            self.area_m2 += self.areas.row_area_m2[r0 : r0 + labels.shape[0]] @ per_row
+            self.row_pixels[r0 : r0 + labels.shape[0]] += per_row
 
     def result(self, item: str, names: Sequence[str]) -> ItemStats:
         """Freeze the tally into :class:`ItemStats`."""
         valid = int(self.pixels.sum())
-        has_area = self.areas.available
-        total_area = float(self.area_m2.sum()) if has_area else None
+        area_m2 = self.areas.row_area_m2 @ self.row_pixels if self.areas.row_area_m2 is not None else None
+        total_area = float(area_m2.sum()) if area_m2 is not None else None
         classes = []
         for k in range(self.num_classes):
-            area = float(self.area_m2[k]) if has_area else None
-            if has_area and total_area:
-                share = float(self.area_m2[k]) / total_area
+            area = float(area_m2[k]) if area_m2 is not None else None
+            if area is not None and total_area:
+                share = area / total_area
             else:
                 share = float(self.pixels[k]) / valid if valid else 0.0
             classes.append(ClassStats(k, names[k], int(self.pixels[k]), area, share))
@@ -105,15 +164,23 @@ class ClassTally:
 
 
 class VolumeTally:
-    """Running per-class voxel counts of one volume; volumes in mL from the voxel volume."""
+    """Running per-class voxel counts of one volume; volumes in mL from the voxel volume (a
+    block consumer: its result is the item's :class:`ItemStats` without lesions)."""
 
-    def __init__(self, num_classes: int, voxel_volume_mm3: float) -> None:
+    def __init__(self, num_classes: int, voxel_volume_mm3: float, names: Sequence[str] = (), item: str = "") -> None:
         self.num_classes = num_classes
         self.voxel_volume_mm3 = voxel_volume_mm3
         self.voxels = np.zeros(num_classes, dtype=np.int64)
+        self.names = tuple(names) or tuple(f"class_{k}" for k in range(num_classes))
+        self.item = item
 
-    def add(self, labels: np.ndarray) -> None:
+    def finish(self) -> ItemStats:
+        """The item's statistics (lesions are :class:`~.lesions.LesionTracker`'s)."""
+        return self.result(self.item, self.names)
+
+    def add(self, block: LabelBlock) -> None:
         """Count one block's labels."""
+        labels = block.labels
         self.voxels += np.bincount(labels.ravel(), minlength=self.num_classes)[: self.num_classes]
 
     def result(self, item: str, names: Sequence[str], lesions: Sequence[Lesion] = ()) -> ItemStats:

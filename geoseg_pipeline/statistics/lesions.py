@@ -39,6 +39,7 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
 from ..geometry import Window
+from ..stitching.consumer import LabelBlock
 
 IntArray = npt.NDArray[np.int64]
 Point = tuple[int, int, int]
@@ -313,6 +314,10 @@ class LesionTracker:
     def pending_face_voxels(self) -> int:
         """Voxels held in boundary slabs that still wait for a neighbour (the memory bound)."""
         return sum(f.slab.size for faces in self._faces.values() for f in faces if f.slab is not None)
+
+    def add(self, block: LabelBlock) -> None:
+        """The block-consumer side: :meth:`add_block`."""
+        self.add_block(block.window, block.labels)
 
     def add_block(self, window: Window, labels: np.ndarray) -> None:
         """Add the label block ``labels`` that covers ``window`` of the volume."""

@@ -4,6 +4,7 @@
 """
 
 from .blocks import BlockStitcher, FinishedBlock
+from .consumer import BlockConsumer, LabelBlock
 from .journal import BlockJournal, journal_key
 
-__all__ = ["BlockJournal", "BlockStitcher", "FinishedBlock", "journal_key"]
+__all__ = ["BlockConsumer", "BlockJournal", "BlockStitcher", "FinishedBlock", "LabelBlock", "journal_key"]

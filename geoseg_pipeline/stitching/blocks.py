@@ -20,22 +20,19 @@ import numpy as np
 from ..geometry import Window, intersection
 from ..tasks import TileResult
 from ..tiling import TilePlan
+from .consumer import LabelBlock
 
 
 @dataclass(frozen=True)
-class FinishedBlock:
-    """One final output block.
+class FinishedBlock(LabelBlock):
+    """One final output block of the plan: a :class:`LabelBlock` with its block ``index``.
 
     ``labels``: class index per pixel, ``nodata_label`` where invalid; ``valid``: pixels with a
     prediction; ``logits``: blended logits ``(classes, *block)`` (NaN where invalid), only when
     the stitcher keeps them.
     """
 
-    index: tuple[int, ...]
-    window: Window
-    labels: np.ndarray
-    valid: np.ndarray
-    logits: np.ndarray | None
+    index: tuple[int, ...] = ()
 
 
 class _Accumulator:
@@ -216,4 +213,4 @@ class BlockStitcher:
             with np.errstate(invalid="ignore", divide="ignore"):
                 logits = sums / weights
             logits[:, ~valid] = np.nan
-        return FinishedBlock(index, window, labels, valid, logits)
+        return FinishedBlock(window, labels, valid, logits, index=index)

@@ -81,7 +81,7 @@ class BlockJournal:
             return
         tmp = self.folder / f".{uuid.uuid4().hex[:8]}.tmp"
         arrays = {"labels": block.labels}
-        if not np.array_equal(block.valid, self._valid(block.labels)):
+        if block.valid is not None and not np.array_equal(block.valid, self._valid(block.labels)):
             arrays["valid"] = block.valid
         if block.logits is not None:
             arrays["logits"] = block.logits
@@ -109,7 +109,7 @@ class BlockJournal:
             raise OSError(f"{path}: unreadable journal block: {exc}") from exc
         if labels.shape != window.size:
             raise OSError(f"{path}: journal block of shape {labels.shape}, expected {window.size}")
-        return FinishedBlock(index, window, labels, valid, logits)
+        return FinishedBlock(window, labels, valid, logits, index=index)
 
     def _valid(self, labels: np.ndarray) -> np.ndarray:
         """The valid mask the stitcher gives with these labels when no pixel lacks a weight."""

@@ -13,9 +13,10 @@ import yaml
 from monai.networks.nets import UNet
 
 from geoseg_pipeline.errors import ModelError, SpecError
-from geoseg_pipeline.inference.bundle import Unsupported, bundle_defaults, bundle_network
+from geoseg_pipeline.inference.bundle import bundle_network
 from geoseg_pipeline.inference.loading import load_model
 from geoseg_pipeline.spec import IntensitySpec, load_workflow
+from geoseg_pipeline.spec.bundle import Unsupported, bundle_defaults
 
 CPU = torch.device("cpu")
 UNET_ARGS = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8], "strides": [2],

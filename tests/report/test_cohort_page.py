@@ -18,6 +18,7 @@ from geoseg_pipeline.report.cohort import cohort_table
 from geoseg_pipeline.report.cohort_page import ItemLink, item_link, render_cohort_page
 from geoseg_pipeline.report.html import largest_lesion_png, write_volume_report
 from geoseg_pipeline.report.png import png_rgb
+from geoseg_pipeline.sources import open_volume_source
 from geoseg_pipeline.statistics import ItemStats
 from geoseg_pipeline.volumes import VolumeGrid
 
@@ -72,7 +73,8 @@ class _Source:
 
 
 def _item_report(out: Path, stats: ItemStats) -> Path:
-    """What a volume item leaves in OUT/<item>: labels.nii.gz and its report.html."""
+    """What a volume item leaves in OUT/<item>: labels.nii.gz and its report.html (the labels read
+    back through the volume reader, as a job does)."""
     shape, affine = (256, 192, 5), np.diag([0.8, 0.8, 2.5, 1.0])
     image = np.tile(np.linspace(-100, 300, shape[0], dtype=np.float32)[:, None, None], (1, *shape[1:]))
     labels = np.zeros(shape, np.uint8)
@@ -81,7 +83,8 @@ def _item_report(out: Path, stats: ItemStats) -> Path:
     out.mkdir(parents=True)
     img: Any = nib.Nifti1Image
     nib.save(img(labels, affine), out / "labels.nii.gz")
-    return write_volume_report(out, _Source(image, affine), stats, COLOURS)
+    written = open_volume_source(str(out / "labels.nii.gz"))
+    return write_volume_report(out, _Source(image, affine), written, stats, COLOURS)
 
 
 def _with_reports(tmp_path: Path, outcomes: list[ItemOutcome]) -> list[ItemOutcome]:
@@ -132,6 +135,21 @@ def test_links_follow_the_reports_and_escape(tmp_path: Path, volume_stats: Calla
                   "a, <b>"):
         assert words in page.all_text, words
     assert "a%20b%231/report.html" in page.links
+
+
+def test_links_of_items_published_to_an_object_store(tmp_path: Path, ct_outcomes: list[ItemOutcome]) -> None:
+    """With an s3:// output directory the outputs are URIs: the link stays relative to the job's
+    folder (never a mangled ``s3:/`` path) and the thumbnail comes from the staged copy."""
+    local = [o for o in _with_reports(tmp_path, ct_outcomes) if o.stats is not None]
+    links = []
+    for o in local:
+        published = dataclasses.replace(o, outputs=tuple(f"s3://results/night/{o.item}/{Path(p).name}"
+                                                          for p in o.outputs))
+        link = item_link(tmp_path, published)
+        assert link == item_link(tmp_path, o)
+        assert link.href == f"{o.item}/report.html"
+        links.append(link)
+    assert any(link.thumbnail_png is not None for link in links)  # items with lesions have one
 
 
 def test_page_without_finished_items_or_failures(tmp_path: Path, ct_outcomes: list[ItemOutcome]) -> None:

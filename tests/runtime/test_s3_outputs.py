@@ -17,8 +17,8 @@ import rasterio
 
 from geoseg_pipeline.api import run_workflow
 from geoseg_pipeline.errors import JobError
-from geoseg_pipeline.sources.remote import S3Config, gdal_path
 from geoseg_pipeline.spec import parse_workflow
+from geoseg_pipeline.storage import S3Config, gdal_path
 
 pytestmark = pytest.mark.usefixtures("clean_aws_environment")
 

@@ -289,3 +289,50 @@ def test_zarr_label_output_equals_the_nifti(tmp_path: Path) -> None:
     np.testing.assert_array_equal(zarr_labels, nifti)
     assert np.array_equal(nifti, np.digitize(hu, [100, 200]))
     assert not list(out.glob(".*"))
+
+
+def test_zarr_only_output_with_lesions(tmp_path: Path) -> None:
+    """A volume job writing only labels.zarr still gets its lesions and report (which read the
+    labels back from whatever the job wrote, never a labels.nii.gz that does not exist)."""
+    model = tmp_path / "bands.pt"
+    torch.jit.script(_Bands()).save(str(model))
+    path, _, _ = _volume(tmp_path)
+    result = predict([path], str(model), tmp_path / "out", roi_size=[16, 16, 8], formats=["zarr"],
+                     classes=["background", "organ", "lesion"], lesion_classes=[2], workers=1, progress=False)
+    assert result.ok, result.outcomes
+    out = tmp_path / "out" / "ct"
+    assert not (out / "labels.nii.gz").exists()
+    assert {Path(p).name for p in result.outcomes[0].outputs} >= {"labels.zarr", "stats.json", "report.html"}
+    doc = json.loads((out / "stats.json").read_text())
+    assert doc["lesion_count"] == 2
+    report = (out / "report.html").read_text()
+    assert "2 lesion(s)" in report and report.count("data:image/png;base64,") == 2
+    assert not list(out.glob(".*"))
+
+
+def test_a_failing_second_sink_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All sinks of an item commit together or not at all: when labels.zarr cannot be finished,
+    labels.nii.gz is not published either, and the item is failed in the summary and ledger."""
+    from geoseg_pipeline.ledger import Ledger
+    from geoseg_pipeline.sinks import ZarrLabelSink
+
+    def broken(self: ZarrLabelSink) -> list[tuple[Path, Path]]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ZarrLabelSink, "_prepare", broken)
+    model = tmp_path / "bands.pt"
+    torch.jit.script(_Bands()).save(str(model))
+    path, _, _ = _volume(tmp_path)
+    result = predict([path], str(model), tmp_path / "out", roi_size=[16, 16, 8], formats=["nifti", "zarr"],
+                     lesion_classes=[2], workers=1, progress=False)
+    assert not result.ok
+    outcome = result.outcomes[0]
+    assert outcome.status == "failed" and "No space left on device" in outcome.error
+    out = tmp_path / "out" / "ct"
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".journal")) == []
+    ledger = Ledger(tmp_path / "out")
+    try:
+        row = ledger.get("ct")
+    finally:
+        ledger.close()
+    assert row is not None and row.status == "failed" and row.outputs == ()

@@ -16,8 +16,9 @@ from rio_cogeo.cogeo import cog_validate
 
 from geoseg_pipeline.geometry import Grid, Window
 from geoseg_pipeline.report import ItemOutcome, write_item_stats, write_summary
-from geoseg_pipeline.sinks import ClassLegend, CogLabelSink, atomic_write_text
+from geoseg_pipeline.sinks import ClassLegend, CogLabelSink, LogitsSink, commit_together
 from geoseg_pipeline.statistics import ClassTally, pixel_areas
+from geoseg_pipeline.storage import atomic_write_text
 
 LEGEND = ClassLegend(("water", "trees & shrubs", "built <up>"), ("#0000ff", "#00a000", "#ff8000"))
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5000000.0)
@@ -112,10 +113,11 @@ def test_small_grid_with_logits(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(3, 37, 45)).astype(np.float32)
     logits[:, :13, :17] = np.nan
-    sink = CogLabelSink(tmp_path / "s", grid, LEGEND, 255, compression="zstd", overview_resampling="mode",
-                        logits_classes=3)
+    sink = CogLabelSink(tmp_path / "s", grid, LEGEND, 255, compression="zstd", overview_resampling="mode")
+    logits_sink = LogitsSink(tmp_path / "s", grid, 3, compression="zstd")
     _write(sink, labels, 16, logits)
-    path = sink.commit()
+    _write(logits_sink, labels, 16, logits)
+    path, _ = commit_together([sink, logits_sink])
     assert cog_validate(str(path), quiet=True)[0]
     with rasterio.open(path) as ds:
         np.testing.assert_array_equal(ds.read(1), labels)
@@ -128,7 +130,7 @@ def test_small_grid_with_logits(tmp_path: Path) -> None:
     assert _staging(tmp_path / "s") == []
 
 
-def test_no_logits_file_without_logits_classes(tmp_path: Path) -> None:
+def test_no_logits_file_without_the_logits_sink(tmp_path: Path) -> None:
     sink = CogLabelSink(tmp_path / "s", Grid((20, 20), TRANSFORM, "EPSG:32632"), LEGEND, 255)
     _write(sink, _labels((20, 20)), 16)
     sink.commit()
@@ -152,7 +154,7 @@ def test_uint16_labels_for_many_classes(tmp_path: Path) -> None:
 
 def test_abort_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "s"
-    sink = CogLabelSink(out, Grid((40, 40), TRANSFORM, "EPSG:32632"), LEGEND, 255, logits_classes=3)
+    sink = LogitsSink(out, Grid((40, 40), TRANSFORM, "EPSG:32632"), 3)
     assert len(_staging(out)) == 1
     sink.write(Window((0, 0), (16, 16)), np.zeros((16, 16), np.uint8), np.zeros((3, 16, 16), np.float32))
     sink.abort()
@@ -176,7 +178,7 @@ def _stats(item: str, with_crs: bool = True) -> object:
     labels = np.array([[0, 0, 1, 1]] * 4, dtype=np.uint8)
     valid = np.ones((4, 4), bool)
     valid[0, 0] = False
-    tally.add(Window((0, 0), (4, 4)), labels, valid)
+    tally.count(Window((0, 0), (4, 4)), labels, valid)
     return tally.result(item, ["water", "land"])
 
 
@@ -252,7 +254,7 @@ def test_atomic_text_files_are_readable_by_others(tmp_path: Path) -> None:
     import os
     import stat
 
-    from geoseg_pipeline.sinks import atomic_write_text
+    from geoseg_pipeline.storage import atomic_write_text
 
     old = os.umask(0o022)
     try:

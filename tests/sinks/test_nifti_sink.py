@@ -15,7 +15,7 @@ import pytest
 
 from geoseg_pipeline.errors import SinkError
 from geoseg_pipeline.geometry import Window
-from geoseg_pipeline.sinks.cog import ClassLegend
+from geoseg_pipeline.sinks import ClassLegend
 from geoseg_pipeline.sinks.nifti import NiftiLabelSink
 from geoseg_pipeline.volumes import VolumeGrid
 

@@ -18,8 +18,8 @@ import pytest
 import s3fs
 
 from geoseg_pipeline.errors import SinkError
-from geoseg_pipeline.sinks.publish import MARKER_NAME, OutputLocation, Publisher, staging_dir_for
-from geoseg_pipeline.sources.remote import S3Config
+from geoseg_pipeline.sinks.publish import MARKER_NAME, OutputLocation, Publisher
+from geoseg_pipeline.storage import S3Config, staging_dir_for
 
 pytestmark = pytest.mark.usefixtures("clean_aws_environment")
 

@@ -13,8 +13,7 @@ import zarr
 
 from geoseg_pipeline.errors import SinkError
 from geoseg_pipeline.geometry import Window
-from geoseg_pipeline.sinks import ZarrLabelSink
-from geoseg_pipeline.sinks.cog import ClassLegend
+from geoseg_pipeline.sinks import ClassLegend, ZarrLabelSink
 from geoseg_pipeline.sinks.zarr_labels import ngff_axes
 from geoseg_pipeline.sources.zarr_volume import ZarrVolumeSource
 from geoseg_pipeline.volumes import VolumeGrid

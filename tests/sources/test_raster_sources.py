@@ -16,9 +16,9 @@ from affine import Affine
 from pyproj import CRS
 
 from geoseg_pipeline.errors import GeosegError, SourceError
+from geoseg_pipeline.formats import detect
 from geoseg_pipeline.geometry import Window, full_window
 from geoseg_pipeline.sources import RasterioSource, RasterSource, ZarrRasterSource, open_raster_source
-from geoseg_pipeline.sources.base import detect_format
 from geoseg_pipeline.sources.discovery import Item, expand_inputs, item_name
 
 TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4000100.0)
@@ -245,11 +245,11 @@ def test_zarr_nine_number_transform(tmp_path: Path) -> None:
 def test_format_detection(tmp_path: Path) -> None:
     data = _pixels("uint8", None)
     plain = write_zarr(tmp_path / "no_suffix", data, {})
-    assert detect_format(str(plain)) == "zarr"
+    assert detect(str(plain), "raster").name == "zarr"
     assert type(open_raster_source(str(plain))) is ZarrRasterSource
-    assert detect_format(str(tmp_path / "x.ZARR")) == "zarr"
-    assert detect_format(str(tmp_path / "x.tif")) == "geotiff"
-    assert detect_format(str(tmp_path / "x.vrt")) == "geotiff"
+    assert detect(str(tmp_path / "x.ZARR"), "raster").name == "zarr"
+    assert detect(str(tmp_path / "x.tif"), "raster").name == "geotiff"
+    assert detect(str(tmp_path / "x.vrt"), "raster").name == "geotiff"
     tif = write_geotiff(tmp_path / "x.tif", data, None)
     with pytest.raises(SourceError, match="cannot open as a Zarr array"):
         open_raster_source(str(tif), "zarr")

@@ -27,20 +27,19 @@ from geoseg_pipeline.geometry import Window, full_window
 from geoseg_pipeline.ledger import fingerprint
 from geoseg_pipeline.sources import RasterioSource, open_raster_source
 from geoseg_pipeline.sources.discovery import Item, discover, expand_inputs, read_manifest
-from geoseg_pipeline.sources.nifti_source import NiftiSource
-from geoseg_pipeline.sources.remote import (
+from geoseg_pipeline.sources.nifti_source import NiftiSource, nifti_header
+from geoseg_pipeline.spec import InputSpec
+from geoseg_pipeline.storage import (
     S3Config,
     fetch_to,
     gdal_path,
     glob_s3,
     needs_s3,
-    nifti_header,
     object_fingerprint,
     rasterio_env,
     split_s3,
     zarr_open_kwargs,
 )
-from geoseg_pipeline.spec import InputSpec
 
 pytestmark = pytest.mark.usefixtures("clean_aws_environment")
 
@@ -270,7 +269,9 @@ def test_reading_a_zarr_store_through_fsspec(archive: Archive, config: S3Config)
     out[:] = data
     out.attrs.update(crs="EPSG:32633", transform=[10, 0, 500000, 0, -10, 5200000])
     back = zarr.open_array(uri, mode="r", **zarr_open_kwargs(uri, config))
-    assert zarr_open_kwargs("/local/m.zarr") == {}
+    assert zarr_open_kwargs("/local/m.zarr", None) == {}
+    with pytest.raises(SourceError, match="without an object-store configuration"):
+        zarr_open_kwargs(uri, None)  # readers never fall back to the environment
     np.testing.assert_array_equal(back[:, 4:20, 8:24], data[:, 4:20, 8:24])
     assert expand_inputs([f"s3://{BUCKET}/stores/"], s3=config)[0] == [Item("mosaic", uri)]
 

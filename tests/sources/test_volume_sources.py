@@ -16,12 +16,8 @@ import zarr
 
 from geoseg_pipeline.errors import GeosegError, InputDataError, SourceError
 from geoseg_pipeline.geometry import Window, full_window
-from geoseg_pipeline.sources.nifti_source import (
-    NiftiSource,
-    VolumeSource,
-    open_volume_source,
-    prepare_volume,
-)
+from geoseg_pipeline.sources import VolumeSource, open_volume_source
+from geoseg_pipeline.sources.nifti_source import NiftiSource, prepare_volume
 from geoseg_pipeline.sources.zarr_volume import ZarrVolumeSource
 
 SHAPE = (7, 9, 5)  # odd sizes catch axis-order mistakes

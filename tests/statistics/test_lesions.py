@@ -26,7 +26,8 @@ PERMUTED = np.array([[0, 0, -0.7, 10.0], [0, -0.7, 0, 20.0], [3.0, 0, 0, -5.0], 
 _c, _s = math.cos(0.3), math.sin(0.3)
 OBLIQUE = np.array([[1, 0, 0, 0], [0, _c, -_s, 0], [0, _s, _c, 0], [0, 0, 0, 1]]) @ PERMUTED
 AFFINES = {"identity": np.eye(4), "lps": LPS, "permuted": PERMUTED, "oblique": OBLIQUE}
-REAL = Path(os.environ.get("GEOSEG_REAL_DATA", Path(__file__).resolve().parents[3] / "shared" / "data" / "real"))
+# real samples ship in tests/data/real; GEOSEG_REAL_DATA (when set and non-empty) points elsewhere
+REAL = Path(os.environ.get("GEOSEG_REAL_DATA") or Path(__file__).resolve().parents[1] / "data" / "real")
 
 
 def block_windows(shape: tuple[int, ...], block: tuple[int, ...]) -> list[Window]:
@@ -268,8 +269,8 @@ def test_real_brain_label_in_64x64x8_blocks(connectivity: int) -> None:
 
     path = REAL / "brain1_label.nii.gz"
     if not path.exists():
-        pytest.fail(f"real sample {path} is missing: it ships in shared/data/real beside the checkout "
-                    "(or set GEOSEG_REAL_DATA)")
+        pytest.fail(f"real sample {path} is missing: it ships in tests/data/real "
+                    "(or GEOSEG_REAL_DATA points at a folder without it)")
     image = nib.load(path)
     volume = np.asarray(image.dataobj)
     lesions = track(volume, (64, 64, 8), image.affine, connectivity=connectivity)

@@ -98,7 +98,7 @@ def test_tally_counts_and_planar_areas() -> None:
     valid[2, 0] = valid[3, 3] = False  # one pixel of class 3, one of class 2
     labels = LABELS.copy()
     labels[~valid] = 255
-    tally.add(Window((0, 0), (4, 4)), labels, valid)
+    tally.count(Window((0, 0), (4, 4)), labels, valid)
     stats = tally.result("scene", ["bare", "water", "trees", "crops", "snow"])
     assert stats.item == "scene"
     assert [c.pixels for c in stats.classes] == [6, 4, 3, 1, 0]
@@ -121,8 +121,8 @@ def test_tally_uses_the_rows_of_the_block_on_the_grid() -> None:
     row = areas.row_area_m2
     tally = ClassTally(4, areas)
     valid = np.ones((4, 4), dtype=bool)
-    tally.add(Window((4, 0), (4, 4)), LABELS, valid)  # the lower half of the grid
-    tally.add(Window((0, 0), (1, 4)), np.full((1, 4), 3, np.uint8), np.ones((1, 4), bool))  # top row
+    tally.count(Window((4, 0), (4, 4)), LABELS, valid)  # the lower half of the grid
+    tally.count(Window((0, 0), (1, 4)), np.full((1, 4), 3, np.uint8), np.ones((1, 4), bool))  # top row
     stats = tally.result("scene", ["a", "b", "c", "d"])
     expected = np.zeros(4)
     for r in range(4):
@@ -141,7 +141,7 @@ def test_tally_uses_the_rows_of_the_block_on_the_grid() -> None:
 def test_tally_without_areas_shares_pixels() -> None:
     areas = pixel_areas(Grid((4, 4)))
     tally = ClassTally(4, areas)
-    tally.add(Window((0, 0), (4, 4)), LABELS, np.ones((4, 4), bool))
+    tally.count(Window((0, 0), (4, 4)), LABELS, np.ones((4, 4), bool))
     stats = tally.result("scene", ["a", "b", "c", "d"])
     assert [c.area_m2 for c in stats.classes] == [None] * 4
     assert [c.area_ha for c in stats.classes] == [None] * 4
@@ -153,7 +153,7 @@ def test_tally_without_areas_shares_pixels() -> None:
 
 def test_tally_of_nodata_only() -> None:
     tally = ClassTally(2, PixelAreas("none", None, "n/a"))
-    tally.add(Window((0, 0), (3, 3)), np.full((3, 3), 255, np.uint8), np.zeros((3, 3), bool))
+    tally.count(Window((0, 0), (3, 3)), np.full((3, 3), 255, np.uint8), np.zeros((3, 3), bool))
     stats = tally.result("empty", ["a", "b"])
     assert stats.valid_pixels == 0
     assert stats.nodata_pixels == 9

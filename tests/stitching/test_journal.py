@@ -20,7 +20,7 @@ def _block(index: tuple[int, int], nodata: int, hole: bool = False, logits: bool
     if hole:  # a pixel with no prediction whose label is not the nodata label (volumes: none)
         valid[5, 5] = False
     lg = rng.normal(size=(4, 16, 12)).astype("float32") if logits else None
-    return FinishedBlock(index, Window((index[0] * 16, index[1] * 12), (16, 12)), labels, valid, lg)
+    return FinishedBlock(Window((index[0] * 16, index[1] * 12), (16, 12)), labels, valid, lg, index=index)
 
 
 def test_blocks_round_trip(tmp_path: Path) -> None:

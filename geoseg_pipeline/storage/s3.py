@@ -38,58 +38,19 @@ any, in Ray's actor arguments) or set the same variables on every node.
 from __future__ import annotations
 
 import glob
-import gzip
 import hashlib
 import os
 import re
-import shutil
-import uuid
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError
+from .copy import COPY_CHUNK, is_gzip_name, staged_copy
+from .uri import is_s3, split_s3, uri_scheme
 
-#: Buffer size for copying an object into a scratch folder (bounded memory).
-COPY_CHUNK = 4 * 1024 * 1024
-
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$")
 _TRUE = ("1", "yes", "true", "on")
-
-
-def uri_scheme(path: str) -> str | None:
-    """``s3://b/k`` -> ``"s3"``; a plain path (``/a/b.tif``, ``C:\\x``) -> ``None``."""
-    m = _SCHEME.match(path)
-    return m.group(1).lower() if m else None
-
-
-def is_s3(path: str) -> bool:
-    """Whether ``path`` is an ``s3://`` URI."""
-    return uri_scheme(path) == "s3"
-
-
-def split_s3(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b.tif`` -> ``("bucket", "a/b.tif")``; the key may be empty.
-
-    Raises:
-        ValueError: not an ``s3://`` URI, or no valid bucket name.
-    """
-    if not is_s3(uri):
-        raise ValueError(f"{uri}: not an s3:// URI")
-    rest = uri[len("s3://"):]
-    bucket, _, key = rest.partition("/")
-    if not _BUCKET.match(bucket):
-        raise ValueError(f"{uri}: {bucket!r} is not a bucket name (s3://bucket/key)")
-    return bucket, key
-
-
-def gdal_path(uri: str) -> str:
-    """The GDAL virtual file system path: ``s3://b/k.tif`` -> ``/vsis3/b/k.tif``."""
-    bucket, key = split_s3(uri)
-    return f"/vsis3/{bucket}/{key}"
 
 
 @dataclass(frozen=True)
@@ -207,7 +168,8 @@ class S3Config:
         """Keyword arguments for ``s3fs.S3FileSystem`` (and fsspec / zarr ``storage_options``)."""
         config: dict[str, Any] = {
             "connect_timeout": self.connect_timeout, "read_timeout": self.read_timeout,
-            "retries": {"max_attempts": self.max_attempts, "mode": "standard"},
+            # botocore's max_attempts counts retries; total_max_attempts counts tries, as we do
+            "retries": {"total_max_attempts": self.max_attempts, "mode": "standard"},
         }
         if self.uses_path_style:
             config["s3"] = {"addressing_style": "path"}
@@ -248,12 +210,25 @@ def needs_s3(paths: Iterable[str]) -> bool:
     return any(is_s3(p) for p in paths)
 
 
-def zarr_open_kwargs(path: str, config: S3Config | None = None) -> dict[str, Any]:
+def zarr_open_kwargs(path: str, config: S3Config | None) -> dict[str, Any]:
     """Extra keyword arguments for ``zarr.open`` / ``zarr.open_array`` of ``path``: the store's
-    ``storage_options`` for an ``s3://`` store (``config`` or the environment), none otherwise."""
+    ``storage_options`` for an ``s3://`` store, none otherwise.
+
+    Raises:
+        SourceError: an ``s3://`` store without a configuration (readers never read the
+            environment: the driver resolves :meth:`S3Config.from_env` once and passes it on).
+    """
     if not is_s3(path):
         return {}
-    return {"storage_options": (config if config is not None else S3Config.from_env()).storage_options()}
+    return {"storage_options": require_s3(path, config).storage_options()}
+
+
+def require_s3(path: str, config: S3Config | None) -> S3Config:
+    """``config``, or a :class:`SourceError` saying that ``path`` needs one."""
+    if config is None:
+        raise SourceError(f"{path}: an s3:// location was given without an object-store configuration "
+                          "(pass an S3Config; geoseg's driver builds one from the AWS_* environment)")
+    return config
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -277,7 +252,7 @@ def describe_store_error(exc: BaseException, config: S3Config) -> str:
     return f"{name}: {exc}"
 
 
-def _call(uri: str, action: str, config: S3Config, fn: Callable[[], Any]) -> Any:
+def store_call(uri: str, action: str, config: S3Config, fn: Callable[[], Any]) -> Any:
     """Run one object-store operation; any failure becomes a :class:`SourceError` naming ``uri``."""
     try:
         return fn()
@@ -298,7 +273,7 @@ def check_bucket(uri: str, config: S3Config) -> None:
         except FileNotFoundError as exc:
             raise SourceError(f"{uri}: bucket {bucket!r} does not exist at {config.endpoint_url or 'AWS S3'}") from exc
 
-    _call(uri, "reach the bucket", config, head)
+    store_call(uri, "reach the bucket", config, head)
 
 
 # -- listing ----------------------------------------------------------------------------------
@@ -366,7 +341,7 @@ def walk_s3(uri: str, config: S3Config, shown: str | None = None) -> Iterator[tu
     walker = fs.walk(f"{bucket}/{key}".rstrip("/"), on_error="raise")
     while True:
         try:
-            step = _call(shown, "list", config, lambda: next(walker, None))
+            step = store_call(shown, "list", config, lambda: next(walker, None))
         except SourceError as exc:
             if isinstance(exc.__cause__, FileNotFoundError):
                 check_bucket(shown, config)
@@ -392,7 +367,7 @@ def read_bytes(uri: str, config: S3Config) -> bytes:
             data: bytes = f.read()
         return data
 
-    result: bytes = _call(uri, "read", config, read)
+    result: bytes = store_call(uri, "read", config, read)
     return result
 
 
@@ -409,50 +384,16 @@ def object_fingerprint(uri: str, config: S3Config) -> str:
     bucket, key = split_s3(uri)
     fs = config.filesystem()
     path = f"{bucket}/{key}".rstrip("/")
-    info: dict[str, Any] = _call(uri, "read the object's metadata", config, lambda: fs.info(path, refresh=True))
+    info: dict[str, Any] = store_call(uri, "read the object's metadata", config, lambda: fs.info(path, refresh=True))
     if info.get("type") != "directory":
         return f"s3:{info.get('size')}:{str(info.get('ETag', '')).strip(chr(34))}"
-    listing: dict[str, Any] = _call(uri, "list", config, lambda: fs.find(path, detail=True))
+    listing: dict[str, Any] = store_call(uri, "list", config, lambda: fs.find(path, detail=True))
     if not listing:
         raise SourceError(f"{uri}: no such object or prefix")
     digest = hashlib.sha256()
     for name, meta in sorted(listing.items()):
         digest.update(f"{name[len(path):]}\0{meta.get('size')}\0{meta.get('ETag', '')}\n".encode())
     return f"s3dir:{len(listing)}:{digest.hexdigest()[:32]}"
-
-
-def nifti_header(uri: str, config: S3Config) -> Any:
-    """The NIfTI-1/2 header of an object (``.nii`` or ``.nii.gz``), from its first bytes only:
-    shape, voxel type, affine, without copying the volume (``header.get_data_shape()``).
-
-    Raises:
-        SourceError: unreachable, missing, access denied, corrupt gzip, or not a NIfTI-1/2 header.
-    """
-    import nibabel as nib
-
-    fs = config.filesystem()
-
-    def head() -> bytes:
-        with fs.open(uri, "rb", block_size=1 << 16) as obj:
-            if uri.lower().endswith(".gz"):
-                with gzip.GzipFile(fileobj=obj, mode="rb") as src:
-                    data: bytes = src.read(540)
-                    return data
-            data = obj.read(540)
-            return data
-
-    try:
-        block: bytes = _call(uri, "read the header", config, head)
-    except SourceError as exc:
-        if isinstance(exc.__cause__, (EOFError, zlib.error, gzip.BadGzipFile)):
-            raise SourceError(f"{uri}: truncated or corrupt gzip ({exc.__cause__})") from exc.__cause__
-        raise
-    sizes = {int.from_bytes(block[:4], order) for order in ("little", "big")} if len(block) >= 4 else set()
-    for klass in (nib.Nifti1Header, nib.Nifti2Header):
-        size = klass.template_dtype.itemsize
-        if size in sizes and len(block) >= size:
-            return klass(binaryblock=block[:size], check=False)  # type: ignore[no-untyped-call]
-    raise SourceError(f"{uri}: not a NIfTI-1/2 file (no 348- or 540-byte header)")
 
 
 def fetch_to(uri: str, folder: Path, config: S3Config, *, gunzip: bool | None = None) -> Path:
@@ -474,36 +415,27 @@ def fetch_to(uri: str, folder: Path, config: S3Config, *, gunzip: bool | None = 
     name = key.rsplit("/", 1)[-1]
     if not name:
         raise SourceError(f"{uri}: names a prefix, not an object")
-    inflate = name.lower().endswith(".gz") if gunzip is None else gunzip
-    if inflate and name.lower().endswith(".gz"):
+    inflate = is_gzip_name(name) if gunzip is None else gunzip
+    if inflate and is_gzip_name(name):
         name = name[: -len(".gz")]
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{hashlib.sha1(uri.encode()).hexdigest()[:8]}-{name}"
-    tmp = folder / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
     fs = config.filesystem()
-
-    def copy() -> None:
-        with fs.open(uri, "rb", block_size=COPY_CHUNK, cache_type="readahead") as obj, open(tmp, "wb") as dst:
-            if inflate:
-                with gzip.GzipFile(fileobj=obj, mode="rb") as src:
-                    shutil.copyfileobj(src, dst, COPY_CHUNK)
-            else:
-                shutil.copyfileobj(obj, dst, COPY_CHUNK)
-
-    try:
-        copy()
-        os.replace(tmp, target)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        tmp.unlink(missing_ok=True)
-        raise SourceError(f"{uri}: truncated or corrupt gzip ({exc}); re-upload the object") from exc
-    except Exception as exc:  # s3fs/botocore errors, and local write errors
-        tmp.unlink(missing_ok=True)
-        raise SourceError(f"{uri}: cannot copy into {folder}: {describe_store_error(exc, config)}") from exc
-    return target
+    return staged_copy(lambda: fs.open(uri, "rb", block_size=COPY_CHUNK, cache_type="readahead"), target,
+                       inflate=inflate, what=uri, describe=lambda exc: describe_store_error(exc, config))
 
 
 __all__ = [
-    "COPY_CHUNK", "S3Config", "check_bucket", "describe_store_error", "fetch_to", "gdal_path", "glob_s3", "is_s3",
-    "needs_s3", "nifti_header", "object_fingerprint", "rasterio_env", "read_bytes", "split_s3", "uri_scheme",
-    "walk_s3", "zarr_open_kwargs",
+    "S3Config",
+    "check_bucket",
+    "describe_store_error",
+    "fetch_to",
+    "glob_s3",
+    "needs_s3",
+    "object_fingerprint",
+    "rasterio_env",
+    "read_bytes",
+    "require_s3",
+    "store_call",
+    "walk_s3",
+    "zarr_open_kwargs",
 ]

@@ -1,0 +1,32 @@
+"""Open items: a raster (:mod:`.raster`) or a volume (:mod:`.volume`), both behind
+:class:`~.base.OpenItem`; the driver schedules them alike."""
+
+from __future__ import annotations
+
+from ..formats import detect
+from ..sinks import ClassLegend
+from ..sources import SourceOptions, probe_channels
+from ..sources.discovery import Item
+from ..spec import WorkflowSpec
+from ..storage import S3Config
+from ..tasks import ModelInfo
+from .base import OpenItem
+from .raster import RasterItem
+from .volume import RESAMPLE_SLAB, VolumeItem
+
+
+def open_item(item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend,
+              s3: S3Config | None = None) -> OpenItem:
+    """Open ``item`` as the workflow's kind: a raster for a 2D roi, a volume for a 3D roi."""
+    if spec.tiling.kind == "volume":
+        return VolumeItem(item, spec, info, legend, s3)
+    return RasterItem(item, spec, info, legend, s3)
+
+
+def channel_count(item: Item, spec: WorkflowSpec, s3: S3Config | None = None) -> int:
+    """Bands (or channels) of ``item``, from its metadata."""
+    fmt = detect(item.path, spec.tiling.kind, spec.inputs.format)
+    return probe_channels(fmt, item.path, SourceOptions(s3=s3, channel_axis=spec.inputs.channel_axis))
+
+
+__all__ = ["RESAMPLE_SLAB", "OpenItem", "RasterItem", "VolumeItem", "channel_count", "open_item"]

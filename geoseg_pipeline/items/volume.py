@@ -1,0 +1,187 @@
+"""A 3D volume item (NIfTI, Zarr): label volumes on the input's grid (NIfTI and/or OME-Zarr),
+volumes in mL, lesions, the item's HTML report."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputDataError
+from ..formats import detect, outputs_for
+from ..geometry import Window
+from ..intensity import nonzero_mean_std
+from ..orientation import axis_map
+from ..preprocess import Preprocessing
+from ..report import write_item_stats, write_lesions
+from ..report.html import write_volume_report
+from ..resampling import spacing_map
+from ..sinks import ClassLegend, SinkTarget, make_sinks
+from ..sinks.volume_labels import label_type
+from ..sources import SourceOptions, VolumeSource, open_source, open_volume_source, stage_item
+from ..sources.discovery import Item
+from ..spec import WorkflowSpec
+from ..statistics import ItemStats, LesionTracker
+from ..statistics.classes import VolumeTally
+from ..stitching import LabelBlock
+from ..storage import S3Config
+from ..tasks import ModelInfo
+from ..tiling import plan_tiles
+from .base import OpenItem, band_selection, item_job
+
+#: Input-grid planes mapped back from the model's spacing at a time.
+RESAMPLE_SLAB = 16
+
+
+class VolumeItem(OpenItem):
+    """A 3D volume: label volumes on the input's grid, volumes in mL, lesions.
+
+    The item's hidden scratch folder in its output directory holds the staged copy of the input
+    (a ``.nii.gz`` inflated, an ``s3://`` object fetched: see the format's ``stage``), the open
+    blocks' running sums and, when resampling, the model-space labels; it is removed when the
+    item ends. Actors read the staged copy where they see it, and stage their own elsewhere.
+    """
+
+    def __init__(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend,
+                 s3: S3Config | None = None) -> None:
+        super().__init__()
+        out_dir = spec.output.directory / item.name
+        self.scratch_dir = out_dir / f".scratch-{uuid.uuid4().hex[:12]}"
+        self.scratch_dir.mkdir(parents=True)
+        self.scratch = self.scratch_dir
+        try:
+            self._open(item, spec, info, legend, s3)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend, s3: S3Config | None) -> None:
+        out_dir = spec.output.directory / item.name
+        fmt = detect(item.path, "volume", spec.inputs.format)
+        options = SourceOptions(s3=s3, channel_axis=spec.inputs.channel_axis)
+        self.options = replace(options, data_path=stage_item(fmt, item.path, self.scratch_dir, options))
+        self.format = fmt
+        src = open_source(fmt, item.path, self.options)
+        assert isinstance(src, VolumeSource)
+        try:
+            grid, count = src.grid, src.channel_count
+            if src.ndim_effective < 3:
+                raise InputDataError(f"{item.path}: a {src.ndim_effective}D image (shape {grid.shape}) "
+                                     "given to a 3D model")
+            prep = _intensity(src, spec, band_selection(item, spec, count, info, "volume", "channel(s)"))
+        finally:
+            src.close()
+        self.item, self.grid = item, grid
+        self.amap = axis_map(grid.affine, grid.shape, spec.preprocessing.orientation)
+        oriented_zooms = tuple(grid.zooms[p] for p in self.amap.perm)
+        self.smap = spacing_map(self.amap.model_shape, oriented_zooms, spec.preprocessing.spacing)
+        shape = self.smap.model_shape if self.smap is not None else self.amap.model_shape
+        self.plan = plan_tiles(shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
+        self.job = item_job(item, spec, fmt, prep, data_path=self.options.data_path,
+                            channel_axis=spec.inputs.channel_axis, axcodes=spec.preprocessing.orientation,
+                            image_shape=shape, resample=self.smap)
+        self.small = any(n < r for n, r in zip(shape, spec.tiling.roi_size, strict=True))
+        self.nodata_label = None
+        header = self.options.data_path if fmt.name == "nifti" else None
+        target = SinkTarget(grid, legend, None, info.num_classes, spec.output, spec.tiling.block_shape, header)
+        self.sinks.extend(make_sinks(outputs_for("volume", spec.output.formats), out_dir, target))
+        self.label_dtype = str(label_type(out_dir, legend, None)[1])
+        self.tally = VolumeTally(info.num_classes, grid.voxel_volume_mm3, legend.names, item.name)
+        self.statistics.append(self.tally)
+        st = spec.statistics
+        self.lesions = LesionTracker(st.lesion_classes, grid.affine, grid.shape, connectivity=st.connectivity,
+                                     min_voxels=st.min_lesion_voxels) if st.lesion_classes else None
+        if self.lesions is not None:
+            self.statistics.append(self.lesions)
+        self.colours = legend.colours
+        # with resampling, blocks arrive in model space: one byte (two) per model voxel in a
+        # scratch file, mapped back onto the input grid at commit
+        self.model_labels: Path | None = None
+        if self.smap is not None:
+            self.model_labels = self.scratch_dir / "model-labels.raw"
+            with open(self.model_labels, "wb") as f:  # sparse
+                f.truncate(math.prod(shape) * np.dtype(self.label_dtype).itemsize)
+
+    def write(self, block: LabelBlock) -> None:
+        """Take one finished block, planned in the model's orientation (and spacing)."""
+        if self.model_labels is not None:
+            self._model_labels()[block.window.slices()] = block.labels
+        else:
+            self._write_oriented(block.window, block.labels)
+
+    def _write_oriented(self, window: Window, labels: np.ndarray) -> None:
+        # blocks are planned in the model's orientation; outputs stay on the input's grid
+        super().write(LabelBlock(self.amap.to_disk_window(window), self.amap.to_disk_array(labels)))
+
+    def _model_labels(self) -> np.memmap:
+        # mapped per use, so that the pages stay in the page cache, not in the driver
+        assert self.model_labels is not None and self.smap is not None
+        return np.memmap(self.model_labels, dtype=self.label_dtype, mode="r+", shape=self.smap.model_shape)
+
+    def _map_back(self) -> None:
+        """Nearest-neighbour labels from the model-spacing grid onto the (reoriented) input grid,
+        one slab of ``RESAMPLE_SLAB`` planes at a time."""
+        assert self.smap is not None
+        model_labels = self._model_labels()
+        shape = self.amap.model_shape
+        j = self.smap.nearest_model_index(1, 0, shape[1])
+        k = self.smap.nearest_model_index(2, 0, shape[2])
+        for start in range(0, shape[0], RESAMPLE_SLAB):
+            size = min(RESAMPLE_SLAB, shape[0] - start)
+            i = self.smap.nearest_model_index(0, start, size)
+            labels = np.asarray(model_labels[np.ix_(i, j, k)])
+            self._write_oriented(Window((start, 0, 0), (size, shape[1], shape[2])), labels)
+        self.model_labels = None
+
+    def commit(self, meta: dict[str, Any]) -> tuple[ItemStats, list[Path]]:
+        try:
+            if self.model_labels is not None:
+                self._map_back()
+            return super().commit(meta)
+        finally:
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+
+    def _report(self, outputs: list[Path], meta: dict[str, Any]) -> tuple[ItemStats, list[Path]]:
+        lesions = tuple(self.lesions.finish()) if self.lesions is not None else ()
+        stats = replace(self.tally.finish(), lesions=lesions)
+        meta = {"shape": list(self.grid.shape), "affine": self.grid.affine.tolist(),
+                "axcodes": "".join(self.grid.axcodes), "voxel_size_mm": list(self.grid.zooms), **meta}
+        if self.smap is not None:
+            meta["model_grid"] = {"shape": list(self.smap.model_shape), "voxel_size_mm": list(self.smap.target),
+                                  "labels_mapped_back": "nearest"}
+        out_dir = outputs[0].parent
+        paths = write_item_stats(out_dir, self.item.path, stats, meta)
+        if self.lesions is not None:
+            paths.append(write_lesions(out_dir, stats))
+        # the staged copy (if any) is still there: no second decompression or download
+        src = open_source(self.format, self.item.path, self.options)
+        labels = open_volume_source(str(outputs[0]))
+        try:
+            paths.append(write_volume_report(out_dir, src, labels, stats, self.colours))
+        finally:
+            src.close()
+            labels.close()
+        return stats, paths
+
+    def abort(self) -> None:
+        super().abort()
+        shutil.rmtree(self.scratch_dir, ignore_errors=True)
+
+
+def _intensity(src: VolumeSource, spec: WorkflowSpec, prep: Preprocessing) -> Preprocessing:
+    """Add the workflow's intensity preparation; a z-score reads the item once, slab by slab."""
+    intensity = spec.preprocessing.intensity
+    if intensity is None:
+        return prep
+    if intensity.mode == "window":
+        return replace(prep, window=intensity.window)
+    mean, std = nonzero_mean_std(src, [b - 1 for b in prep.bands])
+    return replace(prep, mean=mean, std=std, nonzero_only=True)
+
+
+__all__ = ["RESAMPLE_SLAB", "VolumeItem"]
