@@ -208,12 +208,14 @@ def _validate(path: Path) -> int:
         return 2
     from .errors import GeosegError
     from .sources.discovery import discover
-    from .storage import is_s3
+    from .storage import S3Config, is_s3, needs_s3
 
     items = []
     problems: list[tuple[str, str]] = []
     try:
-        found = discover(spec.inputs, spec.tiling.kind)
+        # the environment is read here, once, as a job's driver reads it
+        s3 = S3Config.from_env() if needs_s3([*spec.inputs.paths, spec.inputs.manifest or ""]) else None
+        found = discover(spec.inputs, spec.tiling.kind, s3)
         items = list(found.items)
         problems += [("inputs", m) for m in found.unmatched]
     except SpecError as exc:

@@ -278,16 +278,16 @@ def fingerprint(path: str, s3: S3Config | None = None) -> str:
     """Size and modification time of a file; for a directory (a Zarr store), a digest of every
     file's relative path, size and modification time; for an ``s3://`` object, its size and
     ETag from a HEAD request (for an ``s3://`` Zarr store, a digest of every object's key, size
-    and ETag), with ``s3`` (default: the AWS environment).
+    and ETag), with ``s3`` (required for ``s3://`` paths).
 
     Raises:
         OSError: the path cannot be read (:class:`~geoseg_pipeline.errors.SourceError` for an
             object store: unreachable, missing, access denied).
     """
-    from .storage import S3Config, is_s3, object_fingerprint
+    from .storage import is_s3, object_fingerprint, require_s3
 
     if is_s3(path):
-        return object_fingerprint(path, s3 if s3 is not None else S3Config.from_env())
+        return object_fingerprint(path, require_s3(path, s3))
     st = os.stat(path)
     if not os.path.isdir(path):
         return f"file:{st.st_size}:{st.st_mtime_ns}"

@@ -47,6 +47,7 @@ from ..storage import (
     is_s3,
     local_path,
     read_bytes,
+    require_s3,
     split_s3,
     unknown_scheme,
     uri_scheme,
@@ -272,7 +273,8 @@ def expand_inputs(
         patterns: as ``inputs.paths``.
         suffixes: what a folder expands to (default: every supported format,
             :func:`folder_suffixes`).
-        s3: object-store configuration (default: from the environment, read when needed).
+        s3: the object store's configuration, needed for ``s3://`` patterns (the driver reads the
+            environment once; nothing here does).
 
     Returns:
         the items, and one message per pattern or folder that matched nothing (a literal path
@@ -289,10 +291,8 @@ def expand_inputs(
         if problem is not None:
             out.add(Item(item_name(raw), raw, error=problem))
         elif is_s3(raw):
-            if s3 is None:
-                s3 = S3Config.from_env()
             try:
-                _expand_s3(raw, wanted, s3, out)
+                _expand_s3(raw, wanted, require_s3(raw, s3), out)
             except ValueError as exc:  # a malformed URI or glob
                 out.add(Item(item_name(raw), raw, error=str(exc)))
         else:
@@ -344,7 +344,7 @@ def _read_text(manifest: str, s3: S3Config | None) -> str:
         raise _spec_error(manifest, problem.split(": ", 1)[1])
     try:
         if is_s3(manifest):
-            data = read_bytes(manifest, s3 if s3 is not None else S3Config.from_env())
+            data = read_bytes(manifest, require_s3(manifest, s3))
         else:
             data = Path(local_path(manifest)).read_bytes()
     except SourceError as exc:
@@ -471,7 +471,8 @@ def discover(inputs: InputSpec, kind: Kind | None = None, s3: S3Config | None = 
     Args:
         inputs: the validated (and path-resolved) input section.
         kind: ``"raster"`` or ``"volume"`` (the job's kind), for what folders expand to.
-        s3: object-store configuration (default: from the environment, read when needed).
+        s3: the object store's configuration, needed for ``s3://`` patterns (the driver reads the
+            environment once; nothing here does).
 
     Raises:
         JobError: no item at all (the error lists what matched nothing).
