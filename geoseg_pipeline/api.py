@@ -126,8 +126,8 @@ def predict(
 
     A ``roi_size`` of three numbers makes the job a volume job (NIfTI or Zarr volumes);
     ``orientation`` (axis codes) and ``spacing`` (mm) then prepare each volume for the model.
-    Options left ``None`` take the workflow defaults (roi 256, overlap 0.25, gaussian, batch 8),
-    or, for a MONAI bundle, the bundle's own settings.
+    Options left ``None`` take the workflow defaults (roi 256, overlap 0.25, gaussian, batch 8
+    on a CPU or as many as fit on a GPU), or, for a MONAI bundle, the bundle's own settings.
     """
     tiling = {"roi_size": roi_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
               "block_size": block_size}

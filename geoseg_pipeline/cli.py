@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="window size (default 256, or a bundle's); three numbers (e.g. 96,96,96) for volumes")
     pred.add_argument("--overlap", type=float, default=None, help="default 0.25 (or a bundle's)")
     pred.add_argument("--blend", choices=["gaussian", "constant"], default=None, help="default gaussian")
-    pred.add_argument("--batch-size", type=int, default=None, help="default 8")
+    pred.add_argument("--batch-size", type=int, default=None,
+                      help="windows per forward pass (default: 8 on a CPU, what fits in a GPU's free memory)")
     pred.add_argument("--workers", type=int, default=None)
     pred.add_argument("--classes", help="comma-separated class names, in label order")
     pred.add_argument("--logits", action="store_true", help="rasters: also write the blended logits (logits.tif)")

@@ -346,9 +346,12 @@ def config_hash(spec: WorkflowSpec) -> str:
     preprocessing, tiling, output formats and encoding, statistics, classes and inference. Not
     hashed: where items come from (``inputs.paths``, ``inputs.manifest``), where outputs go
     (``output.directory``, ``remote``, and ``staging``, a folder of the machine that runs), the
-    paths of the model's files (their content is in :func:`model_hash`), and the resources.
+    paths of the model's files (their content is in :func:`model_hash`), the resources, and
+    ``tiling.batch_size`` (how many windows share a forward pass: each window's logits are the
+    same, and the default depends on the worker's device).
     """
     doc = spec.model_dump(mode="json", include={"preprocessing", "tiling", "statistics", "classes", "inference"})
+    doc["tiling"].pop("batch_size", None)
     doc["inputs"] = spec.inputs.model_dump(mode="json", exclude={"paths", "manifest"})
     doc["model"] = spec.model.model_dump(mode="json", exclude={n for n, v in spec.model if isinstance(v, Path)})
     doc["output"] = spec.output.model_dump(mode="json", exclude={"directory", "remote", "staging"})

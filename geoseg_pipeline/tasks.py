@@ -10,6 +10,7 @@ import numpy as np
 from .geometry import Window
 from .preprocess import Preprocessing
 from .resampling import SpacingMap
+from .tiling import TilePlan
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,18 @@ class ModelInfo:
     in_channels: int
     num_classes: int
     spatial_dims: int
+
+
+@dataclass(frozen=True)
+class StitchSettings:
+    """How a worker finishes an item's blocks: the model's classes, the label written where no
+    input is valid (``None``: every voxel is valid), the label type, and whether the blended
+    logits come back too (``output.formats: [..., logits]``)."""
+
+    num_classes: int
+    nodata_label: int | None
+    label_dtype: str
+    keep_logits: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,7 +45,7 @@ class ItemJob:
     roi_size: tuple[int, ...]
     blend: str
     sigma_scale: float
-    batch_size: int
+    batch_size: int | None  # None: the worker's own choice (see Predictor.batch_size)
     kind: str = "raster"  # or "volume"
     data_path: str | None = None  # a volume's inflated copy (for .nii.gz), read by the actors
     channel_axis: int | None = None
@@ -40,6 +53,8 @@ class ItemJob:
     image_shape: tuple[int, ...] | None = None  # the planned (model-space) shape
     resample: SpacingMap | None = None  # volumes: from the reoriented grid to the model's spacing
     read_retries: int = 3  # retries of a failed window read (I/O errors only)
+    plan: TilePlan | None = None  # the item's plan: bands are finished by the workers
+    stitch: StitchSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -58,3 +73,31 @@ class TileResult:
     valid: np.ndarray
     windows_run: int
     windows_skipped: int
+
+
+@dataclass(frozen=True)
+class FinishedLabels:
+    """One block a worker finished: its labels (the nodata label where no input is valid, so
+    that the valid mask needs no bytes of its own) and, when asked for, its blended logits."""
+
+    index: tuple[int, ...]
+    labels: np.ndarray
+    logits: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class BandResult:
+    """One part of what a worker streams back for a band: the blocks it finished since the
+    last part, and how many windows it ran meanwhile (``windows_run`` of the band's own tasks,
+    ``halo_windows`` of earlier rows run again) and skipped (entirely nodata)."""
+
+    band_index: int
+    blocks: tuple[FinishedLabels, ...]
+    windows_run: int
+    windows_skipped: int
+    halo_windows: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixel data returned (labels and logits)."""
+        return sum(b.labels.nbytes + (b.logits.nbytes if b.logits is not None else 0) for b in self.blocks)

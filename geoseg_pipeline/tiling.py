@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .geometry import Window
@@ -64,6 +64,19 @@ class TileTask:
         start = tuple(min(w.start[i] for w in self.windows) for i in range(self.windows[0].ndim))
         stop = tuple(max(w.stop[i] for w in self.windows) for i in range(self.windows[0].ndim))
         return Window(start, tuple(e - s for s, e in zip(start, stop, strict=True)))
+
+
+@dataclass(frozen=True)
+class BandTask:
+    """Block rows ``rows[0]`` to ``rows[1] - 1`` (along the first axis) of one item, finished by
+    one worker: it runs the tile tasks of the band's blocks and, again, the windows of earlier
+    block rows that reach into the band (its halo), so that it blends every pixel of the band
+    exactly as the global blend does without another worker's partial sums."""
+
+    index: int
+    rows: tuple[int, int]
+    #: blocks of the band an earlier run committed: tasks that add only to these are not run
+    done: frozenset[tuple[int, ...]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,51 @@ class TilePlan:
     def task_count(self) -> int:
         """Number of non-empty tile tasks."""
         return math.prod(sum(1 for s in axis if s) for axis in self._starts_by_block)
+
+    def bands(self, count: int, done: Iterable[tuple[int, ...]] = ()) -> list[BandTask]:
+        """The item cut into ``count`` bands of whole block rows (at most one per block row),
+        of about equal height, top to bottom; ``done``: blocks committed by an earlier run."""
+        rows = self.block_grid[0]
+        count = max(1, min(count, rows))
+        edges = [round(i * rows / count) for i in range(count + 1)]
+        finished = frozenset(done)
+        return [BandTask(i, (edges[i], edges[i + 1]),
+                         frozenset(b for b in finished if edges[i] <= b[0] < edges[i + 1])) for i in range(count)]
+
+    def band_needed(self, band: BandTask) -> bool:
+        """Whether ``band`` holds a block not committed yet."""
+        return any(ix not in band.done for ix in self.band_blocks(band))
+
+    def band_blocks(self, band: BandTask) -> list[tuple[int, ...]]:
+        """The blocks of ``band``, row-major."""
+        return [b for b in self.blocks() if band.rows[0] <= b[0] < band.rows[1]]
+
+    def band_tasks(self, band: BandTask) -> Iterator[TileTask]:
+        """What a worker runs for ``band``, in order: the halo first (the windows of earlier
+        block rows that reach into the band, grouped by their task), then the band's own tasks."""
+        top = band.rows[0] * self.block_shape[0]
+        for task in self.tasks():
+            row = task.block[0]
+            if row >= band.rows[1]:
+                return
+            if row < band.rows[0]:
+                if task.region.stop[0] <= top:
+                    continue
+                task = TileTask(task.index, task.block, tuple(w for w in task.windows if w.stop[0] > top))
+            if band.done and all(b in band.done or not band.rows[0] <= b[0] < band.rows[1]
+                                 for b in self.blocks_touched(task)):
+                continue  # adds only to committed blocks (or to other bands')
+            yield task
+
+    def band_window_count(self, band: BandTask) -> tuple[int, int]:
+        """Windows ``band`` runs: ``(its own, its halo's)``."""
+        own = halo = 0
+        for task in self.band_tasks(band):
+            if task.block[0] >= band.rows[0]:
+                own += len(task.windows)
+            else:
+                halo += len(task.windows)
+        return own, halo
 
     def blocks_touched(self, task: TileTask) -> list[tuple[int, ...]]:
         """Blocks that ``task``'s region overlaps inside the image."""

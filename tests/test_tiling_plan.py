@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -162,3 +163,34 @@ def test_bad_overlap(overlap: float) -> None:
 def test_bad_shapes(image: tuple[int, ...], roi: tuple[int, ...], block: tuple[int, ...], pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         plan_tiles(image, roi, 0.25, block)
+
+
+@_plan_settings
+@given(_plans(), st.integers(1, 6))
+def test_bands_cut_the_block_rows_and_run_every_window_reaching_into_them(plan: TilePlan, count: int) -> None:
+    """Bands partition the block rows; a band runs its own windows once and, as its halo, exactly
+    the windows of earlier rows that reach into it (so every band pixel gets every window)."""
+    bands = plan.bands(count)
+    assert len(bands) == min(count, plan.block_grid[0])
+    assert [b.rows for b in bands] == sorted(b.rows for b in bands)
+    assert bands[0].rows[0] == 0 and bands[-1].rows[1] == plan.block_grid[0]
+    assert all(a.rows[1] == b.rows[0] and b.rows[0] < b.rows[1] for a, b in itertools.pairwise(bands))
+    assert sorted(ix for b in bands for ix in plan.band_blocks(b)) == sorted(plan.blocks())
+    own_total = 0
+    for band in bands:
+        top, bottom = (r * plan.block_shape[0] for r in band.rows)
+        ran = Counter(w for t in plan.band_tasks(band) for w in t.windows)
+        assert set(ran.values()) <= {1}
+        reaching = {w for w in plan.windows() if max(w.start[0], 0) < bottom and w.stop[0] > top}
+        assert set(ran) == reaching
+        own, halo = plan.band_window_count(band)
+        assert own + halo == len(ran)
+        own_total += own
+        # what a band's stitcher counts on: each block of the band gets all its contributions
+        added: Counter[tuple[int, ...]] = Counter()
+        for task in plan.band_tasks(band):
+            for ix in plan.blocks_touched(task):
+                added[ix] += 1
+        expected = plan.contributions()
+        assert all(added[ix] == expected[ix] for ix in plan.band_blocks(band))
+    assert own_total == plan.window_count

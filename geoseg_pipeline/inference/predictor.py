@@ -18,6 +18,22 @@ log = logging.getLogger("geoseg")
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
+#: Windows per forward pass on a CPU when the workflow sets none (what MONAI scripts use).
+CPU_BATCH = 8
+#: Windows of the probe batch that measures a GPU model's memory per window.
+PROBE_WINDOWS = 2
+
+
+def batch_from_memory(free_bytes: float, per_window_bytes: float, share: float = 0.6, cap: int = 256) -> int:
+    """Windows per batch that use at most ``share`` of ``free_bytes`` at ``per_window_bytes``
+    each, between 1 and ``cap`` (a power of two, so that batches stay cuDNN-friendly)."""
+    if per_window_bytes <= 0:
+        return cap
+    fit = int(share * free_bytes // per_window_bytes)
+    if fit < 1:
+        return 1
+    return min(cap, 1 << (fit.bit_length() - 1))
+
 
 class Predictor:
     """Loads the model once; ``predict`` maps ``(n, C_in, *roi)`` to ``(n, classes, *roi)`` logits.
@@ -49,6 +65,7 @@ class Predictor:
         self.model = load_model(spec, self.device, threads=threads)
         self._layout: torch.memory_format | None = None
         self.max_batch: int | None = None  # lowered after a CUDA out-of-memory error
+        self._batch_sizes: dict[tuple[int, ...], int] = {}
         if self.options.channels_last and isinstance(self.model, torch.nn.Module):
             self._layout = torch.channels_last  # 4D; switched to channels_last_3d for 5D inputs
         if self.options.compile:
@@ -77,14 +94,42 @@ class Predictor:
         self._layout = torch.channels_last_3d if ndim == 5 else torch.channels_last
         self.model = self.model.to(memory_format=self._layout)  # type: ignore[call-overload]
 
-    def predict(self, batch: np.ndarray) -> torch.Tensor:
+    def batch_size(self, channels: int, roi: tuple[int, ...]) -> int:
+        """Windows per forward pass when the workflow sets none: :data:`CPU_BATCH` on a CPU; on
+        a GPU as many as :func:`batch_from_memory` says fit in the free device memory, from what
+        a probe batch of two windows needed (measured once per input shape)."""
+        key = (channels, *roi)
+        found = self._batch_sizes.get(key)
+        if found is None:
+            found = CPU_BATCH if self.device.type != "cuda" else self._probe_batch(channels, roi)
+            self._batch_sizes[key] = found
+        return found
+
+    def _probe_batch(self, channels: int, roi: tuple[int, ...]) -> int:
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        probe = torch.zeros((PROBE_WINDOWS, channels, *roi), dtype=torch.float32, device=self.device)
+        self._forward(probe)
+        torch.cuda.synchronize(self.device)
+        per_window = (torch.cuda.max_memory_allocated(self.device) - base) / PROBE_WINDOWS
+        del probe
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        size = batch_from_memory(free, per_window)
+        log.info("batch size %d from %.0f MiB free and %.1f MiB per window (tiling.batch_size not set)",
+                 size, free / 2**20, per_window / 2**20)
+        return size
+
+    def predict(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Blended-ready logits (float32, on the model's device) for a batch of windows; the mean
         over the mirror flips when test-time augmentation is on.
 
         A CUDA out-of-memory error halves the batch and retries (down to one window), and the
         smaller size is kept for later batches.
         """
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        x = (torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch).to(self.device, non_blocking=True)
         step = min(self.max_batch or len(x), len(x))
         parts = []
         start = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -10,8 +11,8 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from ..errors import GeosegError, JobError, WorkerError
 from ..spec import InferenceSpec, ModelSpec, ResourceSpec
-from ..tasks import ItemJob, ModelInfo, TileResult
-from ..tiling import TileTask
+from ..tasks import BandResult, ItemJob, ModelInfo
+from ..tiling import BandTask
 
 if TYPE_CHECKING:
     from ..inference.tile_executor import TileExecutor
@@ -28,18 +29,20 @@ class InferenceActor:
     ) -> None:
         from ..inference.tile_executor import TileExecutor
         from ..storage import rasterio_env
+        from .pool import reader_threads
 
-        # GDAL's block cache defaults to 5 % of RAM per process and keeps every decoded input
-        # tile, so without a cap an actor's memory grows with the image. The environment lives
-        # as long as the actor does.
-        self._gdal_env = rasterio_env(s3, GDAL_CACHEMAX=gdal_cache_mb)
-        self._gdal_env.__enter__()
         # A model that cannot be loaded is reported by describe()/run(), not by dying here:
         # Ray would report only "the actor died in its creation task" and restart it in vain.
         self._load_error: Exception | None = None
         try:
-            self._executor = TileExecutor(model, device="cuda" if use_gpu else "cpu", threads=threads,
-                                          options=options, s3=s3)
+            # GDAL's block cache defaults to 5 % of RAM per process and keeps every decoded input
+            # tile, so without a cap an actor's memory grows with the image; the reading threads
+            # hold the environment for their lives. A GPU actor's CPUs all read for its model.
+            self._executor = TileExecutor(
+                model, device="cuda" if use_gpu else "cpu", threads=threads, options=options, s3=s3,
+                reader_threads=reader_threads(use_gpu, threads),
+                reader_env=lambda: rasterio_env(s3, GDAL_CACHEMAX=gdal_cache_mb),
+            )
         except Exception as exc:  # re-raised, with its type, on every call
             self._load_error = exc
 
@@ -52,9 +55,10 @@ class InferenceActor:
         """The model's input channels and classes (one probe forward pass)."""
         return self._ready().describe(in_channels, roi, fallback)
 
-    def run(self, job: ItemJob, task: TileTask) -> TileResult:
-        """Process one tile task."""
-        return self._ready().run(job, task)
+    def run(self, job: ItemJob, band: BandTask) -> Iterator[BandResult]:
+        """Finish one band of an item; a Ray streaming generator: each part (the blocks'
+        labels) reaches the driver as soon as it is yielded."""
+        yield from self._ready().run_band(job, band)
 
     def release(self, path: str) -> None:
         """Close an item's file once the item is done."""
@@ -227,24 +231,26 @@ class RayActorPool:
         except (RayTaskError, RayActorError) as exc:
             raise _unwrap(exc) from exc
 
-    def submit(self, worker: int, job: ItemJob, task: TileTask) -> Any:
-        """Hand ``task`` to actor ``worker``; an object ref."""
-        return self._actors[worker].run.remote(job, task)
+    def submit(self, worker: int, job: ItemJob, band: BandTask) -> Any:
+        """Hand ``band`` to actor ``worker``; a streaming generator of its parts."""
+        return self._actors[worker].run.options(num_returns="streaming").remote(job, band)
 
     def wait(self, handles: list[Any], timeout: float) -> list[Any]:
-        """The refs that have finished (one at least, unless ``timeout`` seconds pass)."""
+        """The streams with a part (or their end) ready: one at least, unless ``timeout`` seconds pass."""
         ready, _ = ray.wait(handles, num_returns=1, timeout=timeout)
         return list(ready)
 
-    def result(self, handle: Any) -> TileResult:
-        """A finished task's result.
+    def result(self, handle: Any) -> BandResult | None:
+        """The next part of a ready stream; ``None`` once the band is finished.
 
         Raises:
-            GeosegError: the task failed; the underlying error's message, unwrapped from Ray's.
+            GeosegError: the band failed; the underlying error's message, unwrapped from Ray's.
         """
         try:
-            result: TileResult = ray.get(handle)
+            result: BandResult = ray.get(next(handle))
             return result
+        except StopIteration:
+            return None
         except (RayTaskError, RayActorError) as exc:
             raise _unwrap(exc) from exc
 

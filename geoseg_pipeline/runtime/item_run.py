@@ -1,6 +1,10 @@
-"""One item's lifecycle in a job, apart from the scheduling loop: open it (plan, block journal,
-stitcher, blocks resumed from an earlier run), add task results, write finished blocks, commit
-or fail. Ray-free and torch-free: the scheduler (:mod:`.driver`) decides what runs where.
+"""One item's lifecycle in a job, apart from the scheduling loop: open it (plan, bands, block
+journal, blocks resumed from an earlier run), take each band's finished blocks from the workers,
+write and journal them, commit or fail. Ray-free and torch-free: the scheduler (:mod:`.driver`)
+decides what runs where.
+
+The workers finish the blocks (blend, argmax): the driver receives labels, one byte (two above
+255 classes) per pixel, never logits unless the workflow writes them.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import math
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +27,10 @@ from ..sinks import ClassLegend
 from ..sinks.publish import Publisher
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
-from ..stitching import BlockJournal, BlockStitcher, journal_key
+from ..stitching import BlockJournal, FinishedBlock, journal_key
 from ..storage import S3Config
-from ..tasks import ModelInfo, TileResult
-from ..tiling import TileTask
+from ..tasks import BandResult, ItemJob, ModelInfo, StitchSettings
+from ..tiling import BandTask
 
 log = logging.getLogger("geoseg")
 
@@ -36,24 +40,29 @@ class ItemRun:
     """An open item and its progress through the job."""
 
     opened: OpenItem
-    tasks: Iterator[TileTask]
-    stitcher: BlockStitcher
+    job: ItemJob
+    tasks: Iterator[BandTask]
     journal: BlockJournal
     task_total: int
     window_total: int
+    done: set[tuple[int, ...]]
     blocks_resumed: int = 0
+    bands: int = 1
     started: float = field(default_factory=time.monotonic)
     inflight: int = 0
     submitted: int = 0
     windows_run: int = 0
     windows_skipped: int = 0
+    halo_windows: int = 0
+    bytes_received: int = 0
     failed: str | None = None
 
     @classmethod
     def open(cls, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend, key: ItemKey,
-             s3: S3Config | None = None, force: bool = False) -> ItemRun:
+             s3: S3Config | None = None, force: bool = False, bands: int = 1) -> ItemRun:
         """Open ``item`` (metadata only), its block journal, and write the blocks an earlier run
-        committed; only the tasks still needed are left to run.
+        committed; the item is cut into ``bands`` bands and only those with a block still to
+        write are left to run.
 
         Raises:
             GeosegError, OSError, ValueError: the item cannot be opened (the reason names it).
@@ -67,8 +76,6 @@ class ItemRun:
             journal = BlockJournal(item_dir, journal_key(key, plan.image_shape, plan.block_shape),
                                    opened.nodata_label, fresh=force, active=math.prod(plan.block_grid) > 1)
             done = resume(opened, journal)
-            stitcher = BlockStitcher(plan, info.num_classes, opened.nodata_label, np.dtype(opened.label_dtype),
-                                     keep_logits=opened.keep_logits, scratch=opened.scratch, done=done)
         except BaseException:
             opened.abort()
             if journal is not None:
@@ -77,15 +84,17 @@ class ItemRun:
         if opened.small:
             log.warning("%s: %s is smaller than the roi %s; padded with zeros as MONAI does",
                         item.name, plan.image_shape, spec.tiling.roi_size)
-        tasks, task_total, windows = plan.tasks(), plan.task_count, plan.window_count
+        needed = [b for b in plan.bands(bands, done) if plan.band_needed(b)]
+        windows = sum(plan.band_window_count(b)[0] for b in needed)
         if done:
-            needed = [t for t in plan.tasks() if stitcher.needs(t.region)]
-            tasks, task_total, windows = iter(needed), len(needed), sum(len(t.windows) for t in needed)
-            log.info("%s: resuming: %d of %d blocks were committed by an earlier run; %d of %d tasks to run",
-                     item.name, len(done), math.prod(plan.block_grid), task_total, plan.task_count)
-        log.info("%s: %s, %d windows in %d tasks", item.name, " x ".join(map(str, plan.image_shape)),
-                 windows, task_total)
-        return cls(opened, tasks, stitcher, journal, task_total, windows, blocks_resumed=len(done))
+            log.info("%s: resuming: %d of %d blocks were committed by an earlier run; %d of %d bands to run",
+                     item.name, len(done), math.prod(plan.block_grid), len(needed), len(plan.bands(bands)))
+        log.info("%s: %s, %d windows in %d band(s)", item.name, " x ".join(map(str, plan.image_shape)),
+                 windows, len(needed))
+        stitch = StitchSettings(info.num_classes, opened.nodata_label, opened.label_dtype, opened.keep_logits)
+        job = replace(opened.job, plan=plan, stitch=stitch)
+        return cls(opened, job, iter(needed), journal, len(needed), windows, set(done), blocks_resumed=len(done),
+                   bands=len(plan.bands(bands)))
 
     @property
     def item(self) -> Item:
@@ -99,16 +108,16 @@ class ItemRun:
 
     @property
     def complete(self) -> bool:
-        """Every task came back and every block is written: ready to commit."""
-        return self.exhausted and self.inflight == 0 and self.stitcher.done
+        """Every band came back (so every block is written): ready to commit."""
+        return self.exhausted and self.inflight == 0 and not self.failed
 
     @property
     def empty(self) -> bool:
         """Nothing was segmented: every window lay in nodata (and no block was resumed)."""
         return self.windows_run == 0 and self.blocks_resumed == 0
 
-    def next_task(self) -> TileTask | None:
-        """The next task to hand out, if any."""
+    def next_task(self) -> BandTask | None:
+        """The next band to hand out, if any."""
         if self.failed or self.exhausted:
             return None
         task = next(self.tasks, None)
@@ -116,22 +125,31 @@ class ItemRun:
             self.submitted += 1
         return task
 
-    def add(self, result: TileResult) -> None:
-        """Stitch one task's result; write and journal the blocks it finished.
+    def add(self, result: BandResult) -> None:
+        """Write and journal the blocks a band finished (those an earlier run committed are
+        already written).
 
         Raises:
             GeosegError, OSError: a block cannot be written.
         """
+        plan, nodata = self.opened.plan, self.opened.nodata_label
         self.windows_run += result.windows_run
         self.windows_skipped += result.windows_skipped
-        for block in self.stitcher.add(result):
+        self.halo_windows += result.halo_windows
+        self.bytes_received += result.nbytes
+        for part in result.blocks:
+            if part.index in self.done:
+                continue
+            # the valid mask travels inside the labels: the nodata label where no input was valid
+            valid = np.ones(part.labels.shape, bool) if nodata is None else part.labels != nodata
+            block = FinishedBlock(plan.block_window(part.index), part.labels, valid, part.logits, index=part.index)
             self.opened.write(block)
             self.journal.save(block)
+            self.done.add(part.index)
 
     def fail(self, reason: str) -> None:
         """Drop everything of the item (its journal is kept for a later run)."""
         self.failed = reason
-        self.stitcher.discard()
         self.opened.abort()
         self.journal.release()
 
@@ -144,13 +162,16 @@ class ItemRun:
         """Publish the item's outputs (to the object store too, with a ``publisher``); its
         outcome. Runs in the driver's commit thread."""
         meta: dict[str, Any] = {"windows_run": self.windows_run, "windows_skipped_nodata": self.windows_skipped,
-                                "padded_to_roi": self.opened.small, "blocks_resumed": self.blocks_resumed}
+                                "bands": self.bands, "halo_windows_rerun": self.halo_windows,
+                                "padded_to_roi": self.opened.small,
+                                "blocks_resumed": self.blocks_resumed, "bytes_from_workers": self.bytes_received}
         stats, paths = self.opened.commit(meta)
         outputs = tuple(str(p) for p in paths)
         if publisher is not None:
             outputs = publisher.publish_item(out_root / self.item.name, self.item.name)
         return ItemOutcome(self.item.name, self.item.path, "ok", stats=stats, outputs=outputs,
-                           seconds=time.monotonic() - self.started, windows=self.windows_run)
+                           seconds=time.monotonic() - self.started, windows=self.windows_run,
+                           extra={"bytes_from_workers": self.bytes_received, "halo_windows": self.halo_windows})
 
 
 def clear_leftovers(item_dir: Path) -> None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from ..errors import GeosegError, WorkerError
 from ..spec import InferenceSpec, ModelSpec, ResourceSpec
-from ..tasks import ItemJob, ModelInfo, TileResult
-from ..tiling import TileTask
+from ..tasks import BandResult, ItemJob, ModelInfo
+from ..tiling import BandTask
 
 if TYPE_CHECKING:
     from ..inference.predictor import Predictor
@@ -32,6 +34,47 @@ def local_worker_count(resources: ResourceSpec) -> int:
     if resources.gpus_per_worker > 0:
         return 1
     return max(int((os.cpu_count() or 1) // resources.cpus_per_worker), 1)
+
+
+class BandStream:
+    """A band's parts as a worker thread yields them: the local twin of a Ray streaming
+    generator. ``changed`` is the pool's condition, notified on every part and at the end."""
+
+    def __init__(self, changed: threading.Condition) -> None:
+        self._changed = changed
+        self._parts: deque[BandResult] = deque()
+        self._error: BaseException | None = None
+        self._ended = False
+
+    @property
+    def ready(self) -> bool:
+        """A part, the error or the end is there to take (call with the condition held)."""
+        return bool(self._parts) or self._ended
+
+    def produce(self, parts: Callable[[], Iterator[BandResult]]) -> None:
+        """Run in a worker thread: every part of ``parts()`` into the stream, then its end."""
+        try:
+            for part in parts():
+                with self._changed:
+                    self._parts.append(part)
+                    self._changed.notify_all()
+        except BaseException as exc:  # handed to the driver by next()
+            with self._changed:
+                self._error = exc
+        finally:
+            with self._changed:
+                self._ended = True
+                self._changed.notify_all()
+
+    def next(self) -> BandResult | None:
+        """The next part; ``None`` at the end; the band's error once its parts are taken."""
+        with self._changed:
+            if self._parts:
+                return self._parts.popleft()
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return None
 
 
 class LocalPool:
@@ -63,24 +106,22 @@ class LocalPool:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._executors: list[TileExecutor] = []
-        self._threads = ThreadPoolExecutor(self.size, thread_name_prefix="geoseg-infer",
-                                           initializer=self._enter_env)
-
-    def _enter_env(self) -> None:
-        # rasterio's environment (GDAL cache cap, S3 credentials) is per thread
-        from ..storage import rasterio_env
-
-        env = rasterio_env(self._s3, GDAL_CACHEMAX=self._resources.gdal_cache_mb)
-        env.__enter__()
-        self._local.env = env
+        self._threads = ThreadPoolExecutor(self.size, thread_name_prefix="geoseg-infer")
+        self._changed = threading.Condition()
 
     def _executor(self) -> TileExecutor:
         ex: TileExecutor | None = getattr(self._local, "executor", None)
         if ex is None:
             from ..inference.tile_executor import TileExecutor
+            from ..storage import rasterio_env
+            from .pool import reader_threads
 
             assert self._predictor is not None
-            ex = TileExecutor(self._predictor.spec, predictor=self._predictor, s3=self._s3)
+            res, s3 = self._resources, self._s3
+            # rasterio's environment (GDAL cache cap, S3 credentials) is per reading thread
+            ex = TileExecutor(self._predictor.spec, predictor=self._predictor, s3=s3,
+                              reader_threads=reader_threads(res.gpus_per_worker > 0, int(res.cpus_per_worker)),
+                              reader_env=lambda: rasterio_env(s3, GDAL_CACHEMAX=res.gdal_cache_mb))
             self._local.executor = ex
             with self._lock:
                 self._executors.append(ex)
@@ -107,24 +148,28 @@ class LocalPool:
         """Where each worker runs: this process."""
         return ["local"] * self.size
 
-    def submit(self, worker: int, job: ItemJob, task: TileTask) -> Future[TileResult]:
-        """Queue ``task``; worker threads take tasks in order (``worker`` only balances Ray actors)."""
-        return self._threads.submit(lambda: self._executor().run(job, task))
+    def submit(self, worker: int, job: ItemJob, band: BandTask) -> BandStream:
+        """Queue ``band``; worker threads take bands in order (``worker`` only balances Ray
+        actors). Its parts arrive on the returned stream as the thread yields them."""
+        stream = BandStream(self._changed)
+        self._threads.submit(stream.produce, lambda: self._executor().run_band(job, band))
+        return stream
 
-    def wait(self, handles: list[Future[TileResult]], timeout: float) -> list[Future[TileResult]]:
-        """The handles that have finished, after at most ``timeout`` seconds."""
-        done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
-        return list(done)
+    def wait(self, handles: list[BandStream], timeout: float) -> list[BandStream]:
+        """The streams with a part (or their end) ready, after at most ``timeout`` seconds."""
+        with self._changed:
+            self._changed.wait_for(lambda: any(h.ready for h in handles), timeout)
+            return [h for h in handles if h.ready]
 
-    def result(self, handle: Future[TileResult]) -> TileResult:
-        """A finished task's result.
+    def result(self, handle: BandStream) -> BandResult | None:
+        """The next part of a ready stream; ``None`` once the band is finished.
 
         Raises:
-            GeosegError: the task failed (a :class:`WorkerError` wraps errors from outside the
+            GeosegError: the band failed (a :class:`WorkerError` wraps errors from outside the
                 package, such as torch's).
         """
         try:
-            return handle.result()
+            return handle.next()
         except (GeosegError, OSError):
             raise
         except Exception as exc:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..errors import JobError
 from ..spec import ResourceSpec, WorkflowSpec
-from ..tasks import ItemJob, ModelInfo, TileResult
-from ..tiling import TileTask
+from ..tasks import BandResult, ItemJob, ModelInfo
+from ..tiling import BandTask
 
 if TYPE_CHECKING:
     from ..storage import S3Config
@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 Backend = Literal["ray", "local"]
 
 
+def reader_threads(use_gpu: bool, cpus: int) -> int:
+    """Threads that read ahead of a worker's model: one beside a CPU model (which has the
+    worker's CPUs), one per CPU, two at least, for a GPU model."""
+    return max(int(cpus), 2) if use_gpu else 1
+
+
 class WorkerPool(Protocol):
-    """Workers that each hold the model and run tile tasks (see ``TileExecutor``)."""
+    """Workers that each hold the model and finish bands of items (see ``TileExecutor.run_band``)."""
 
     backend: str
     size: int
@@ -37,16 +43,17 @@ class WorkerPool(Protocol):
         """Where each worker runs."""
         ...
 
-    def submit(self, worker: int, job: ItemJob, task: TileTask) -> Any:
-        """Start ``task`` on ``worker``; returns a handle."""
+    def submit(self, worker: int, job: ItemJob, band: BandTask) -> Any:
+        """Start finishing ``band`` on ``worker``; returns a handle: a stream of its parts."""
         ...
 
     def wait(self, handles: list[Any], timeout: float) -> list[Any]:
-        """The finished handles among ``handles``."""
+        """The handles among ``handles`` with a part (or their end) ready."""
         ...
 
-    def result(self, handle: Any) -> TileResult:
-        """A finished task's result; raises ``GeosegError`` or ``OSError`` when it failed."""
+    def result(self, handle: Any) -> BandResult | None:
+        """The next part of a ready handle, ``None`` at its end; raises ``GeosegError`` or
+        ``OSError`` when the band failed."""
         ...
 
     def release(self, path: str) -> None:

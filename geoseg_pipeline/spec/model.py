@@ -287,7 +287,8 @@ class TilingSpec(_Frozen):
     overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
     blend: Literal["constant", "gaussian"] = "gaussian"
     sigma_scale: Annotated[float, Field(gt=0.0)] = 0.125
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
+    #: windows per forward pass; ``None``: 8 on a CPU, on a GPU what fits in its free memory
+    batch_size: Annotated[int, Field(ge=1, le=4096)] | None = None
     block_size: Annotated[int, Field(ge=16)] | None = None
 
     @field_validator("roi_size", mode="before")

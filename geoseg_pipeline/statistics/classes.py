@@ -136,15 +136,23 @@ class ClassTally:
 
     def count(self, window: Window, labels: np.ndarray, valid: np.ndarray) -> None:
         """Count the valid pixels of one block (``window`` places it on the item's grid)."""
-        self.nodata_pixels += int(valid.size - np.count_nonzero(valid))
-        rows = np.broadcast_to(np.arange(labels.shape[0])[:, None], labels.shape)[valid]
-        codes = labels[valid].astype(np.int64)
-        per_row = np.bincount(rows * self.num_classes + codes, minlength=labels.shape[0] * self.num_classes)
-        per_row = per_row.reshape(labels.shape[0], self.num_classes)
+        invalid = int(valid.size - np.count_nonzero(valid))
+        self.nodata_pixels += invalid
+        # one bincount over (row, class) codes; invalid pixels go to a spare last column, so
+        # that no masked copy of the block is made
+        bins = self.num_classes + 1
+        codes = labels.astype(np.int32)
+        if invalid:
+            codes[~valid] = self.num_classes
+        if self.areas.row_area_m2 is None:
+            self.pixels += np.bincount(codes.ravel(), minlength=bins)[: self.num_classes]
+            return
+        codes += (np.arange(labels.shape[0], dtype=np.int32) * bins)[:, None]
+        per_row = np.bincount(codes.ravel(), minlength=labels.shape[0] * bins).reshape(labels.shape[0], bins)
+        per_row = per_row[:, : self.num_classes]
         self.pixels += per_row.sum(axis=0)
-        if self.areas.row_area_m2 is not None:
-            r0 = window.start[0]
-            self.row_pixels[r0 : r0 + labels.shape[0]] += per_row
+        r0 = window.start[0]
+        self.row_pixels[r0 : r0 + labels.shape[0]] += per_row
 
     def result(self, item: str, names: Sequence[str]) -> ItemStats:
         """Freeze the tally into :class:`ItemStats`."""

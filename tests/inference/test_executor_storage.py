@@ -87,7 +87,7 @@ def test_an_actor_stages_its_own_copy_when_the_drivers_is_not_visible(
     # the driver's copy lives in a cache folder on another machine
     job = _job(f"s3://{BUCKET}/ct.nii.gz", "nifti", data_path="/nonexistent/driver-cache/ct.nii")
     np.testing.assert_allclose(_run(executor, job), volume, rtol=1e-5, atol=1e-6)
-    staged = list(executor._staged.values())
+    staged = executor.reader.staged
     assert len(staged) == 1 and [p.name.endswith("ct.nii") for p in staged[0].iterdir()] == [True]
     executor.release(job.path)
     assert not staged[0].exists()  # its own copy goes with the item

@@ -30,7 +30,7 @@ from s3fs.errors import translate_boto_error  # type: ignore[import-untyped]
 
 from geoseg_pipeline.errors import InputDataError, SourceError, TransientSourceError
 from geoseg_pipeline.formats import lookup
-from geoseg_pipeline.inference import tile_executor
+from geoseg_pipeline.inference import reading
 from geoseg_pipeline.inference.tile_executor import TileExecutor
 from geoseg_pipeline.preprocess import Preprocessing
 from geoseg_pipeline.sources import SourceOptions, open_source
@@ -77,7 +77,7 @@ def config(proxy: FlakyS3Proxy) -> Iterator[S3Config]:
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tile_executor, "READ_RETRY_DELAY", 0.01)
+    monkeypatch.setattr(reading, "READ_RETRY_DELAY", 0.01)
 
 
 @pytest.fixture(scope="module")

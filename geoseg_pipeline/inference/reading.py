@@ -1,0 +1,259 @@
+"""A worker's reading side: its open items (one set per reading thread), their staged copies,
+retried window reads, and a task's input made ready for the model, ahead of the model.
+
+A worker reads on threads of its own (:class:`ItemReader`) while its model runs: the next
+tasks' reads, decoding and normalization overlap the current batch's forward pass, and on a
+GPU the input lands in pinned memory so that the copy to the device does not block.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import GeosegError, SourceError, TransientSourceError
+from ..formats import lookup
+from ..geometry import Window, full_window, intersection
+from ..orientation import OrientedVolume, axis_map
+from ..preprocess import to_model_input, valid_mask
+from ..resampling import ResampledVolume
+from ..sources import RasterSource, SourceOptions, VolumeSource, open_source, stage_item
+from ..storage import S3Config, is_transient
+from ..tasks import ItemJob
+from ..tiling import TileTask
+
+log = logging.getLogger("geoseg")
+
+#: Seconds before the first retry of a failed read (:meth:`ItemReader.read`); doubled after each.
+READ_RETRY_DELAY = 0.5
+
+#: Open items kept per reading thread (least recently used closed first).
+OPEN_ITEMS = 4
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    """A task's input, read and normalized: ``x`` is ``(channels, *region)`` float32 (zero
+    where the region reaches into MONAI's padding around a small image; in pinned memory for a
+    GPU model), ``valid`` the region's valid pixels, ``inside`` the part of the region in the
+    image, ``runnable`` the task's windows that hold a valid pixel."""
+
+    task: TileTask
+    x: torch.Tensor
+    valid: np.ndarray
+    inside: Window
+    runnable: tuple[Window, ...]
+
+
+class ItemReader:
+    """Opens items with their format's reader and reads task inputs, on ``threads`` threads
+    of its own (each with its own open items: a GDAL or nibabel handle is not shared).
+
+    Args:
+        s3: the object store configuration of the job (the driver's).
+        threads: reading threads.
+        env: entered by every reading thread for its life (rasterio's environment: the GDAL
+            cache cap and the S3 settings are per thread).
+        pin: put task inputs in pinned memory (the model is on a GPU).
+    """
+
+    def __init__(self, s3: S3Config | None = None, threads: int = 1,
+                 env: Callable[[], AbstractContextManager[Any]] | None = None, pin: bool = False) -> None:
+        self.s3 = s3
+        self.threads = max(int(threads), 1)
+        self.pin = pin
+        self._env = env
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[OrderedDict[str, RasterSource | VolumeSource]] = []
+        # items this worker staged itself (the driver's copy is not visible here)
+        self._staged: dict[str, Path] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- open items ------------------------------------------------------------------------
+
+    def _sources(self) -> OrderedDict[str, RasterSource | VolumeSource]:
+        sources: OrderedDict[str, RasterSource | VolumeSource] | None = getattr(self._local, "sources", None)
+        if sources is None:
+            sources = self._local.sources = OrderedDict()
+            with self._lock:
+                self._all.append(sources)
+        return sources
+
+    def source(self, job: ItemJob) -> RasterSource | VolumeSource:
+        """This thread's open reader of ``job``'s item (opened on first use)."""
+        sources = self._sources()
+        with self._lock:
+            src = sources.get(job.path)
+            if src is not None:
+                sources.move_to_end(job.path)
+                return src
+        src = self._open(job)
+        with self._lock:
+            sources[job.path] = src
+            while len(sources) > OPEN_ITEMS:
+                sources.popitem(last=False)[1].close()
+        return src
+
+    def _open(self, job: ItemJob) -> RasterSource | VolumeSource:
+        """Open the item with its format's reader. A staged format reads the driver's copy when
+        this process sees it (same machine, shared output folder), else its own copy, made once
+        per item (an actor on another node of a cluster)."""
+        fmt = lookup(job.format, "volume" if job.kind == "volume" else "raster")
+        options = SourceOptions(s3=self.s3, channel_axis=job.channel_axis)
+        if fmt.staged:
+            data_path = job.data_path if job.data_path and os.path.exists(job.data_path) else None
+            if data_path is None:
+                with self._lock:  # one copy per item, whichever thread asks first
+                    folder = self._staged.get(job.path)
+                    if folder is None:
+                        folder = Path(tempfile.mkdtemp(prefix="geoseg-stage-"))
+                        data_path = stage_item(fmt, job.path, folder, options)
+                        self._staged[job.path] = folder
+                    else:
+                        data_path = stage_item(fmt, job.path, folder, options)  # already there: no copy
+            options = replace(options, data_path=data_path)
+        src = open_source(fmt, job.path, options)
+        if isinstance(src, RasterSource):
+            return src
+        amap = axis_map(src.grid.affine, src.grid.shape, job.axcodes)
+        out: VolumeSource = src if amap.identity else OrientedVolume(src, amap)  # type: ignore[assignment]
+        if job.resample is not None:
+            out = ResampledVolume(out, job.resample)  # type: ignore[assignment]
+        return out
+
+    def _close_here(self, path: str) -> None:
+        """Close ``path`` in this thread only (a failed read reopens it)."""
+        with self._lock:
+            src = self._sources().pop(path, None)
+        if src is not None:
+            src.close()
+
+    def release(self, path: str) -> None:
+        """Close ``path`` in every thread, and drop its own staged copy (after its item is done)."""
+        with self._lock:
+            found = [s for sources in self._all if (s := sources.pop(path, None)) is not None]
+            folder = self._staged.pop(path, None)
+        for src in found:
+            src.close()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @property
+    def staged(self) -> list[Path]:
+        """The folders of the copies this worker made itself."""
+        return list(self._staged.values())
+
+    def close(self) -> None:
+        """Stop the reading threads, close every open item and drop every staged copy."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        with self._lock:
+            paths = {p for sources in self._all for p in sources} | set(self._staged)
+        for path in paths:
+            self.release(path)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self, job: ItemJob, window: Window, channels: list[int]) -> np.ndarray:
+        """``window`` of ``job``'s item, retried when the failure may pass: a
+        :class:`TransientSourceError` (object store 5xx or throttling, a timeout, a dropped
+        connection, a network file system hiccup) or a bare ``OSError`` that
+        :func:`~geoseg_pipeline.storage.is_transient` says is one. A failed read is retried
+        ``job.read_retries`` times, after :data:`READ_RETRY_DELAY` seconds, then twice as long
+        each time, the item reopened each time. Any other error (a corrupt tile, access denied,
+        content that cannot be segmented) is raised at once.
+
+        Raises:
+            SourceError: the read failed ``read_retries + 1`` times (the message says how many
+                and gives the last error), or failed in a way retrying cannot mend.
+        """
+        delay = READ_RETRY_DELAY
+        for attempt in range(job.read_retries + 1):
+            try:
+                return self.source(job).read(window, channels)
+            except TransientSourceError as exc:
+                error: OSError = exc
+            except GeosegError:
+                raise
+            except OSError as exc:
+                if not is_transient(exc):
+                    raise SourceError(f"{job.path}: cannot read {window}: {exc}") from exc
+                error = exc
+            if attempt == job.read_retries:
+                raise SourceError(
+                    f"{job.path}: reading {window} failed {attempt + 1} time(s) (read_retries={job.read_retries}); "
+                    f"last error: {error}"
+                ) from error
+            log.warning("%s: read of %s failed (%s); retrying in %.1f s", job.path, window, error, delay)
+            time.sleep(delay)
+            delay *= 2
+            self._close_here(job.path)
+        raise AssertionError("unreachable")
+
+    def prepare(self, job: ItemJob, task: TileTask) -> PreparedTask:
+        """Read ``task``'s region and make it the model's input."""
+        prep = job.preprocessing
+        region = task.region
+        shape = job.image_shape or self.source(job).grid.shape
+        inside = intersection(region, full_window(shape))
+        if inside is None:  # cannot happen for a plan of this grid
+            raise ValueError(f"{job.name}: task {task.index} lies outside the image")
+        # raster bands are 1-based (GDAL), volume channels 0-based (array axes)
+        channels = list(prep.bands) if job.kind == "raster" else [b - 1 for b in prep.bands]
+        data = self.read(job, inside, channels)
+        valid_in = valid_mask(data, prep.nodata)
+        x_in = to_model_input(data, valid_in, prep, job.path)
+        # Windows may reach into MONAI's zero padding around a small image.
+        x = torch.zeros((len(prep.bands), *region.size), dtype=torch.float32, pin_memory=self.pin)
+        valid = np.zeros(region.size, dtype=bool)
+        sl = inside.slices(region.start)
+        x.numpy()[(slice(None), *sl)] = x_in
+        valid[sl] = valid_in
+        runnable = tuple(w for w in task.windows if valid[w.slices(region.start)].any())
+        return PreparedTask(task, x, valid, inside, runnable)
+
+    def prepared(self, job: ItemJob, tasks: Iterable[TileTask]) -> Iterator[PreparedTask]:
+        """``tasks`` prepared in order, read on the reading threads up to ``threads + 1`` tasks
+        ahead of the caller."""
+        pool = self._threads()
+        ahead: deque[Future[PreparedTask]] = deque()
+        try:
+            for task in tasks:
+                ahead.append(pool.submit(self.prepare, job, task))
+                if len(ahead) > self.threads:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:
+            for fut in ahead:
+                fut.cancel()
+            for fut in ahead:  # none still reading once the caller moves on
+                if not fut.cancelled():
+                    fut.exception()
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="geoseg-read", initializer=self._enter)
+        return self._pool
+
+    def _enter(self) -> None:
+        if self._env is not None:
+            env = self._env()
+            env.__enter__()
+            self._local.env = env  # lives as long as the thread

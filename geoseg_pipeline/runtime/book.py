@@ -1,0 +1,72 @@
+"""The run ledger's side of a job: which items to skip, and each item's record as it goes."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..ledger import ItemKey, Ledger, config_hash, fingerprint, model_hash
+from ..report import ItemOutcome
+from ..sinks.publish import Publisher
+from ..sources.discovery import Item
+from ..spec import WorkflowSpec
+from ..statistics import ItemStats
+from ..storage import S3Config
+
+log = logging.getLogger("geoseg")
+
+
+class Book:
+    """The run ledger's side of a job: what to skip, and each item's record as it goes."""
+
+    def __init__(self, ledger: Ledger, run_id: str, spec: WorkflowSpec, s3: S3Config | None = None,
+                 publisher: Publisher | None = None, force: bool = False) -> None:
+        self.ledger, self.run_id, self.s3, self.publisher = ledger, run_id, s3, publisher
+        self.force = force
+        self.model_hash = model_hash(spec)
+        self.config_hash = config_hash(spec)
+        self.keys: dict[str, ItemKey] = {}
+
+    def key(self, item: Item) -> ItemKey:
+        """The item's input fingerprint with this run's model and config hashes."""
+        key = self.keys.get(item.name)
+        if key is None:
+            try:
+                fp = fingerprint(item.path, self.s3)
+            except OSError:
+                fp = "unreadable"
+            key = self.keys[item.name] = ItemKey(fp, self.model_hash, self.config_hash)
+        return key
+
+    def triage(self, items: list[Item]) -> tuple[list[Item], list[ItemOutcome]]:
+        """Split ``items`` into those to process and those finished before (as outcomes);
+        with ``force``, none is finished."""
+        todo: list[Item] = []
+        skipped: list[ItemOutcome] = []
+        exists = self.publisher.exists if self.publisher is not None else os.path.exists
+        for item in items:
+            row = None if self.force else self.ledger.finished(item.name, self.key(item), exists)
+            if row is None:
+                todo.append(item)
+                continue
+            stats = ItemStats.from_dict(row.stats) if row.stats else None
+            skipped.append(ItemOutcome(item.name, item.path, "skipped", stats=stats, outputs=row.outputs,
+                                       seconds=row.seconds or 0.0, windows=row.windows or 0,
+                                       extra={"finished_by_run": row.run_id}))
+        if skipped:
+            log.info("%d item(s) already done with the same input, model and configuration: skipped "
+                     "(--force reprocesses them)", len(skipped))
+        return todo, skipped
+
+    def started(self, item: Item) -> None:
+        self.ledger.started(item.name, item.path, self.key(item), self.run_id)
+
+    def ok(self, outcome: ItemOutcome) -> None:
+        self.ledger.succeeded(outcome.item, outcome.outputs, outcome.seconds, outcome.windows,
+                              outcome.stats.to_dict() if outcome.stats else None)
+
+    def failed(self, item: Item, reason: str) -> None:
+        self.ledger.failed(item.name, item.path, self.key(item), self.run_id, reason)
+
+
+__all__ = ["Book"]

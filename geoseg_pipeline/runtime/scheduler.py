@@ -1,0 +1,312 @@
+"""The scheduling loop of a job: bands of items to the workers with bounded in-flight work
+(backpressure), their finished blocks taken as they stream back, written and journaled; each
+item opened ahead on a thread of its own and committed on another, so that this loop never
+reads pixels."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from ..errors import GeosegError, ModelError
+from ..items import channel_count
+from ..report import ItemOutcome
+from ..sinks import ClassLegend
+from ..sinks.publish import Publisher
+from ..sources.discovery import Item
+from ..spec import WorkflowSpec
+from ..storage import rasterio_env
+from ..tiling import BandTask
+from .book import Book
+from .item_run import ItemRun
+from .pool import WorkerPool
+from .progress import Progress
+
+log = logging.getLogger("geoseg")
+
+#: Colours for classes the workflow does not name (tab10-like).
+DEFAULT_COLOURS = (
+    "#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+)
+
+
+def legend_for(spec: WorkflowSpec, num_classes: int) -> ClassLegend:
+    """The workflow's classes, or numbered ones with default colours.
+
+    Raises:
+        ModelError: the workflow lists another number of classes than the model predicts.
+    """
+    if spec.classes is not None:
+        if len(spec.classes) != num_classes:
+            raise ModelError(f"the model predicts {num_classes} classes but the workflow lists {len(spec.classes)}")
+        return ClassLegend(tuple(c.name for c in spec.classes), tuple(c.colour for c in spec.classes))
+    names = tuple(f"class_{i}" for i in range(num_classes))
+    return ClassLegend(names, tuple(DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)] for i in range(num_classes)))
+
+
+class Scheduler:
+    """Feeds bands of all items to the workers, a bounded number in flight; takes their
+    finished blocks as they stream back; opens the next item ahead, on a thread of its own."""
+
+    def __init__(self, spec: WorkflowSpec, items: list[Item], progress: Progress, book: Book,
+                 pool: WorkerPool, publisher: Publisher | None = None) -> None:
+        self.spec = spec
+        self.pool = pool
+        self.publisher = publisher
+        self.book = book
+        self.items = items
+        self.progress = progress
+        self.outcomes: dict[str, ItemOutcome] = {}
+        self.pending: deque[Item] = deque(items)
+        self.active: list[ItemRun] = []
+        self.inflight: dict[Any, tuple[ItemRun, Any]] = {}
+        self.actor_load: dict[int, int] = {}
+        self.finalizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-commit")
+        # items are opened (staged, z-scored, planned) here, ahead of need, not in the loop
+        self.opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-open", initializer=self._enter_env)
+        self.opening: deque[tuple[Item, Future[ItemRun]]] = deque()
+        self.commits: list[tuple[ItemRun, Future[ItemOutcome]]] = []
+        self.first_submit: float | None = None
+        self.actor_nodes: list[str] = []
+        self.actor_tasks: dict[int, int] = {}
+        self.last_result: float | None = None
+        self.actor_count = 0
+        self.driver_cpu_seconds = 0.0
+        names = Counter(i.name for i in items)
+        self.duplicates = {n for n, c in names.items() if c > 1}
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def run(self) -> list[ItemOutcome]:
+        spec, pool = self.spec, self.pool
+        count = pool.size
+        log.info("%d inference %s", count, "actor(s) on Ray" if pool.backend == "ray" else
+                 "thread(s) in this process (resources.backend: local)")
+        self.actor_count = count
+        self.actor_load = {i: 0 for i in range(count)}
+        self.actor_tasks = {i: 0 for i in range(count)}
+        in_channels = len(spec.preprocessing.bands) if spec.preprocessing.bands else spec.model.in_channels
+        try:
+            info = pool.describe(in_channels, spec.tiling.roi_size, self._first_band_count())
+            if spec.model.num_classes is not None and info.num_classes != spec.model.num_classes:
+                raise ModelError(
+                    f"the model predicts {info.num_classes} classes but model.num_classes is "
+                    f"{spec.model.num_classes}"
+                )
+            self.info = info
+            self.legend = legend_for(spec, info.num_classes)
+            self.actor_nodes = pool.nodes()
+        except GeosegError as exc:
+            reason = str(exc)
+            log.error("model: %s", reason)
+            self.progress.close()
+            for i in self.items:
+                self.book.failed(i, f"model: {reason}")
+            return [ItemOutcome(i.name, i.path, "failed", error=f"model: {reason}") for i in self.items]
+        try:
+            cpu = time.thread_time()
+            self._loop()
+            self.driver_cpu_seconds = time.thread_time() - cpu
+        finally:
+            self.progress.close()
+            self.opener.shutdown(wait=True, cancel_futures=True)
+            for _, fut in self.opening:
+                with contextlib.suppress(BaseException):
+                    fut.result().drop()  # opened for nothing: the job stopped
+            self.finalizer.shutdown(wait=True)
+        return [self.outcomes[i.name] if i.name not in self.duplicates else self._dup(i) for i in self.items]
+
+    @property
+    def inference_seconds(self) -> float:
+        """Seconds from the first task submitted to the last result stitched."""
+        if self.first_submit is None or self.last_result is None:
+            return 0.0
+        return self.last_result - self.first_submit
+
+    def _first_band_count(self) -> int | None:
+        """Bands of the first item that opens: the input channels of a parameter-free model."""
+        for item in self.items:
+            try:
+                return channel_count(item, self.spec, self.book.s3)
+            except GeosegError:
+                continue
+        return None
+
+    def _dup(self, item: Item) -> ItemOutcome:
+        others = [i.path for i in self.items if i.name == item.name]
+        return ItemOutcome(item.name, item.path, "failed",
+                           error=f"output name {item.name!r} is shared by {', '.join(others)}; rename one")
+
+    def _enter_env(self) -> None:
+        # rasterio's environment (GDAL cache cap, S3 settings) is per thread
+        env = rasterio_env(self.book.s3, GDAL_CACHEMAX=self.spec.resources.gdal_cache_mb)
+        env.__enter__()
+
+    def _open_ahead(self) -> None:
+        """Start opening the next pending item, unless one is being opened already."""
+        while not self.opening and self.pending:
+            item = self.pending.popleft()
+            if item.name in self.duplicates:
+                continue
+            self.book.started(item)
+            bands = self._band_count()
+            fut = self.opener.submit(ItemRun.open, item, self.spec, self.info, self.legend, self.book.key(item),
+                                     self.book.s3, self.book.force, bands=bands)
+            self.opening.append((item, fut))
+
+    def _take_opened(self) -> ItemRun | None:
+        """The item opened ahead (waiting for it); ``None`` when it could not be opened."""
+        item, fut = self.opening.popleft()
+        try:
+            run = fut.result()
+        except (GeosegError, OSError, ValueError) as exc:
+            self._record_failure(item, str(exc))
+            return None
+        self.progress.add_windows(run.window_total)
+        return run
+
+    def _band_count(self) -> int:
+        """Bands to cut the next item into: one per worker while fewer items than workers are
+        left (so that every worker has work), else one (no halo window run twice)."""
+        items_left = len(self.pending) + len(self.opening) + 1
+        return max(1, math.ceil(self.pool.size / items_left))
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _next_task(self) -> tuple[ItemRun, BandTask] | None:
+        for state in self.active:
+            task = state.next_task()
+            if task is not None:
+                return state, task
+        # Take the next item only when every active one has handed out all its bands, so that
+        # few items hold open outputs at a time; it was opened ahead while they ran.
+        self._open_ahead()
+        while self.opening:
+            if self.inflight and not self.opening[0][1].done():
+                return None  # results to take meanwhile; the loop comes back soon
+            opened = self._take_opened()
+            self._open_ahead()
+            if opened is None:
+                continue
+            if opened.task_total == 0:  # an earlier run committed every block
+                self._finish(opened)
+                continue
+            self.active.append(opened)
+            return self._next_task()
+        return None
+
+    def _loop(self) -> None:
+        # Every actor takes at most max_tasks_in_flight tasks; results are consumed as they
+        # arrive, so reading, inference and writing overlap and memory stays bounded.
+        capacity = self.pool.size * self.spec.resources.max_tasks_in_flight
+        while True:
+            while len(self.inflight) < capacity:
+                nxt = self._next_task()
+                if nxt is None:
+                    break
+                state, task = nxt
+                actor = min(self.actor_load, key=lambda a: self.actor_load[a])
+                ref = self.pool.submit(actor, state.job, task)
+                if self.first_submit is None:
+                    self.first_submit = time.monotonic()
+                self.inflight[ref] = (state, actor)
+                self.actor_load[actor] += 1
+                self.actor_tasks[actor] += 1
+                state.inflight += 1
+            self._collect_commits(block=False)
+            if not self.inflight:
+                break
+            # an item being opened ahead is looked at again soon
+            waiting = bool(self.opening) and not self.opening[0][1].done()
+            ready = self.pool.wait(list(self.inflight), timeout=0.05 if waiting else 1.0)
+            for ref in ready:
+                self._receive(ref)
+                self.last_result = time.monotonic()
+        self._collect_commits(block=True)
+
+    def _ended(self, ref: Any) -> ItemRun:
+        state, actor = self.inflight.pop(ref)
+        self.actor_load[actor] -= 1
+        state.inflight -= 1
+        return state
+
+    def _receive(self, ref: Any) -> None:
+        """Take the next part of a band's stream: its finished blocks are written and
+        journaled now; the end of the stream may complete the item."""
+        state = self.inflight[ref][0]
+        try:
+            part = self.pool.result(ref)
+        except (GeosegError, OSError) as exc:
+            self._ended(ref)
+            if not state.failed:
+                state.fail(str(exc))
+            self._maybe_retire(state)
+            return
+        if part is None:
+            self._ended(ref)
+            if state.failed:
+                self._maybe_retire(state)
+            elif state.complete:
+                self.active.remove(state)
+                self._finish(state)
+            return
+        if state.failed:
+            return
+        self.progress.windows_done(part.windows_run + part.windows_skipped)
+        try:
+            state.add(part)
+        except (GeosegError, OSError) as exc:
+            state.fail(str(exc))
+
+    def _finish(self, state: ItemRun) -> None:
+        """Every block of the item is written: publish it (in the commit thread)."""
+        if state.empty:
+            state.drop()
+            self._record_failure(state.item, f"{state.item.path}: every pixel is nodata; nothing to segment")
+            return
+        self.commits.append((state, self.finalizer.submit(self._commit, state)))
+
+    def _maybe_retire(self, state: ItemRun) -> None:
+        if state.inflight == 0 and state in self.active:
+            self.active.remove(state)
+            self.pool.release(state.item.path)
+            self._record_failure(state.item, state.failed or "failed")
+
+    def _record_failure(self, item: Item, reason: str) -> None:
+        log.error("%s: %s", item.name, reason)
+        self.book.failed(item, reason)
+        self.outcomes[item.name] = ItemOutcome(item.name, item.path, "failed", error=reason)
+        self.progress.item_done(item.name, "failed")
+
+    def _commit(self, state: ItemRun) -> ItemOutcome:
+        outcome = state.commit(self.publisher, self.spec.output.directory)
+        # recorded the moment its outputs are published: a driver killed from here on never
+        # computes this item again
+        self.book.ok(outcome)
+        state.journal.clear()
+        return outcome
+
+    def _collect_commits(self, block: bool) -> None:
+        remaining = []
+        for state, fut in self.commits:
+            if not block and not fut.done():
+                remaining.append((state, fut))
+                continue
+            self.pool.release(state.item.path)
+            try:
+                outcome = fut.result()
+            except (GeosegError, OSError) as exc:
+                self._record_failure(state.item, str(exc))
+                continue
+            self.outcomes[state.item.name] = outcome
+            self.progress.item_done(state.item.name, "ok")
+        self.commits = remaining
+
+
+__all__ = ["DEFAULT_COLOURS", "Scheduler", "legend_for"]
