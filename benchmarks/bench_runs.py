@@ -137,7 +137,7 @@ def geoseg_phases(log_path: Path, launched: float) -> dict[str, float]:
             continue
         if "starting" in line and "inference actor" in line:
             marks.setdefault("actors_requested", ts)
-        if "windows in" in line and "tasks" in line:
+        if "windows in" in line and ("tasks" in line or "band" in line):
             marks.setdefault("first_item_planned", ts)
         if " item " in line and (": ok" in line or ": failed" in line):
             marks["last_item_done"] = ts

@@ -78,11 +78,13 @@ class TileResult:
 @dataclass(frozen=True)
 class FinishedLabels:
     """One block a worker finished: its labels (the nodata label where no input is valid, so
-    that the valid mask needs no bytes of its own) and, when asked for, its blended logits."""
+    that the valid mask needs no bytes of its own), when asked for its blended logits, and for a
+    raster its valid pixels per (row, class) when they are small (the class tally's input)."""
 
     index: tuple[int, ...]
     labels: np.ndarray
     logits: np.ndarray | None = None
+    row_counts: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -99,5 +101,6 @@ class BandResult:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of pixel data returned (labels and logits)."""
-        return sum(b.labels.nbytes + (b.logits.nbytes if b.logits is not None else 0) for b in self.blocks)
+        """Bytes of pixel data returned (labels, logits and counts)."""
+        return sum(b.labels.nbytes + sum(a.nbytes for a in (b.logits, b.row_counts) if a is not None)
+                   for b in self.blocks)

@@ -18,12 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..geometry import Window
 from ..spec import InferenceSpec, ModelSpec
+from ..statistics.classes import row_class_counts
 from ..stitching.blocks import BlockStitcher
 from ..stitching.weights import importance_map
 from ..storage import S3Config
 from ..tasks import BandResult, FinishedLabels, ItemJob, ModelInfo, TileResult
 from ..tiling import BandTask, TileTask
+from .band_stitcher import DeviceBandStitcher
 from .predictor import Predictor
 from .reading import ItemReader, PreparedTask
 
@@ -67,10 +70,13 @@ class TileExecutor:
         self.reader.close()
 
     def run_band(self, job: ItemJob, band: BandTask) -> Iterator[BandResult]:
-        """Finish the blocks of ``band``: run its halo and its tasks, blend them here (in a
-        stitcher of the band's own), argmax each block as it completes. Yields the blocks as
-        they finish (so that the driver journals them at once), with the windows run since the
-        last part; only labels (and, when asked, logits) leave the worker."""
+        """Finish the blocks of ``band``: run its halo and its tasks, blend them here, argmax
+        each block as it completes. Yields the blocks as they finish (so that the driver
+        journals them at once), with the windows run since the last part; only labels (and,
+        when asked, logits) leave the worker.
+
+        A raster band is blended on the model's device (:class:`DeviceBandStitcher`); a volume
+        band in a :class:`BlockStitcher` with scratch files (its open blocks span a plane)."""
         if job.plan is None or job.stitch is None:
             raise ValueError(f"{job.name}: a band needs the item's plan and stitch settings")
         plan, st = job.plan, job.stitch
@@ -78,21 +84,30 @@ class TileExecutor:
         outside = [b for b in plan.blocks() if b[0] not in rows or b in band.done]
         scratch = Path(tempfile.mkdtemp(prefix="geoseg-band-")) if job.kind == "volume" else None
         try:
-            stitcher = BlockStitcher(plan, st.num_classes, st.nodata_label, np.dtype(st.label_dtype),
-                                     keep_logits=st.keep_logits, scratch=scratch, done=outside)
+            device = self.predictor.device
+            stitcher: DeviceBandStitcher | BlockStitcher = (
+                DeviceBandStitcher(plan, st, outside, device) if job.kind == "raster" else
+                BlockStitcher(plan, st.num_classes, st.nodata_label, np.dtype(st.label_dtype),
+                              keep_logits=st.keep_logits, scratch=scratch, done=outside))
+            weights = importance_map(job.roi_size, job.blend, job.sigma_scale).to(device)
             own = halo = skipped = 0
             for prepared in self.reader.prepared(job, plan.band_tasks(band)):
-                task = prepared.task
-                result = self._predict(job, prepared)
+                task, ran = prepared.task, len(prepared.runnable)
                 if task.block[0] in rows:
-                    own += result.windows_run
-                    skipped += result.windows_skipped
+                    own += ran
+                    skipped += len(task.windows) - ran
                 else:
-                    halo += result.windows_run
-                finished = stitcher.add(result)
+                    halo += ran
+                if isinstance(stitcher, DeviceBandStitcher):
+                    for window, logits in self._window_logits(job, prepared):
+                        stitcher.add_window(window, logits, weights)
+                    finished = stitcher.end_task(task, prepared.valid, prepared.inside)
+                else:
+                    finished = stitcher.add(self._predict(job, prepared))
                 if finished:
-                    yield BandResult(band.index, tuple(FinishedLabels(b.index, b.labels, b.logits) for b in finished),
-                                     own, skipped, halo)
+                    parts = tuple(FinishedLabels(b.index, b.labels, b.logits, _counts(job, b.labels, b.valid))
+                                  for b in finished)
+                    yield BandResult(band.index, parts, own, skipped, halo)
                     own = halo = skipped = 0
             if not stitcher.done:  # cannot happen for a plan's band: every block gets its tasks
                 raise RuntimeError(f"{job.name}: band {band.rows} left blocks unfinished")
@@ -103,30 +118,33 @@ class TileExecutor:
                 shutil.rmtree(scratch, ignore_errors=True)
 
     def run(self, job: ItemJob, task: TileTask) -> TileResult:
-        """Read, predict and blend the windows of ``task`` (in this thread)."""
+        """Read, predict and blend the windows of ``task`` (in this thread) into one partial sum."""
         return self._predict(job, self.reader.prepare(job, task))
 
-    def _predict(self, job: ItemJob, prepared: PreparedTask) -> TileResult:
-        """Predict a prepared task's windows and blend them into one partial sum (on the
-        model's device: one copy of the region to it, the windows cut there)."""
-        device = self.predictor.device
-        region, inside = prepared.task.region, prepared.inside
-        runnable = prepared.runnable
-        x = prepared.x.to(device, non_blocking=True)
-        weights_map = importance_map(job.roi_size, job.blend, job.sigma_scale).to(device)
+    def _window_logits(self, job: ItemJob, prepared: PreparedTask) -> Iterator[tuple[Window, torch.Tensor]]:
+        """Each runnable window of a prepared task with its logits ``(classes, *roi)``, on the
+        model's device: the region goes to the device once and the windows are cut there."""
+        region, runnable = prepared.task.region, prepared.runnable
+        x = prepared.x.to(self.predictor.device, non_blocking=True)
         batch_size = job.batch_size or self.predictor.batch_size(x.shape[0], job.roi_size)
-        logits: torch.Tensor | None = None
-        wsum = torch.zeros(region.size, dtype=torch.float32, device=device)
         for b in range(0, len(runnable), batch_size):
             batch_windows = runnable[b : b + batch_size]
             batch = torch.stack([x[(slice(None), *w.slices(region.start))] for w in batch_windows])
-            pred = self.predictor.predict(batch)
+            yield from zip(batch_windows, self.predictor.predict(batch), strict=True)
+
+    def _predict(self, job: ItemJob, prepared: PreparedTask) -> TileResult:
+        """Predict a prepared task's windows and blend them into one partial sum over its region."""
+        device = self.predictor.device
+        region, inside = prepared.task.region, prepared.inside
+        weights_map = importance_map(job.roi_size, job.blend, job.sigma_scale).to(device)
+        logits: torch.Tensor | None = None
+        wsum = torch.zeros(region.size, dtype=torch.float32, device=device)
+        for w, p in self._window_logits(job, prepared):
             if logits is None:
-                logits = torch.zeros((pred.shape[1], *region.size), dtype=torch.float32, device=pred.device)
-            for p, w in zip(pred, batch_windows, strict=True):
-                s = w.slices(region.start)
-                logits[(slice(None), *s)] += p * weights_map
-                wsum[s] += weights_map
+                logits = torch.zeros((p.shape[0], *region.size), dtype=torch.float32, device=p.device)
+            s = w.slices(region.start)
+            logits[(slice(None), *s)] += p * weights_map
+            wsum[s] += weights_map
         sl = inside.slices(region.start)
         crop = (slice(None), *sl)
         return TileResult(
@@ -135,6 +153,20 @@ class TileExecutor:
             logits=logits[crop].cpu().numpy() if logits is not None else np.zeros((0, *inside.size), np.float32),
             weights=wsum[sl].cpu().numpy(),
             valid=prepared.valid[sl],
-            windows_run=len(runnable),
-            windows_skipped=len(prepared.task.windows) - len(runnable),
+            windows_run=len(prepared.runnable),
+            windows_skipped=len(prepared.task.windows) - len(prepared.runnable),
         )
+
+
+def _counts(job: ItemJob, labels: np.ndarray, valid: np.ndarray | None) -> np.ndarray | None:
+    """A raster block's valid pixels per (row, class), counted here rather than in the driver,
+    when they cost at most a quarter of the labels' bytes (uint16: a row holds at most 65,535
+    pixels); else ``None``, and the driver counts them."""
+    assert job.stitch is not None
+    classes = job.stitch.num_classes
+    if job.kind != "raster" or labels.shape[1] > np.iinfo(np.uint16).max \
+            or 2 * classes * labels.shape[0] > labels.nbytes // 4:
+        return None
+    mask = valid if valid is not None else np.ones(labels.shape, bool)
+    return row_class_counts(labels, mask, classes).astype(np.uint16)
+

@@ -142,7 +142,8 @@ class ItemRun:
                 continue
             # the valid mask travels inside the labels: the nodata label where no input was valid
             valid = np.ones(part.labels.shape, bool) if nodata is None else part.labels != nodata
-            block = FinishedBlock(plan.block_window(part.index), part.labels, valid, part.logits, index=part.index)
+            block = FinishedBlock(plan.block_window(part.index), part.labels, valid, part.logits,
+                                  row_counts=part.row_counts, index=part.index)
             self.opened.write(block)
             self.journal.save(block)
             self.done.add(part.index)

@@ -109,6 +109,20 @@ def _lesion(doc: Mapping[str, Any]) -> Lesion:
         raise ValueError(f"Lesion: a point is not 3 numbers: {exc}") from exc
 
 
+def row_class_counts(labels: np.ndarray, valid: np.ndarray, num_classes: int) -> np.ndarray:
+    """Valid pixels per (row, class) of a 2D block, ``(rows, num_classes)`` int64: what
+    :class:`ClassTally` adds up (a worker computes it beside the block it finished)."""
+    # one bincount over (row, class) codes; invalid pixels go to a spare last column, so that
+    # no masked copy of the block is made
+    bins = num_classes + 1
+    codes = labels.astype(np.int32)
+    if not valid.all():
+        codes[~valid] = num_classes
+    codes += (np.arange(labels.shape[0], dtype=np.int32) * bins)[:, None]
+    per_row = np.bincount(codes.ravel(), minlength=labels.shape[0] * bins).reshape(labels.shape[0], bins)
+    return per_row[:, :num_classes]
+
+
 class ClassTally:
     """Running per-class sums over blocks of one raster item (a block consumer: its result is
     the item's :class:`ItemStats`, the ``names`` of its classes and its name ``item``)."""
@@ -126,7 +140,10 @@ class ClassTally:
         self.nodata_pixels = 0
 
     def add(self, block: LabelBlock) -> None:
-        """Count the valid pixels of one block."""
+        """Count the valid pixels of one block (the worker's counts, when it sent them)."""
+        if block.row_counts is not None:
+            self._add_rows(block.window, block.row_counts)
+            return
         valid = block.valid if block.valid is not None else np.ones(block.labels.shape, bool)
         self.count(block.window, block.labels, valid)
 
@@ -136,23 +153,18 @@ class ClassTally:
 
     def count(self, window: Window, labels: np.ndarray, valid: np.ndarray) -> None:
         """Count the valid pixels of one block (``window`` places it on the item's grid)."""
-        invalid = int(valid.size - np.count_nonzero(valid))
-        self.nodata_pixels += invalid
-        # one bincount over (row, class) codes; invalid pixels go to a spare last column, so
-        # that no masked copy of the block is made
-        bins = self.num_classes + 1
-        codes = labels.astype(np.int32)
-        if invalid:
-            codes[~valid] = self.num_classes
-        if self.areas.row_area_m2 is None:
-            self.pixels += np.bincount(codes.ravel(), minlength=bins)[: self.num_classes]
-            return
-        codes += (np.arange(labels.shape[0], dtype=np.int32) * bins)[:, None]
-        per_row = np.bincount(codes.ravel(), minlength=labels.shape[0] * bins).reshape(labels.shape[0], bins)
-        per_row = per_row[:, : self.num_classes]
+        self._add_rows(window, row_class_counts(labels, valid, self.num_classes))
+
+    def _add_rows(self, window: Window, per_row: np.ndarray) -> None:
+        rows, width = window.size
+        if per_row.shape != (rows, self.num_classes):
+            raise ValueError(f"{self.item}: counts of shape {per_row.shape} for block {window}")
+        per_row = per_row.astype(np.int64, copy=False)  # a worker sends uint16
+        self.nodata_pixels += rows * width - int(per_row.sum())
         self.pixels += per_row.sum(axis=0)
-        r0 = window.start[0]
-        self.row_pixels[r0 : r0 + labels.shape[0]] += per_row
+        if self.areas.row_area_m2 is not None:
+            r0 = window.start[0]
+            self.row_pixels[r0 : r0 + rows] += per_row
 
     def result(self, item: str, names: Sequence[str]) -> ItemStats:
         """Freeze the tally into :class:`ItemStats`."""

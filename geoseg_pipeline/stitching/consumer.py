@@ -18,13 +18,16 @@ class LabelBlock:
     """One finished output block on an item's grid.
 
     ``labels``: class index per pixel (the nodata label where invalid); ``valid``: pixels with
-    a prediction (``None``: all); ``logits``: blended logits ``(classes, *block)``, when kept.
+    a prediction (``None``: all); ``logits``: blended logits ``(classes, *block)``, when kept;
+    ``row_counts``: valid pixels per (row, class), when the worker that finished the block
+    counted them already (:func:`~geoseg_pipeline.statistics.classes.row_class_counts`).
     """
 
     window: Window
     labels: np.ndarray
     valid: np.ndarray | None = None
     logits: np.ndarray | None = None
+    row_counts: np.ndarray | None = None
 
 
 @runtime_checkable
