@@ -144,7 +144,7 @@ def _run_locked(
                                   for o in outcomes if o.status == "ok"),
         "backend": scheduler.pool.backend if scheduler else None,
         "actors": scheduler.actor_count if scheduler else 0,
-        # which Ray node each actor ran on, and how many tile tasks it was given
+        # which Ray node each actor ran on, and how many bands it was given (the key keeps its old name)
         "actor_nodes": scheduler.actor_nodes if scheduler else [],
         "tasks_per_actor": list(scheduler.actor_tasks.values()) if scheduler else [],
         "kind": spec.tiling.kind,
