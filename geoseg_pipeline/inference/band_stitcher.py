@@ -21,6 +21,9 @@ from ..stitching import FinishedBlock
 from ..tasks import StitchSettings
 from ..tiling import TilePlan, TileTask
 
+#: Finished blocks' tensors kept for reuse, per block shape.
+SPARE_BLOCKS = 2
+
 
 @dataclass
 class _Open:
@@ -51,6 +54,9 @@ class DeviceBandStitcher:
         self._remaining = {ix: n for ix, n in plan.contributions().items() if ix not in self._done}
         self._open: dict[tuple[int, ...], _Open] = {}
         self._image = full_window(plan.image_shape)
+        # finished blocks' tensors, zeroed and reused: a fresh allocation of this size costs
+        # page faults on a CPU, more than clearing one
+        self._spare: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     @property
     def done(self) -> bool:
@@ -61,10 +67,16 @@ class DeviceBandStitcher:
         block = self._open.get(index)
         if block is None:
             window = self.plan.block_window(index)
-            block = self._open[index] = _Open(
-                window, torch.zeros((self.settings.num_classes, *window.size), dtype=torch.float32, device=self.device),
-                torch.zeros(window.size, dtype=torch.float32, device=self.device), np.zeros(window.size, bool),
-                self._remaining.pop(index))
+            spare = self._spare.get(window.size)
+            if spare:
+                sums, weights = spare.pop()
+                sums.zero_()
+                weights.zero_()
+            else:
+                sums = torch.zeros((self.settings.num_classes, *window.size), dtype=torch.float32, device=self.device)
+                weights = torch.zeros(window.size, dtype=torch.float32, device=self.device)
+            block = self._open[index] = _Open(window, sums, weights, np.zeros(window.size, bool),
+                                              self._remaining.pop(index))
         return block
 
     def _blocks(self, part: Window) -> list[tuple[int, ...]]:
@@ -120,4 +132,7 @@ class DeviceBandStitcher:
         if st.keep_logits:
             logits = (block.sums / block.weights).cpu().numpy()
             logits[:, ~valid] = np.nan
+        spare = self._spare.setdefault(block.window.size, [])
+        if len(spare) < SPARE_BLOCKS:
+            spare.append((block.sums, block.weights))  # the labels and logits above are copies
         return FinishedBlock(block.window, labels, valid, logits, index=index)
