@@ -18,6 +18,7 @@ import torch
 
 from ..geometry import Window, full_window, intersection
 from ..stitching import FinishedBlock
+from ..stitching.blocks import finished_block
 from ..tasks import StitchSettings
 from ..tiling import TilePlan, TileTask
 
@@ -120,19 +121,18 @@ class DeviceBandStitcher:
         return finished
 
     def _finish(self, index: tuple[int, ...], block: _Open) -> FinishedBlock:
-        st = self.settings
-        valid = block.seen & (block.weights > 0).cpu().numpy()
-        labels = np.full(block.window.size, st.nodata_label or 0, dtype=np.dtype(st.label_dtype))
-        if valid.any():
+        st, sums = self.settings, block.sums
+
+        def argmax() -> np.ndarray:
             # numpy's argmax over the class axis beats torch's on a CPU; on a GPU it stays there
-            best = (np.argmax(block.sums.numpy(), axis=0) if block.sums.device.type == "cpu"
-                    else torch.argmax(block.sums, dim=0).cpu().numpy())
-            labels[valid] = best[valid]
-        logits = None
-        if st.keep_logits:
-            logits = (block.sums / block.weights).cpu().numpy()
-            logits[:, ~valid] = np.nan
+            best: np.ndarray = (np.argmax(sums.numpy(), axis=0) if sums.device.type == "cpu"
+                                else torch.argmax(sums, dim=0).cpu().numpy())
+            return best
+
+        logits = (sums / block.weights).cpu().numpy() if st.keep_logits else None
+        finished = finished_block(block.window, index, block.seen & (block.weights > 0).cpu().numpy(), argmax,
+                                  st.nodata_label, np.dtype(st.label_dtype), logits)
         spare = self._spare.setdefault(block.window.size, [])
         if len(spare) < SPARE_BLOCKS:
             spare.append((block.sums, block.weights))  # the labels and logits above are copies
-        return FinishedBlock(block.window, labels, valid, logits, index=index)
+        return finished

@@ -80,8 +80,9 @@ class ItemReader:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[OrderedDict[str, RasterSource | VolumeSource]] = []
-        # items this worker staged itself (the driver's copy is not visible here)
-        self._staged: dict[str, Path] = {}
+        # items this worker staged itself (the driver's copy is not visible here): the folder
+        # and the copy in it, made once per item whichever reading thread opens it
+        self._staged: dict[str, tuple[Path, str]] = {}
         self._pool: ThreadPoolExecutor | None = None
 
     # -- open items ------------------------------------------------------------------------
@@ -119,13 +120,16 @@ class ItemReader:
             data_path = job.data_path if job.data_path and os.path.exists(job.data_path) else None
             if data_path is None:
                 with self._lock:  # one copy per item, whichever thread asks first
-                    folder = self._staged.get(job.path)
-                    if folder is None:
+                    staged = self._staged.get(job.path)
+                    if staged is None:
                         folder = Path(tempfile.mkdtemp(prefix="geoseg-stage-"))
-                        data_path = stage_item(fmt, job.path, folder, options)
-                        self._staged[job.path] = folder
-                    else:
-                        data_path = stage_item(fmt, job.path, folder, options)  # already there: no copy
+                        try:
+                            staged = (folder, stage_item(fmt, job.path, folder, options))
+                        except BaseException:
+                            shutil.rmtree(folder, ignore_errors=True)
+                            raise
+                        self._staged[job.path] = staged
+                    data_path = staged[1]
             options = replace(options, data_path=data_path)
         src = open_source(fmt, job.path, options)
         if isinstance(src, RasterSource):
@@ -147,16 +151,16 @@ class ItemReader:
         """Close ``path`` in every thread, and drop its own staged copy (after its item is done)."""
         with self._lock:
             found = [s for sources in self._all if (s := sources.pop(path, None)) is not None]
-            folder = self._staged.pop(path, None)
+            staged = self._staged.pop(path, None)
         for src in found:
             src.close()
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+        if staged is not None:
+            shutil.rmtree(staged[0], ignore_errors=True)
 
     @property
     def staged(self) -> list[Path]:
         """The folders of the copies this worker made itself."""
-        return list(self._staged.values())
+        return [folder for folder, _ in self._staged.values()]
 
     def close(self) -> None:
         """Stop the reading threads, close every open item and drop every staged copy."""

@@ -84,17 +84,18 @@ class ItemRun:
         if opened.small:
             log.warning("%s: %s is smaller than the roi %s; padded with zeros as MONAI does",
                         item.name, plan.image_shape, spec.tiling.roi_size)
-        needed = [b for b in plan.bands(bands, done) if plan.band_needed(b)]
+        cut = plan.bands(bands, done)
+        needed = [b for b in cut if plan.band_needed(b)]
         windows = sum(plan.band_window_count(b)[0] for b in needed)
         if done:
             log.info("%s: resuming: %d of %d blocks were committed by an earlier run; %d of %d bands to run",
-                     item.name, len(done), math.prod(plan.block_grid), len(needed), len(plan.bands(bands)))
+                     item.name, len(done), math.prod(plan.block_grid), len(needed), len(cut))
         log.info("%s: %s, %d windows in %d band(s)", item.name, " x ".join(map(str, plan.image_shape)),
                  windows, len(needed))
         stitch = StitchSettings(info.num_classes, opened.nodata_label, opened.label_dtype, opened.keep_logits)
         job = replace(opened.job, plan=plan, stitch=stitch)
         return cls(opened, job, iter(needed), journal, len(needed), windows, set(done), blocks_resumed=len(done),
-                   bands=len(plan.bands(bands)))
+                   bands=len(cut))
 
     @property
     def item(self) -> Item:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import mmap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,15 +202,26 @@ class BlockStitcher:
 
     def _finish(self, index: tuple[int, ...], window: Window, acc: _Accumulator) -> FinishedBlock:
         sums, weights, seen = acc.take()
-        valid = seen & (weights > 0)
-        labels = np.full(window.size, self.nodata_label or 0, dtype=self.label_dtype)
-        if valid.all():
-            labels[...] = np.argmax(sums, axis=0)
-        elif valid.any():
-            labels[valid] = np.argmax(sums[:, valid], axis=0).astype(self.label_dtype)
         logits = None
         if self.keep_logits:
             with np.errstate(invalid="ignore", divide="ignore"):
                 logits = sums / weights
-            logits[:, ~valid] = np.nan
-        return FinishedBlock(window, labels, valid, logits, index=index)
+        return finished_block(window, index, seen & (weights > 0), lambda: np.argmax(sums, axis=0),
+                              self.nodata_label, self.label_dtype, logits)
+
+
+def finished_block(
+    window: Window, index: tuple[int, ...], valid: np.ndarray, argmax: Callable[[], np.ndarray],
+    nodata_label: int | None, label_dtype: np.dtype, logits: np.ndarray | None = None,
+) -> FinishedBlock:
+    """A final block from its blended sums: ``argmax()`` (the class of the largest sum, per
+    pixel; called only when a pixel is valid) where ``valid``, the nodata label elsewhere;
+    ``logits`` (the blended logits, when kept) become NaN where not valid."""
+    labels = np.full(window.size, nodata_label or 0, dtype=label_dtype)
+    if valid.all():
+        labels[...] = argmax()
+    elif valid.any():
+        labels[valid] = argmax()[valid]
+    if logits is not None:
+        logits[:, ~valid] = np.nan
+    return FinishedBlock(window, labels, valid, logits, index=index)

@@ -5,6 +5,7 @@ driver-side copy it cannot see (an actor on another node of a cluster)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -92,6 +93,22 @@ def test_an_actor_stages_its_own_copy_when_the_drivers_is_not_visible(
     executor.release(job.path)
     assert not staged[0].exists()  # its own copy goes with the item
     executor.close()
+
+
+def test_reading_threads_share_one_staged_copy(volume: np.ndarray, config: S3Config, tmp_path: Path) -> None:
+    """Every reading thread opens the item itself; the object is fetched and inflated once."""
+    executor = _executor(tmp_path, config)
+    job = _job(f"s3://{BUCKET}/ct.nii.gz", "nifti", data_path="/nonexistent/driver-cache/ct.nii")
+    with ThreadPoolExecutor(4) as pool:
+        sources = list(pool.map(lambda _: executor.reader.source(job), range(4)))
+    assert len({id(s) for s in sources}) == 4  # one reader per thread ...
+    [folder] = executor.reader.staged
+    [copy] = folder.iterdir()
+    made = copy.stat().st_mtime_ns
+    executor.reader.source(job)  # ... and opening again reuses the copy
+    assert [p.name for p in folder.iterdir()] == [copy.name] and copy.stat().st_mtime_ns == made
+    executor.close()
+    assert not folder.exists()
 
 
 def test_zarr_in_an_actor_uses_the_drivers_configuration(
