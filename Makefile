@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.geoseg-installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench clean system-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/geoseg demo landcover --out demo-output
 
+## Debian packages the tests need (Orthanc with its DICOMweb plugin): installed when missing
+system-deps:
+	bash scripts/system-deps.sh
+
 ## Lint, type-check and run the whole test suite (Ray tests included)
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/ruff check geoseg_pipeline tests benchmarks scripts
 	$(BIN)/mypy geoseg_pipeline
 	$(BIN)/lint-imports

@@ -118,11 +118,15 @@ def predict(
     orientation: str | None = None,
     spacing: Sequence[float] | None = None,
     block_size: int | None = None,
+    input_format: str = "auto",
     address: str | None = None,
     progress: bool | None = None,
     force: bool = False,
 ) -> JobResult:
     """Segment ``inputs`` with ``model`` into ``out`` without a workflow file.
+
+    ``input_format`` is ``inputs.format``: ``dicom`` reads folders of DICOM files as one item
+    per image series.
 
     A ``roi_size`` of three numbers makes the job a volume job (NIfTI or Zarr volumes);
     ``orientation`` (axis codes) and ``spacing`` (mm) then prepare each volume for the model.
@@ -134,7 +138,7 @@ def predict(
     preprocessing = {"orientation": orientation, "spacing": list(spacing) if spacing else None}
     data: dict[str, Any] = {
         "name": "predict",
-        "inputs": {"paths": [str(p) for p in inputs]},
+        "inputs": {"paths": [str(p) for p in inputs], "format": input_format},
         "model": model_section(model),
         # only what was given: a key that is present counts as set (and wins over a bundle's)
         "tiling": {k: v for k, v in tiling.items() if v is not None},

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import GeosegError, SpecError
+from .formats import FORMAT_NAMES
 
 if TYPE_CHECKING:
     from .evaluation import EvaluationResult
@@ -72,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--classes", help="comma-separated class names, in label order")
     pred.add_argument("--logits", action="store_true", help="rasters: also write the blended logits (logits.tif)")
     pred.add_argument("--zarr", action="store_true", help="volumes: also write labels.zarr (OME-Zarr)")
+    pred.add_argument("--dicom-seg", action="store_true",
+                      help="DICOM series: also write labels.dcm, a DICOM Segmentation over the series")
     pred.add_argument("--lesion-classes", default="", metavar="K[,K]",
                       help="volumes: classes whose connected components are counted and measured")
     pred.add_argument("--orientation", metavar="AXCODES",
@@ -79,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--spacing", type=_spacing, metavar="X,Y,Z",
                       help="volumes: the model's voxel size in mm (model axis order); windows are resampled")
     pred.add_argument("--block-size", type=int, default=None, help="output block edge in voxels/pixels")
+    pred.add_argument("--format", dest="input_format", choices=["auto", *FORMAT_NAMES], default="auto",
+                      help="the inputs' format (inputs.format); dicom: folders of DICOM series, one item per series")
     pred.add_argument("--address")
     pred.add_argument("--force", action="store_true", help="reprocess items the ledger records as done")
 
@@ -111,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("which", choices=["landcover", "ct"])
     demo.add_argument("--out", type=Path, default=Path("demo-output"))
     demo.add_argument("--address")
+    demo.add_argument("--dicom", action="store_true",
+                      help="ct: export the phantoms as DICOM series and run on those (NIfTI and DICOM SEG out)")
     return p
 
 
@@ -170,13 +177,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 formats=_formats(args), address=args.address,
                 lesion_classes=[int(k) for k in args.lesion_classes.split(",") if k.strip()],
                 orientation=args.orientation, spacing=args.spacing, block_size=args.block_size,
-                progress=progress, force=args.force,
+                input_format=args.input_format, progress=progress, force=args.force,
             )
         else:
             from .demo.run import run_ct_demo, run_landcover_demo
 
-            run_demo = run_ct_demo if args.which == "ct" else run_landcover_demo
-            result = run_demo(args.out, address=args.address, progress=progress)
+            if args.which == "ct":
+                result = run_ct_demo(args.out, address=args.address, progress=progress, dicom=args.dicom)
+            elif args.dicom:
+                raise SpecError("--dicom is for the ct demo", [("demo", "--dicom with landcover")])
+            else:
+                result = run_landcover_demo(args.out, address=args.address, progress=progress)
     except SpecError as exc:
         print(f"geoseg: invalid workflow: {exc}", file=sys.stderr)
         return 2
@@ -190,11 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _formats(args: argparse.Namespace) -> tuple[str, ...] | None:
     if args.logits and args.zarr:
         raise SpecError("--logits is for rasters and --zarr for volumes; give one", [("formats", "both given")])
+    if args.logits and args.dicom_seg:
+        raise SpecError("--logits is for rasters and --dicom-seg for DICOM volumes; give one",
+                        [("formats", "both given")])
     if args.logits:
         return ("cog", "logits")
-    if args.zarr:
-        return ("nifti", "zarr")
-    return None
+    volume = ("nifti", *(("zarr",) if args.zarr else ()), *(("dicom-seg",) if args.dicom_seg else ()))
+    return volume if len(volume) > 1 else None
 
 
 def _validate(path: Path) -> int:

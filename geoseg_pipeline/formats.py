@@ -28,6 +28,9 @@ from .storage.uri import is_uri
 
 Kind = Literal["raster", "volume"]
 
+#: Separates the folder from the series UID in a DICOM series item's path.
+SERIES_MARK = "#series="
+
 #: Files that mark a folder as a Zarr store (v3, v2 array, v2 group).
 ZARR_MARKERS = frozenset({"zarr.json", ".zarray", ".zgroup"})
 
@@ -45,6 +48,8 @@ class InputFormat:
         staged: the reader reads a local, uncompressed copy that the item's owner makes first
             with the reader's ``stage`` class method (a ``.nii.gz`` inflated, an object fetched).
         fallback: the format a name with no known suffix is opened as, for its kind.
+        series: items are DICOM series, ``<folder>#series=<SeriesInstanceUID>``, found by
+            reading the headers of a folder's files (any names).
         description: what users see in ``geoseg formats`` and the docs.
     """
 
@@ -56,6 +61,7 @@ class InputFormat:
     markers: frozenset[str] = frozenset()
     staged: bool = False
     fallback: bool = False
+    series: bool = False
 
     @property
     def store(self) -> bool:
@@ -64,6 +70,8 @@ class InputFormat:
 
     def matches(self, path: str) -> bool:
         """Whether ``path`` names an item of this format: by suffix, or (a store) by its markers."""
+        if self.series:
+            return SERIES_MARK in path
         name = path.rstrip("/").lower()
         if name.endswith(self.suffixes):
             return True
@@ -79,10 +87,13 @@ FORMATS: tuple[InputFormat, ...] = (
     InputFormat("zarr", "raster", (".zarr",), "zarr_source:ZarrRasterSource",
                 "a (bands, rows, cols) Zarr array with crs/transform attributes", markers=ZARR_MARKERS),
     InputFormat("nifti", "volume", (".nii", ".nii.gz"), "nifti_source:NiftiSource",
-                "NIfTI-1/2, plain or gzip-compressed (inflated once into the item's scratch folder)",
+                "NIfTI-1/2, plain or gzip-compressed (a worker inflates it once per machine)",
                 staged=True),
     InputFormat("zarr", "volume", (".zarr",), "zarr_volume:ZarrVolumeSource",
                 "a Zarr array with affine/spacing attributes, or an OME-Zarr image", markers=ZARR_MARKERS),
+    InputFormat("dicom", "volume", (), "dicom_source:DicomSeriesSource",
+                "DICOM image series in a folder (any file names; one item per SeriesInstanceUID; "
+                "decoded once per worker into a local copy)", staged=True, series=True),
 )
 
 #: The values ``inputs.format`` takes besides ``auto``.
@@ -167,6 +178,8 @@ OUTPUTS: tuple[OutputFormat, ...] = (
     OutputFormat("nifti", "volume", "nifti:NiftiLabelSink",
                  "labels.nii.gz with the input's header, 3D Slicer and ITK-SNAP colour tables", default=True),
     OutputFormat("zarr", "volume", "zarr_labels:ZarrLabelSink", "labels.zarr, an OME-Zarr label image"),
+    OutputFormat("dicom-seg", "volume", "dicom_seg:DicomSegSink",
+                 "labels.dcm, a DICOM Segmentation over the source series (DICOM inputs)"),
 )
 
 #: The values ``output.formats`` takes.
@@ -185,6 +198,7 @@ __all__ = [
     "FORMAT_NAMES",
     "OUTPUTS",
     "OUTPUT_NAMES",
+    "SERIES_MARK",
     "ZARR_MARKERS",
     "InputFormat",
     "Kind",

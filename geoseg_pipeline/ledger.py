@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import LedgerError
+from .formats import SERIES_MARK
 from .spec import WorkflowSpec
 from .statistics import ItemStats
 
@@ -274,7 +275,7 @@ def _stats(text: str | None) -> tuple[dict[str, Any] | None, str]:
 # -- what outputs depend on -------------------------------------------------------------------
 
 
-def fingerprint(path: str, s3: S3Config | None = None) -> str:
+def fingerprint(path: str, s3: S3Config | None = None, dicomweb: Any = None) -> str:
     """Size and modification time of a file; for a directory (a Zarr store), a digest of every
     file's relative path, size and modification time; for an ``s3://`` object, its size and
     ETag from a HEAD request (for an ``s3://`` Zarr store, a digest of every object's key, size
@@ -288,6 +289,10 @@ def fingerprint(path: str, s3: S3Config | None = None) -> str:
 
     if is_s3(path):
         return object_fingerprint(path, require_s3(path, s3))
+    if SERIES_MARK in path:  # a DICOM series: its files
+        from .sources.dicom_series import series_fingerprint
+
+        return series_fingerprint(path, dicomweb)
     st = os.stat(path)
     if not os.path.isdir(path):
         return f"file:{st.st_size}:{st.st_mtime_ns}"
@@ -352,9 +357,15 @@ def config_hash(spec: WorkflowSpec) -> str:
     """
     doc = spec.model_dump(mode="json", include={"preprocessing", "tiling", "statistics", "classes", "inference"})
     doc["tiling"].pop("batch_size", None)
-    doc["inputs"] = spec.inputs.model_dump(mode="json", exclude={"paths", "manifest"})
+    doc["inputs"] = spec.inputs.model_dump(mode="json", exclude={"paths", "manifest", "dicomweb"})
     doc["model"] = spec.model.model_dump(mode="json", exclude={n for n, v in spec.model if isinstance(v, Path)})
-    doc["output"] = spec.output.model_dump(mode="json", exclude={"directory", "remote", "staging"})
+    # where a SEG is stored, like where outputs go, is not hashed; settings added later enter the
+    # hash only when set, so that a workflow that does not use them keeps its hash
+    doc["output"] = spec.output.model_dump(mode="json", exclude={"directory", "remote", "staging", "dicomweb"})
+    if doc["output"].get("identifiers") is True:
+        del doc["output"]["identifiers"]
+    if doc.get("classes"):
+        doc["classes"] = [{k: v for k, v in c.items() if not (k == "dicom" and v is None)} for c in doc["classes"]]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

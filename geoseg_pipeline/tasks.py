@@ -3,7 +3,8 @@ so that the driver process never imports torch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,36 @@ class ItemJob:
     read_retries: int = 3  # retries of a failed window read (I/O errors only)
     plan: TilePlan | None = None  # the item's plan: bands are finished by the workers
     stitch: StitchSettings | None = None
+    dicomweb: Any = None  # the DICOMweb server (URL, credentials) of a dicomweb+ series item
+    staged: bool = False  # the format reads a local copy (a .nii.gz inflated, an s3:// object fetched)
+    zscore_nonzero: bool = False  # mean/std of the nonzero voxels still to compute (by a worker)
+
+    @property
+    def needs_preparation(self) -> bool:
+        """A worker must prepare the item before its bands run (``TileExecutor.prepare_item``):
+        make its staged copy once, compute its intensity statistics."""
+        return self.staged or self.zscore_nonzero
+
+    def prepared(self, facts: ItemFacts) -> ItemJob:
+        """This job with what a worker found when it prepared the item."""
+        prep = self.preprocessing
+        if self.zscore_nonzero:
+            if facts.mean is None or facts.std is None:
+                raise ValueError(f"{self.path}: the worker returned no z-score statistics")
+            prep = replace(prep, mean=facts.mean, std=facts.std, nonzero_only=True)
+        return replace(self, preprocessing=prep, data_path=facts.data_path or self.data_path, zscore_nonzero=False,
+                       staged=False)
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    """What a worker found when it prepared an item: the path of the staged copy it made (which
+    other workers on its machine read too), and the per-channel mean and standard deviation of
+    the nonzero voxels when the job asked for them."""
+
+    data_path: str | None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -57,19 +58,21 @@ def run_landcover_demo(out_dir: Path, address: str | None = None, progress: bool
 CT_PHANTOMS = (("phantom_a", 3001, "PLS"), ("phantom_b", 3002, "PLS"), ("phantom_c", 3003, "PLS"))
 
 
-def ct_workflow() -> dict[str, object]:
-    """The CT demo workflow (the same as ``workflows/ct-tumor-demo.yaml``), relative to its folder."""
+def ct_workflow(dicom: bool = False) -> dict[str, object]:
+    """The CT demo workflow (the same as ``workflows/ct-tumor-demo.yaml``), relative to its
+    folder; with ``dicom``, on the phantoms' DICOM series, writing DICOM SEGs too."""
     from .phantoms import CT_CLASS_COLOURS, CT_CLASS_NAMES
 
+    inputs: dict[str, object] = {"paths": ["dicom"], "format": "dicom"} if dicom else {"paths": ["data/*.nii.gz"]}
     return {
         "version": 1,
-        "name": "ct-tumor-demo",
-        "inputs": {"paths": ["data/*.nii.gz"]},
+        "name": "ct-tumor-demo-dicom" if dicom else "ct-tumor-demo",
+        "inputs": inputs,
         "model": {"type": "builtin", "name": "ct-demo", "in_channels": 1, "num_classes": 3},
         # the model was trained on LPS arrays and applies its CT window itself
         "preprocessing": {"orientation": "LPS"},
         "tiling": {"roi_size": [64, 64, 32], "overlap": 0.25, "blend": "gaussian", "batch_size": 2},
-        "output": {"directory": "ct"},
+        "output": {"directory": "ct", "formats": ["nifti", "dicom-seg"]} if dicom else {"directory": "ct"},
         "statistics": {"lesion_classes": [2], "connectivity": 26, "min_lesion_voxels": 10},
         "evaluation": {"reference": "reference", "classes": [1, 2]},
         "classes": [
@@ -78,10 +81,15 @@ def ct_workflow() -> dict[str, object]:
     }
 
 
-def run_ct_demo(out_dir: Path, address: str | None = None, progress: bool | None = None) -> JobResult:
+def run_ct_demo(out_dir: Path, address: str | None = None, progress: bool | None = None,
+                dicom: bool = False) -> JobResult:
     """Generate CT phantoms under ``out_dir/data`` (their true labels under ``out_dir/reference``),
     segment them, evaluate against the true labels (``out_dir/ct/evaluation*.csv``), and write
-    ``out_dir/ct/truth_comparison.csv``: reported tumour volume against the phantom's truth."""
+    ``out_dir/ct/truth_comparison.csv``: reported tumour volume against the phantom's truth.
+
+    With ``dicom`` the phantoms (in LPS, as scanners store axial series) are exported as DICOM
+    CT series under ``out_dir/dicom/<phantom>/`` (one file per slice) and the job reads those,
+    writing ``labels.nii.gz`` and a DICOM SEG (``labels.dcm``) over each series."""
     from .phantoms import write_ct_phantom
 
     data, reference = out_dir / "data", out_dir / "reference"
@@ -90,11 +98,14 @@ def run_ct_demo(out_dir: Path, address: str | None = None, progress: bool | None
     truth: dict[str, float] = {}
     for name, seed, orientation in CT_PHANTOMS:
         path = data / f"{name}.nii.gz"
+        orientation = "LPS" if dicom else orientation
         log.info("generating CT phantom %s (%s)", path, orientation)
         t = write_ct_phantom(path, seed, orientation=orientation, labels_path=reference / f"{name}.nii.gz")
         truth[name] = float(sum(t.tumour_volumes_ml))
-    workflow = out_dir / "ct-tumor-demo.yaml"
-    workflow.write_text(yaml.safe_dump(ct_workflow(), sort_keys=False), encoding="utf-8")
+        if dicom:
+            export_phantom(path, out_dir / "dicom" / name, seed)
+    workflow = out_dir / ("ct-tumor-demo-dicom.yaml" if dicom else "ct-tumor-demo.yaml")
+    workflow.write_text(yaml.safe_dump(ct_workflow(dicom), sort_keys=False), encoding="utf-8")
     spec = load_workflow(workflow)
     result = run_job(spec, address=address, progress=progress, force=True)
     evaluate_outputs(spec)  # OUT/ct/evaluation*.csv: Dice, IoU, HD95 against the phantoms' labels
@@ -106,3 +117,20 @@ def run_ct_demo(out_dir: Path, address: str | None = None, progress: bool | None
     (out_dir / "ct").mkdir(parents=True, exist_ok=True)
     (out_dir / "ct" / "truth_comparison.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return result
+
+
+def export_phantom(nifti: Path, folder: Path, seed: int) -> None:
+    """A phantom's NIfTI as a DICOM CT series (one file per slice, HU stored with slope 1)."""
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    from .dicom_export import write_series
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    img: Any = nib.load(nifti)
+    hu = np.asarray(img.dataobj).astype(np.int16)
+    log.info("exporting %s as a DICOM series in %s (%d slices)", nifti.name, folder, hu.shape[2])
+    write_series(folder, hu, img.affine, seed=seed)

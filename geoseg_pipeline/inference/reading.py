@@ -28,12 +28,13 @@ import torch
 from ..errors import GeosegError, SourceError, TransientSourceError
 from ..formats import lookup
 from ..geometry import Window, full_window, intersection
+from ..intensity import nonzero_mean_std
 from ..orientation import OrientedVolume, axis_map
 from ..preprocess import to_model_input, valid_mask
 from ..resampling import ResampledVolume
 from ..sources import RasterSource, SourceOptions, VolumeSource, open_source, stage_item
 from ..storage import S3Config, is_transient
-from ..tasks import ItemJob
+from ..tasks import ItemFacts, ItemJob
 from ..tiling import TileTask
 
 log = logging.getLogger("geoseg")
@@ -111,27 +112,8 @@ class ItemReader:
         return src
 
     def _open(self, job: ItemJob) -> RasterSource | VolumeSource:
-        """Open the item with its format's reader. A staged format reads the driver's copy when
-        this process sees it (same machine, shared output folder), else its own copy, made once
-        per item (an actor on another node of a cluster)."""
-        fmt = lookup(job.format, "volume" if job.kind == "volume" else "raster")
-        options = SourceOptions(s3=self.s3, channel_axis=job.channel_axis)
-        if fmt.staged:
-            data_path = job.data_path if job.data_path and os.path.exists(job.data_path) else None
-            if data_path is None:
-                with self._lock:  # one copy per item, whichever thread asks first
-                    staged = self._staged.get(job.path)
-                    if staged is None:
-                        folder = Path(tempfile.mkdtemp(prefix="geoseg-stage-"))
-                        try:
-                            staged = (folder, stage_item(fmt, job.path, folder, options))
-                        except BaseException:
-                            shutil.rmtree(folder, ignore_errors=True)
-                            raise
-                        self._staged[job.path] = staged
-                    data_path = staged[1]
-            options = replace(options, data_path=data_path)
-        src = open_source(fmt, job.path, options)
+        """Open the item as the model sees it: reoriented and resampled (volumes)."""
+        src = self.open_raw(job)
         if isinstance(src, RasterSource):
             return src
         amap = axis_map(src.grid.affine, src.grid.shape, job.axcodes)
@@ -139,6 +121,60 @@ class ItemReader:
         if job.resample is not None:
             out = ResampledVolume(out, job.resample)  # type: ignore[assignment]
         return out
+
+    def prepare_item(self, job: ItemJob) -> ItemFacts:
+        """What an item needs before its bands run, done here rather than in the driver: its
+        staged copy (made once; workers on this machine read it too) and, for a z-score, the
+        mean and standard deviation of its nonzero voxels (one pass, slab by slab).
+
+        Raises:
+            SourceError: the copy cannot be made or the item cannot be read.
+            InputDataError: no nonzero voxel, or NaN / infinite voxels (z-score).
+        """
+        fmt = lookup(job.format, "volume" if job.kind == "volume" else "raster")
+        data_path = self.staged_copy(job) if fmt.staged else None
+        if not job.zscore_nonzero:
+            return ItemFacts(data_path)
+        src = self.open_raw(job)
+        try:
+            assert isinstance(src, VolumeSource)
+            mean, std = nonzero_mean_std(src, [b - 1 for b in job.preprocessing.bands])
+        finally:
+            src.close()
+        return ItemFacts(data_path, mean, std)
+
+    def open_raw(self, job: ItemJob) -> RasterSource | VolumeSource:
+        """The item opened with its format's reader as stored (volumes not reoriented or
+        resampled), reading its staged copy (:meth:`staged_copy`)."""
+        fmt = lookup(job.format, "volume" if job.kind == "volume" else "raster")
+        options = SourceOptions(s3=self.s3, channel_axis=job.channel_axis, dicomweb=job.dicomweb)
+        if fmt.staged:
+            options = replace(options, data_path=self.staged_copy(job))
+        return open_source(fmt, job.path, options)
+
+    def staged_copy(self, job: ItemJob) -> str:
+        """The local copy a staged format reads: the one named by the job when this process
+        sees it (made by a worker on this machine), else this worker's own, made once per item
+        whichever thread asks first (a worker on another node of a cluster).
+
+        Raises:
+            SourceError: the copy cannot be made (unreadable, truncated gzip, disk full).
+        """
+        if job.data_path and os.path.exists(job.data_path):
+            return job.data_path
+        fmt = lookup(job.format, "volume" if job.kind == "volume" else "raster")
+        with self._lock:
+            staged = self._staged.get(job.path)
+            if staged is None:
+                folder = Path(tempfile.mkdtemp(prefix="geoseg-stage-"))
+                try:
+                    options = SourceOptions(s3=self.s3, channel_axis=job.channel_axis, dicomweb=job.dicomweb)
+                    staged = (folder, stage_item(fmt, job.path, folder, options))
+                except BaseException:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    raise
+                self._staged[job.path] = staged
+            return staged[1]
 
     def _close_here(self, path: str) -> None:
         """Close ``path`` in this thread only (a failed read reopens it)."""

@@ -24,7 +24,7 @@ from ..statistics.classes import row_class_counts
 from ..stitching.blocks import BlockStitcher
 from ..stitching.weights import importance_map
 from ..storage import S3Config
-from ..tasks import BandResult, FinishedLabels, ItemJob, ModelInfo, TileResult
+from ..tasks import BandResult, FinishedLabels, ItemFacts, ItemJob, ModelInfo, TileResult
 from ..tiling import BandTask, TileTask
 from .band_stitcher import DeviceBandStitcher
 from .predictor import Predictor
@@ -60,6 +60,10 @@ class TileExecutor:
     def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
         """The model's channels and classes (one probe forward pass)."""
         return self.predictor.describe(in_channels, roi, fallback)
+
+    def prepare_item(self, job: ItemJob) -> ItemFacts:
+        """Stage the item and compute its intensity statistics (see :meth:`ItemReader.prepare_item`)."""
+        return self.reader.prepare_item(job)
 
     def release(self, path: str) -> None:
         """Close ``path`` if it is open, and drop its own staged copy (after its item is done)."""

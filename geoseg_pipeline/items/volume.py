@@ -4,6 +4,7 @@ volumes in mL, lesions, the item's HTML report."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import uuid
 from dataclasses import replace
@@ -15,23 +16,24 @@ import numpy as np
 from ..errors import InputDataError
 from ..formats import detect, outputs_for
 from ..geometry import Window
-from ..intensity import nonzero_mean_std
 from ..orientation import axis_map
-from ..preprocess import Preprocessing
 from ..report import write_item_stats, write_lesions
 from ..report.html import write_volume_report
 from ..resampling import spacing_map
 from ..sinks import ClassLegend, SinkTarget, make_sinks
+from ..sinks.dicom_seg import SEG_NAME
 from ..sinks.volume_labels import label_type
-from ..sources import SourceOptions, VolumeSource, open_source, open_volume_source, stage_item
+from ..sources import SourceOptions, VolumeSource, open_metadata, open_source, open_volume_source, stage_item
+from ..sources.dicomweb import from_spec, is_dicomweb, store
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
 from ..statistics import ItemStats, LesionTracker
 from ..statistics.classes import VolumeTally
 from ..stitching import LabelBlock
-from ..storage import S3Config
+from ..storage import S3Config, is_s3
 from ..tasks import ModelInfo
 from ..tiling import plan_tiles
+from ..version import __version__
 from .base import OpenItem, band_selection, item_job
 
 #: Input-grid planes mapped back from the model's spacing at a time.
@@ -41,54 +43,67 @@ RESAMPLE_SLAB = 16
 class VolumeItem(OpenItem):
     """A 3D volume: label volumes on the input's grid, volumes in mL, lesions.
 
-    The item's hidden scratch folder in its output directory holds the staged copy of the input
-    (a ``.nii.gz`` inflated, an ``s3://`` object fetched: see the format's ``stage``), the open
-    blocks' running sums and, when resampling, the model-space labels; it is removed when the
-    item ends. Actors read the staged copy where they see it, and stage their own elsewhere.
+    The driver reads the item's header only: a worker stages it (a ``.nii.gz`` inflated, an
+    ``s3://`` object fetched: see the format's ``stage``) and computes its z-score statistics
+    (``ItemJob.needs_preparation``); workers on the same machine read that copy, others make
+    their own. The item's hidden scratch folder in its output directory holds, when resampling,
+    the model-space labels (and a report's copy of an object no worker here staged); it is
+    removed when the item ends.
     """
 
     def __init__(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend,
-                 s3: S3Config | None = None) -> None:
+                 s3: S3Config | None = None, provenance: dict[str, str] | None = None) -> None:
         super().__init__()
         out_dir = spec.output.directory / item.name
         self.scratch_dir = out_dir / f".scratch-{uuid.uuid4().hex[:12]}"
         self.scratch_dir.mkdir(parents=True)
         self.scratch = self.scratch_dir
         try:
-            self._open(item, spec, info, legend, s3)
+            self._open(item, spec, info, legend, s3, provenance or {})
         except BaseException:
             self.abort()
             raise
 
-    def _open(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend, s3: S3Config | None) -> None:
+    def _open(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend, s3: S3Config | None,
+              provenance: dict[str, str]) -> None:
         out_dir = spec.output.directory / item.name
         fmt = detect(item.path, "volume", spec.inputs.format)
-        options = SourceOptions(s3=s3, channel_axis=spec.inputs.channel_axis)
-        self.options = replace(options, data_path=stage_item(fmt, item.path, self.scratch_dir, options))
+        dicomweb = from_spec(spec.inputs.dicomweb) if spec.inputs.dicomweb is not None else None
+        self.options = SourceOptions(s3=s3, channel_axis=spec.inputs.channel_axis, dicomweb=dicomweb)
         self.format = fmt
-        src = open_source(fmt, item.path, self.options)
+        # metadata only: the workers stage the item and compute its statistics (prepare_item)
+        src = open_metadata(fmt, item.path, self.options)
         assert isinstance(src, VolumeSource)
         try:
             grid, count = src.grid, src.channel_count
             if src.ndim_effective < 3:
                 raise InputDataError(f"{item.path}: a {src.ndim_effective}D image (shape {grid.shape}) "
                                      "given to a 3D model")
-            prep = _intensity(src, spec, band_selection(item, spec, count, info, "volume", "channel(s)"))
+            prep = band_selection(item, spec, count, info, "volume", "channel(s)")
+            # a NIfTI output copies a NIfTI input's header; a DICOM SEG references a series' instances
+            header = getattr(src, "header", None) if fmt.name == "nifti" else None
+            self.study = study_fields(getattr(src, "info", {}), spec.output.identifiers)
         finally:
             src.close()
+        intensity = spec.preprocessing.intensity
+        if intensity is not None and intensity.mode == "window":
+            prep = replace(prep, window=intensity.window)
         self.item, self.grid = item, grid
         self.amap = axis_map(grid.affine, grid.shape, spec.preprocessing.orientation)
         oriented_zooms = tuple(grid.zooms[p] for p in self.amap.perm)
         self.smap = spacing_map(self.amap.model_shape, oriented_zooms, spec.preprocessing.spacing)
         shape = self.smap.model_shape if self.smap is not None else self.amap.model_shape
         self.plan = plan_tiles(shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
-        self.job = item_job(item, spec, fmt, prep, data_path=self.options.data_path,
-                            channel_axis=spec.inputs.channel_axis, axcodes=spec.preprocessing.orientation,
-                            image_shape=shape, resample=self.smap)
+        self.job = item_job(item, spec, fmt, prep, channel_axis=spec.inputs.channel_axis,
+                            axcodes=spec.preprocessing.orientation, image_shape=shape, resample=self.smap,
+                            staged=fmt.staged, dicomweb=dicomweb,
+                            zscore_nonzero=intensity is not None and intensity.mode == "zscore_nonzero")
         self.small = any(n < r for n, r in zip(shape, spec.tiling.roi_size, strict=True))
         self.nodata_label = None
-        header = self.options.data_path if fmt.name == "nifti" else None
-        target = SinkTarget(grid, legend, None, info.num_classes, spec.output, spec.tiling.block_shape, header)
+        model = spec.model.path.name if spec.model.path is not None else (spec.model.name or spec.model.type)
+        made_by = {"model": model, "software": f"geoseg-pipeline {__version__}", **provenance}
+        target = SinkTarget(grid, legend, None, info.num_classes, spec.output, spec.tiling.block_shape, header,
+                            made_by, item.path if fmt.series else None, dicomweb)
         self.sinks.extend(make_sinks(outputs_for("volume", spec.output.formats), out_dir, target))
         self.label_dtype = str(label_type(out_dir, legend, None)[1])
         self.tally = VolumeTally(info.num_classes, grid.voxel_volume_mm3, legend.names, item.name)
@@ -99,6 +114,7 @@ class VolumeItem(OpenItem):
         if self.lesions is not None:
             self.statistics.append(self.lesions)
         self.colours = legend.colours
+        self.stow = from_spec(spec.output.dicomweb) if spec.output.dicomweb is not None else None
         # with resampling, blocks arrive in model space: one byte (two) per model voxel in a
         # scratch file, mapped back onto the input grid at commit
         self.model_labels: Path | None = None
@@ -147,8 +163,10 @@ class VolumeItem(OpenItem):
             shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
     def _report(self, outputs: list[Path], meta: dict[str, Any]) -> tuple[ItemStats, list[Path]]:
+        if self.stow is not None:  # first: a refusal takes back the published outputs, before any report
+            store(self.stow, outputs[0].parent / SEG_NAME)
         lesions = tuple(self.lesions.finish()) if self.lesions is not None else ()
-        stats = replace(self.tally.finish(), lesions=lesions)
+        stats = replace(self.tally.finish(), lesions=lesions, study=self.study)
         meta = {"shape": list(self.grid.shape), "affine": self.grid.affine.tolist(),
                 "axcodes": "".join(self.grid.axcodes), "voxel_size_mm": list(self.grid.zooms), **meta}
         if self.smap is not None:
@@ -158,8 +176,7 @@ class VolumeItem(OpenItem):
         paths = write_item_stats(out_dir, self.item.path, stats, meta)
         if self.lesions is not None:
             paths.append(write_lesions(out_dir, stats))
-        # the staged copy (if any) is still there: no second decompression or download
-        src = open_source(self.format, self.item.path, self.options)
+        src = self._input(pixels=bool(stats.lesions))
         labels = open_volume_source(str(outputs[0]))
         try:
             paths.append(write_volume_report(out_dir, src, labels, stats, self.colours))
@@ -168,20 +185,38 @@ class VolumeItem(OpenItem):
             labels.close()
         return stats, paths
 
+    def _input(self, pixels: bool) -> VolumeSource:
+        """The input, for the report: its metadata, and when ``pixels`` the few slices of its
+        figures, read from the workers' staged copy where this process sees it (no second
+        decompression or download), else in place (a local file), else from a copy fetched into
+        the scratch folder (an object read by workers on other nodes)."""
+        options = self.options
+        if self.job.data_path and os.path.exists(self.job.data_path):
+            options = replace(options, data_path=self.job.data_path)
+        elif not pixels:
+            src = open_metadata(self.format, self.item.path, options)
+            assert isinstance(src, VolumeSource)
+            return src
+        elif is_s3(self.item.path) or is_dicomweb(self.item.path):
+            options = replace(options, data_path=stage_item(self.format, self.item.path, self.scratch_dir, options))
+        src = open_source(self.format, self.item.path, options)
+        assert isinstance(src, VolumeSource)
+        return src
+
     def abort(self) -> None:
         super().abort()
         shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
 
-def _intensity(src: VolumeSource, spec: WorkflowSpec, prep: Preprocessing) -> Preprocessing:
-    """Add the workflow's intensity preparation; a z-score reads the item once, slab by slab."""
-    intensity = spec.preprocessing.intensity
-    if intensity is None:
-        return prep
-    if intensity.mode == "window":
-        return replace(prep, window=intensity.window)
-    mean, std = nonzero_mean_std(src, [b - 1 for b in prep.bands])
-    return replace(prep, mean=mean, std=std, nonzero_only=True)
+#: DICOM attributes an item's statistics and reports carry; the first three identify a patient.
+STUDY_FIELDS = ("PatientID", "StudyInstanceUID", "StudyDate", "SeriesDescription", "Modality")
+IDENTIFYING = frozenset(STUDY_FIELDS[:3])
 
 
-__all__ = ["RESAMPLE_SLAB", "VolumeItem"]
+def study_fields(info: dict[str, str], identifiers: bool) -> tuple[tuple[str, str], ...]:
+    """The study attributes of a DICOM item for its statistics and reports (none for other
+    inputs); without ``identifiers`` (``output.identifiers: false``) the identifying ones are left out."""
+    return tuple((k, str(info[k])) for k in STUDY_FIELDS if k in info and (identifiers or k not in IDENTIFYING))
+
+
+__all__ = ["RESAMPLE_SLAB", "STUDY_FIELDS", "VolumeItem", "study_fields"]

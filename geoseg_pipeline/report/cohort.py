@@ -13,6 +13,10 @@ Columns, in order (volumes in mL, lengths in mm, all from the item's ``stats``):
   (the longest axial diameter of any of its lesions, see :mod:`geoseg_pipeline.statistics.lesions`).
   An item without lesions has count 0, burden 0 and no largest lesion or diameter (empty).
 
+DICOM items add their study attributes after ``voxel_volume_mm3``: ``PatientID``,
+``StudyInstanceUID``, ``StudyDate``, ``SeriesDescription``, ``Modality`` (the first three not
+with ``output.identifiers: false``).
+
 ``<class>`` is the class name in lower case with runs of other characters than letters, digits
 and ``_`` replaced by ``_`` (``"Tumour core"`` -> ``tumour_core``); a name that repeats an
 earlier one gets ``_<label>`` appended. Failed items have only the first four columns filled.
@@ -112,12 +116,15 @@ def cohort_classes(
 def cohort_table(outcomes: Sequence[ItemOutcome], lesion_classes: Iterable[int] | None = None) -> CohortTable:
     """One row per item, in the order of ``outcomes``; failed items with their reason."""
     classes = cohort_classes(outcomes, lesion_classes)
-    columns = (*BASE_COLUMNS, *(col for c in classes for col in c.columns))
+    # DICOM items' study attributes, in the order they come (none of them for other inputs)
+    study = tuple(dict.fromkeys(k for o in outcomes if o.stats is not None for k, _ in o.stats.study))
+    columns = (*BASE_COLUMNS, *study, *(col for c in classes for col in c.columns))
     rows = []
     for o in outcomes:
         row: dict[str, Any] = dict.fromkeys(columns)
         row.update(item=o.item, source=o.source, status=o.status, error=o.error or None)
         if o.stats is not None:
+            row.update(dict(o.stats.study))
             row.update(_numbers(o.stats, classes))
         rows.append(row)
     return CohortTable(classes, columns, tuple(rows), "observed" if lesion_classes is None else "workflow")

@@ -69,12 +69,14 @@ def write_volume_report(out_dir: Path, source: object, labels: object, stats: It
         f"<td>{x.longest_axial_diameter_mm:.1f}</td></tr>" for x in stats.lesions
     )
     figures = "".join(_figure(source, labels, axis, x, rgb) for x in stats.lesions[:largest])
+    study = "".join(f"<br>{html.escape(k)}: {html.escape(v)}" for k, v in stats.study)
+    study = f"<p>{study[4:]}</p>" if study else ""
     burden = sum(x.volume_ml for x in stats.lesions)
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(stats.item)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
 padding:3px 8px;text-align:right}}figure{{display:inline-block;margin:0 1em 1em 0}}img{{image-rendering:pixelated;
 width:320px}}</style></head><body>
-<h1>{html.escape(stats.item)}</h1>
+<h1>{html.escape(stats.item)}</h1>{study}
 <p>Voxel volume {stats.voxel_volume_mm3 or 0:.4g} mm³. {len(stats.lesions)} lesion(s), total burden
 {burden:.3f} mL.</p>
 <h2>Classes</h2><table><tr><th>#</th><th>class</th><th>voxels</th><th>volume (mL)</th></tr>{rows}</table>

@@ -79,6 +79,7 @@ def write_item_stats(out_dir: Path, source: str, stats: ItemStats, meta: dict[st
         "area_note": stats.area_note,
         "share_of": "valid area" if stats.valid_area_m2 else "valid pixels",
         **meta,
+        **({"study": dict(stats.study)} if stats.study else {}),
         "classes": _class_rows(stats),
     }
     if stats.voxel_volume_mm3 is not None:

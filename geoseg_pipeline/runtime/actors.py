@@ -11,7 +11,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from ..errors import GeosegError, JobError, WorkerError
 from ..spec import InferenceSpec, ModelSpec, ResourceSpec
-from ..tasks import BandResult, ItemJob, ModelInfo
+from ..tasks import BandResult, ItemFacts, ItemJob, ModelInfo
 from ..tiling import BandTask
 
 if TYPE_CHECKING:
@@ -59,6 +59,12 @@ class InferenceActor:
         """Finish one band of an item; a Ray streaming generator: each part (the blocks'
         labels) reaches the driver as soon as it is yielded."""
         yield from self._ready().run_band(job, band)
+
+    @ray.method(concurrency_group="prepare")
+    def prepare(self, job: ItemJob) -> ItemFacts:
+        """Stage an item and compute its intensity statistics, on a thread of its own beside the
+        bands this actor runs (the next item is prepared while the current one is inferred)."""
+        return self._ready().prepare_item(job)
 
     def release(self, path: str) -> None:
         """Close an item's file once the item is done."""
@@ -160,10 +166,14 @@ def start_actors(
     threads = max(int(resources.cpus_per_worker), 1)
     # A killed actor process is restarted (model loaded again) and the tasks it held are run
     # again on it: tile tasks are pure functions of (item, task), so a retry gives the same result.
-    remote_cls = ray.remote(
-        num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker,
-        max_restarts=resources.max_restarts, max_task_retries=resources.max_restarts,
-    )(InferenceActor)
+    # "prepare" (staging an item, its z-score) runs on a thread of its own beside the bands;
+    # Ray's type hints do not know concurrency_groups
+    actor_options: dict[str, Any] = {
+        "num_cpus": resources.cpus_per_worker, "num_gpus": resources.gpus_per_worker,
+        "max_restarts": resources.max_restarts, "max_task_retries": resources.max_restarts,
+        "concurrency_groups": {"prepare": 1},
+    }
+    remote_cls = ray.remote(**actor_options)(InferenceActor)
     use_gpu = resources.gpus_per_worker > 0
     return [remote_cls.remote(model, use_gpu, threads, resources.gdal_cache_mb, options, s3) for _ in range(count)]
 
@@ -191,6 +201,7 @@ class RayActorPool:
             _check_fits(resources, self.size)
         self._actors = start_actors(model, resources, self.size, options, s3)
         self._await_placement(resources)
+        self._next_prepare = 0
 
     def _await_placement(self, resources: ResourceSpec) -> None:
         """Wait until every actor is placed and started, or stop them all.
@@ -228,6 +239,20 @@ class RayActorPool:
         """The Ray node id of each actor."""
         try:
             return [str(n) for n in ray.get([a.node.remote() for a in self._actors])]
+        except (RayTaskError, RayActorError) as exc:
+            raise _unwrap(exc) from exc
+
+    def prepare(self, job: ItemJob) -> ItemFacts:
+        """Let an actor (each in turn) stage ``job``'s item and compute its statistics; waits.
+
+        Raises:
+            GeosegError: the item could not be staged or read (the actor's error, unwrapped).
+        """
+        actor = self._actors[self._next_prepare % len(self._actors)]
+        self._next_prepare += 1
+        try:
+            facts: ItemFacts = ray.get(actor.prepare.remote(job))
+            return facts
         except (RayTaskError, RayActorError) as exc:
             raise _unwrap(exc) from exc
 

@@ -8,6 +8,7 @@ import os
 from ..ledger import ItemKey, Ledger, config_hash, fingerprint, model_hash
 from ..report import ItemOutcome
 from ..sinks.publish import Publisher
+from ..sources.dicomweb import from_spec
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
 from ..statistics import ItemStats
@@ -26,13 +27,14 @@ class Book:
         self.model_hash = model_hash(spec)
         self.config_hash = config_hash(spec)
         self.keys: dict[str, ItemKey] = {}
+        self.dicomweb = from_spec(spec.inputs.dicomweb)
 
     def key(self, item: Item) -> ItemKey:
         """The item's input fingerprint with this run's model and config hashes."""
         key = self.keys.get(item.name)
         if key is None:
             try:
-                fp = fingerprint(item.path, self.s3)
+                fp = fingerprint(item.path, self.s3, self.dicomweb)
             except OSError:
                 fp = "unreadable"
             key = self.keys[item.name] = ItemKey(fp, self.model_hash, self.config_hash)

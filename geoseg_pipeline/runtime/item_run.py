@@ -13,7 +13,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from ..sources.discovery import Item
 from ..spec import WorkflowSpec
 from ..stitching import BlockJournal, FinishedBlock, journal_key
 from ..storage import S3Config
-from ..tasks import BandResult, ItemJob, ModelInfo, StitchSettings
+from ..tasks import BandResult, ItemFacts, ItemJob, ModelInfo, StitchSettings
 from ..tiling import BandTask
 
 log = logging.getLogger("geoseg")
@@ -59,17 +59,20 @@ class ItemRun:
 
     @classmethod
     def open(cls, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend, key: ItemKey,
-             s3: S3Config | None = None, force: bool = False, bands: int = 1) -> ItemRun:
+             s3: S3Config | None = None, force: bool = False, bands: int = 1,
+             prepare: Callable[[ItemJob], ItemFacts] | None = None) -> ItemRun:
         """Open ``item`` (metadata only), its block journal, and write the blocks an earlier run
         committed; the item is cut into ``bands`` bands and only those with a block still to
-        write are left to run.
+        write are left to run. An item with bands to run that a worker must prepare first (stage
+        it, compute its z-score: ``ItemJob.needs_preparation``) is handed to ``prepare`` (a
+        worker pool's), so that this process never reads its pixels.
 
         Raises:
             GeosegError, OSError, ValueError: the item cannot be opened (the reason names it).
         """
         item_dir = spec.output.directory / item.name
         clear_leftovers(item_dir)
-        opened = open_item(item, spec, info, legend, s3)
+        opened = open_item(item, spec, info, legend, s3, {"model_version": key.model_hash[:16]})
         plan = opened.plan
         journal: BlockJournal | None = None
         try:
@@ -86,6 +89,15 @@ class ItemRun:
                         item.name, plan.image_shape, spec.tiling.roi_size)
         cut = plan.bands(bands, done)
         needed = [b for b in cut if plan.band_needed(b)]
+        if needed and opened.job.needs_preparation:
+            if prepare is None:
+                raise ValueError(f"{item.path}: the item must be prepared by a worker and no worker was given")
+            try:
+                opened.job = opened.job.prepared(prepare(opened.job))
+            except BaseException:
+                opened.abort()
+                journal.release()
+                raise
         windows = sum(plan.band_window_count(b)[0] for b in needed)
         if done:
             log.info("%s: resuming: %d of %d blocks were committed by an earlier run; %d of %d bands to run",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import GeosegError, WorkerError
 from ..spec import InferenceSpec, ModelSpec, ResourceSpec
-from ..tasks import BandResult, ItemJob, ModelInfo
+from ..tasks import BandResult, ItemFacts, ItemJob, ModelInfo
 from ..tiling import BandTask
 
 if TYPE_CHECKING:
@@ -147,6 +147,22 @@ class LocalPool:
     def nodes(self) -> list[str]:
         """Where each worker runs: this process."""
         return ["local"] * self.size
+
+    def prepare(self, job: ItemJob) -> ItemFacts:
+        """Stage ``job``'s item and compute its statistics in the calling thread (the
+        scheduler's opening thread, never its loop); the worker threads read that copy.
+
+        Raises:
+            GeosegError: the item could not be staged or read.
+        """
+        if self._load_error is not None:
+            raise WorkerError(f"the model could not be loaded: {self._load_error}")
+        try:
+            return self._executor().prepare_item(job)
+        except (GeosegError, OSError):
+            raise
+        except Exception as exc:
+            raise WorkerError(f"{job.path}: {exc}") from exc
 
     def submit(self, worker: int, job: ItemJob, band: BandTask) -> BandStream:
         """Queue ``band``; worker threads take bands in order (``worker`` only balances Ray

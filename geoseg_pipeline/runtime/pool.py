@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..errors import JobError
 from ..spec import ResourceSpec, WorkflowSpec
-from ..tasks import BandResult, ItemJob, ModelInfo
+from ..tasks import BandResult, ItemFacts, ItemJob, ModelInfo
 from ..tiling import BandTask
 
 if TYPE_CHECKING:
@@ -41,6 +41,11 @@ class WorkerPool(Protocol):
 
     def nodes(self) -> list[str]:
         """Where each worker runs."""
+        ...
+
+    def prepare(self, job: ItemJob) -> ItemFacts:
+        """Have a worker stage ``job``'s item and compute its intensity statistics (see
+        ``ItemJob.needs_preparation``); waits for it. Raises ``GeosegError`` when it cannot."""
         ...
 
     def submit(self, worker: int, job: ItemJob, band: BandTask) -> Any:

@@ -45,7 +45,8 @@ def legend_for(spec: WorkflowSpec, num_classes: int) -> ClassLegend:
     if spec.classes is not None:
         if len(spec.classes) != num_classes:
             raise ModelError(f"the model predicts {num_classes} classes but the workflow lists {len(spec.classes)}")
-        return ClassLegend(tuple(c.name for c in spec.classes), tuple(c.colour for c in spec.classes))
+        return ClassLegend(tuple(c.name for c in spec.classes), tuple(c.colour for c in spec.classes),
+                           tuple(c.dicom for c in spec.classes))
     names = tuple(f"class_{i}" for i in range(num_classes))
     return ClassLegend(names, tuple(DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)] for i in range(num_classes)))
 
@@ -68,7 +69,7 @@ class Scheduler:
         self.inflight: dict[Any, tuple[ItemRun, Any]] = {}
         self.actor_load: dict[int, int] = {}
         self.finalizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-commit")
-        # items are opened (staged, z-scored, planned) here, ahead of need, not in the loop
+        # items are opened (headers read, planned, prepared by a worker) here, ahead of need, not in the loop
         self.opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-open", initializer=self._enter_env)
         self.opening: deque[tuple[Item, Future[ItemRun]]] = deque()
         self.commits: list[tuple[ItemRun, Future[ItemOutcome]]] = []
@@ -157,7 +158,7 @@ class Scheduler:
             self.book.started(item)
             bands = self._band_count()
             fut = self.opener.submit(ItemRun.open, item, self.spec, self.info, self.legend, self.book.key(item),
-                                     self.book.s3, self.book.force, bands=bands)
+                                     self.book.s3, self.book.force, bands=bands, prepare=self.pool.prepare)
             self.opening.append((item, fut))
 
     def _take_opened(self) -> ItemRun | None:
@@ -298,6 +299,7 @@ class Scheduler:
             if not block and not fut.done():
                 remaining.append((state, fut))
                 continue
+            fut.exception()  # wait: the commit may still read the workers' staged copy (the report)
             self.pool.release(state.item.path)
             try:
                 outcome = fut.result()

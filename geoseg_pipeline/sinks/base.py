@@ -14,7 +14,7 @@ import shutil
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -41,7 +41,12 @@ class SinkTarget:
         num_classes: classes the model predicts.
         output: the workflow's output section (compression, overviews, ...).
         block_shape: the plan's output block (chunking).
-        header_source: a NIfTI input whose header a NIfTI output copies.
+        header_source: a NIfTI input (its path, or its nibabel header) whose header a NIfTI
+            output copies.
+        source_series: a DICOM series item's path, whose instances a DICOM SEG references.
+        dicomweb: the DICOMweb server of a ``dicomweb+`` series (its instances' headers).
+        provenance: what made the labels (``model``, ``model_version``, ``software``), for
+            outputs that record it (DICOM SEG).
     """
 
     grid: Grid | VolumeGrid
@@ -50,7 +55,10 @@ class SinkTarget:
     num_classes: int
     output: OutputSpec
     block_shape: tuple[int, ...]
-    header_source: str | None = None
+    header_source: Any = None
+    provenance: dict[str, str] = field(default_factory=dict)
+    source_series: str | None = None
+    dicomweb: Any = None
 
 
 @runtime_checkable

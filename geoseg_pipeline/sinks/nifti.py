@@ -59,7 +59,7 @@ class NiftiLabelSink(StagedSink):
     Args:
         out_dir: ``OUT/<item>``; created if needed.
         grid: the item's voxel grid; the output has its shape and affine.
-        header_source: the input NIfTI whose header is copied (``None`` for Zarr items).
+        header_source: the input NIfTI (a path) or its nibabel header, copied (``None`` for Zarr items).
         legend: class names and colours, index = label value.
         nodata_label: label for voxels without valid input; unwritten voxels hold it
             (0 when ``None``).
@@ -70,7 +70,7 @@ class NiftiLabelSink(StagedSink):
     """
 
     def __init__(
-        self, out_dir: Path, grid: VolumeGrid, header_source: str | None, legend: ClassLegend,
+        self, out_dir: Path, grid: VolumeGrid, header_source: Any, legend: ClassLegend,
         nodata_label: int | None,
     ) -> None:
         self.max_label, self.dtype = label_type(out_dir, legend, nodata_label)
@@ -136,7 +136,21 @@ def _fill(data: np.memmap, value: int) -> None:
         data[:, :, k : k + step] = value
 
 
-def label_header(grid: VolumeGrid, header_source: str | None, dtype: np.dtype, max_label: int) -> Any:
+def _source_header(header_source: Any) -> Any:
+    """The header of a NIfTI file (read without its pixels), or ``header_source`` itself when it
+    is a header already (an ``s3://`` item's, read from its first bytes)."""
+    if not isinstance(header_source, str):
+        return header_source
+    try:
+        src = nib.load(header_source)
+    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError) as exc:
+        raise SinkError(f"{header_source}: cannot read the header to copy: {exc}") from exc
+    if not isinstance(src, nib.Nifti1Image):
+        raise SinkError(f"{header_source}: not a single-file NIfTI image, cannot copy its header")
+    return src.header
+
+
+def label_header(grid: VolumeGrid, header_source: Any, dtype: np.dtype, max_label: int) -> Any:
     """The header (``nib.Nifti1Header`` or ``Nifti2Header``) of a label volume for ``grid``.
 
     See the module docstring for what is copied and what is replaced.
@@ -145,18 +159,14 @@ def label_header(grid: VolumeGrid, header_source: str | None, dtype: np.dtype, m
         SinkError: ``header_source`` is unreadable, not NIfTI, or has another shape or affine.
     """
     if header_source is not None:
-        try:
-            src = nib.load(header_source)
-        except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError) as exc:
-            raise SinkError(f"{header_source}: cannot read the header to copy: {exc}") from exc
-        if not isinstance(src, nib.Nifti1Image):
-            raise SinkError(f"{header_source}: not a single-file NIfTI image, cannot copy its header")
-        src_shape = tuple((*src.shape[:3], 1, 1)[:3])
-        if src_shape != grid.shape:
-            raise SinkError(f"{header_source}: header shape {src.shape} does not match the grid {grid.shape}")
-        if not np.allclose(src.affine, grid.affine, atol=1e-4):
-            raise SinkError(f"{header_source}: header affine differs from the grid's:\n{src.affine}\n{grid.affine}")
-        hdr: Any = src.header
+        hdr: Any = _source_header(header_source)
+        name = header_source if isinstance(header_source, str) else "the input's header"
+        shape = tuple(int(n) for n in hdr.get_data_shape())
+        if tuple((*shape[:3], 1, 1)[:3]) != grid.shape:
+            raise SinkError(f"{name}: header shape {shape} does not match the grid {grid.shape}")
+        affine = hdr.get_best_affine()
+        if not np.allclose(affine, grid.affine, atol=1e-4):
+            raise SinkError(f"{name}: header affine differs from the grid's:\n{affine}\n{grid.affine}")
         hdr = hdr.copy()
         if hdr.endianness != "<":
             hdr = hdr.as_byteswapped("<")

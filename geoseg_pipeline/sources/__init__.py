@@ -7,6 +7,7 @@ from .base import (
     SourceOptions,
     VolumeSource,
     open_item_source,
+    open_metadata,
     open_raster_source,
     open_source,
     open_volume_source,
@@ -19,5 +20,5 @@ from .zarr_source import ZarrRasterSource
 from .zarr_volume import ZarrVolumeSource
 
 __all__ = ["NiftiSource", "RasterSource", "RasterioSource", "Source", "SourceOptions", "VolumeSource",
-           "ZarrRasterSource", "ZarrVolumeSource", "open_item_source", "open_raster_source", "open_source",
-           "open_volume_source", "probe_channels", "stage_item"]
+           "ZarrRasterSource", "ZarrVolumeSource", "open_item_source", "open_metadata", "open_raster_source",
+           "open_source", "open_volume_source", "probe_channels", "stage_item"]

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import InputDataError, ReadRequestError, SourceError
-from ..formats import InputFormat, Kind, detect
+from ..formats import SERIES_MARK, InputFormat, Kind, detect
 from ..geometry import Grid, Window
 from ..storage import S3Config, is_s3
 from ..volumes import VolumeGrid
@@ -31,11 +31,13 @@ class SourceOptions:
         s3: the object store's configuration, needed for ``s3://`` items.
         channel_axis: volumes: the on-disk axis holding channels (``inputs.channel_axis``).
         data_path: a staged reader's local copy (see ``stage``); ``None``: read ``path`` itself.
+        dicomweb: the DICOMweb server of ``dicomweb+`` series items (URL and credentials).
     """
 
     s3: S3Config | None = None
     channel_axis: int | None = None
     data_path: str | None = None
+    dicomweb: Any = None
 
 
 @runtime_checkable
@@ -145,8 +147,19 @@ def stage_item(fmt: InputFormat, path: str, folder: Path, options: SourceOptions
     """
     if not fmt.staged:
         return path
-    staged: str = reader_class(fmt).stage(path, folder, options.s3)
+    staged: str = reader_class(fmt).stage(path, folder, options)
     return staged
+
+
+def _check_exists(fmt: InputFormat, path: str) -> None:
+    """Refuse a local item that is not there (a DICOM series: its folder).
+
+    Raises:
+        SourceError: naming the path.
+    """
+    local = path.rpartition(SERIES_MARK)[0] if fmt.series else path
+    if not is_s3(path) and not path.startswith("dicomweb+") and not Path(local).exists():
+        raise SourceError(f"{path}: no such file or directory")
 
 
 def open_source(fmt: InputFormat, path: str, options: SourceOptions = SourceOptions()) -> Source:
@@ -156,8 +169,7 @@ def open_source(fmt: InputFormat, path: str, options: SourceOptions = SourceOpti
         SourceError: the item is missing, unreadable, or not of that format.
         InputDataError: it opens but cannot be read as configured.
     """
-    if not is_s3(path) and not Path(path).exists():
-        raise SourceError(f"{path}: no such file or directory")
+    _check_exists(fmt, path)
     if fmt.staged and is_s3(path) and options.data_path is None:
         raise SourceError(f"{path}: an s3:// {fmt.name} item is read from a local copy; stage it first")
     source: Source = reader_class(fmt).open(path, options)
@@ -184,6 +196,24 @@ def probe_channels(fmt: InputFormat, path: str, options: SourceOptions = SourceO
     source = open_source(fmt, path, options)
     source.close()
     return source.band_count if isinstance(source, RasterSource) else source.channel_count
+
+
+def open_metadata(fmt: InputFormat, path: str, options: SourceOptions = SourceOptions()) -> Source:
+    """Open ``path`` for its metadata (grid, channels, voxel type) without staging it: a staged
+    format's reader answers from the header alone (``metadata``: a ``.nii.gz`` not inflated, an
+    ``s3://`` object's first bytes); the source it returns may refuse to read pixels. The
+    driver opens items this way; the workers stage and read them.
+
+    Raises:
+        SourceError: the item is missing, unreadable, or not of that format.
+        InputDataError: it opens but cannot be read as configured.
+    """
+    reader = reader_class(fmt)
+    if fmt.staged and options.data_path is None and hasattr(reader, "metadata"):
+        _check_exists(fmt, path)
+        source: Source = reader.metadata(path, options)
+        return source
+    return open_source(fmt, path, options)
 
 
 def open_item_source(path: str, kind: Kind, name: str = "auto", options: SourceOptions = SourceOptions()) -> Source:
@@ -252,6 +282,7 @@ __all__ = [
     "VolumeSource",
     "check_volume_channel_axis",
     "open_item_source",
+    "open_metadata",
     "open_raster_source",
     "open_source",
     "open_volume_source",

@@ -479,8 +479,12 @@ def discover(inputs: InputSpec, kind: Kind | None = None, s3: S3Config | None = 
         SpecError: the manifest cannot be read or has no location column.
         SourceError: an object store cannot be listed.
     """
-    suffixes = folder_suffixes(inputs.format, kind)
-    items, unmatched = expand_inputs(inputs.paths, suffixes=suffixes, s3=s3)
+    if inputs.format == "dicom" or inputs.dicomweb is not None:  # one item per DICOM series
+        from .dicom_discovery import dicom_items
+
+        items, unmatched = dicom_items(inputs.paths, inputs.dicomweb)
+    else:
+        items, unmatched = expand_inputs(inputs.paths, suffixes=folder_suffixes(inputs.format, kind), s3=s3)
     out = _Collector()
     for item in items:
         out.add(item)

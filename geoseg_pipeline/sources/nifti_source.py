@@ -98,6 +98,8 @@ class NiftiSource:
             ``(i, j, k, c)`` file; ``None`` refuses a volume with a 4th dimension > 1.
         data_path: the file actually read when it differs from ``path`` (the uncompressed
             copy made by :func:`prepare_volume`).
+        header: a nibabel NIfTI header read elsewhere (:meth:`metadata`): the source gives the
+            item's metadata and refuses to read pixels.
 
     Raises:
         SourceError: missing, unreadable or not a single-file NIfTI; voxel type not real
@@ -105,21 +107,23 @@ class NiftiSource:
         InputDataError: more dimensions than 3 spatial + 1 channel axis.
     """
 
-    def __init__(self, path: str, channel_axis: int | None = None, *, data_path: str | None = None) -> None:
+    def __init__(self, path: str, channel_axis: int | None = None, *, data_path: str | None = None,
+                 header: Any = None) -> None:
         self.path = path
         self.data_path = data_path or path
         self._closed = False
-        if not Path(self.data_path).is_file():
-            raise SourceError(f"{path}: no such file")
-        try:
-            img = nib.load(self.data_path)
-        except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error) as exc:
-            raise SourceError(f"{path}: cannot open as NIfTI: {exc}") from exc
-        if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it; pairs do not
-            raise SourceError(f"{path}: not a single-file NIfTI-1/2 image (.nii, .nii.gz) but {type(img).__name__}")
-        self._img = img
-        hdr: Any = img.header
-        self._disk_shape = tuple(int(n) for n in img.shape)
+        self._img: Any = None
+        if header is None:
+            img = _load(path, self.data_path)
+            self._img = img
+            hdr: Any = img.header
+            affine = img.affine
+        else:  # the header alone (an object's first bytes): metadata, no pixels
+            hdr = header
+            affine = hdr.get_best_affine()  # what nibabel's image takes as its affine
+        #: the nibabel header (a NIfTI label output copies it)
+        self.header: Any = hdr
+        self._disk_shape = tuple(int(n) for n in hdr.get_data_shape())
         self._stored_dtype: np.dtype = np.dtype(hdr.get_data_dtype())
         if self._stored_dtype.kind not in "uif":
             raise SourceError(f"{path}: unsupported voxel type {self._stored_dtype} (need real numbers)")
@@ -127,12 +131,12 @@ class NiftiSource:
         spatial = (*self._disk_shape[:3], 1, 1)[:3]
         if len(self._disk_shape) < 2:
             raise InputDataError(f"{path}: {len(self._disk_shape)}D NIfTI (shape {self._disk_shape}) is not an image")
-        if not is_gzip_name(self.data_path):
-            proxy: Any = img.dataobj  # the loaded header's vox_offset is reset; the proxy keeps the file's
+        if self._img is not None and not is_gzip_name(self.data_path):
+            proxy: Any = self._img.dataobj  # the loaded header's vox_offset is reset; the proxy keeps the file's
             _check_file_size(path, self.data_path, self._disk_shape, self._stored_dtype, int(proxy.offset))
         try:
             self._grid = VolumeGrid(
-                (spatial[0], spatial[1], spatial[2]), img.affine,
+                (spatial[0], spatial[1], spatial[2]), affine,
                 int(hdr["sform_code"]), int(hdr["qform_code"]),
             )
         except ValueError as exc:
@@ -144,8 +148,17 @@ class NiftiSource:
         staged copy when there is one."""
         return cls(path, options.channel_axis, data_path=options.data_path)
 
+    @classmethod
+    def metadata(cls, path: str, options: SourceOptions) -> NiftiSource:
+        """The item's header alone, unstaged (:func:`~geoseg_pipeline.sources.base.open_metadata`):
+        a local ``.nii.gz`` is not inflated (nibabel reads its header only), an ``s3://`` object
+        gives its first bytes; reading pixels from an ``s3://`` one raises :class:`SourceError`."""
+        if is_s3(path):
+            return cls(path, options.channel_axis, header=nifti_header(path, require_s3(path, options.s3)))
+        return cls(path, options.channel_axis)
+
     @staticmethod
-    def stage(path: str, folder: Path, s3: S3Config | None) -> str:
+    def stage(path: str, folder: Path, options: SourceOptions) -> str:
         """The local copy to read: a ``.nii.gz`` inflated once into ``folder``
         (:func:`prepare_volume`), an ``s3://`` object fetched (and inflated) into it; a local
         ``.nii`` as it is.
@@ -154,7 +167,7 @@ class NiftiSource:
             SourceError: unreadable, truncated or corrupt, or the copy cannot be written.
         """
         if is_s3(path):
-            return str(fetch_to(path, folder, require_s3(path, s3)))
+            return str(fetch_to(path, folder, require_s3(path, options.s3)))
         return prepare_volume(path, folder)
 
     @staticmethod
@@ -219,6 +232,8 @@ class NiftiSource:
 
         Without a channel axis the one channel is repeated ``count`` times.
         """
+        if self._img is None:
+            raise SourceError(f"{self.path}: opened for its header only; the workers read its staged copy")
         slicer: list[slice | int] = list(spatial)
         for axis in range(3, len(self._disk_shape)):
             slicer.append(chan if axis == self._channel_axis and chan is not None else 0)
@@ -232,6 +247,23 @@ class NiftiSource:
     def close(self) -> None:
         """Forget the image (nibabel keeps no file open between reads); may be called again."""
         self._closed = True
+
+
+def _load(path: str, data_path: str) -> Any:
+    """nibabel's image of a single-file NIfTI (header read, pixels not).
+
+    Raises:
+        SourceError: missing, unreadable, or not a single-file NIfTI-1/2 image.
+    """
+    if not Path(data_path).is_file():
+        raise SourceError(f"{path}: no such file")
+    try:
+        img = nib.load(data_path)
+    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error) as exc:
+        raise SourceError(f"{path}: cannot open as NIfTI: {exc}") from exc
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it; pairs do not
+        raise SourceError(f"{path}: not a single-file NIfTI-1/2 image (.nii, .nii.gz) but {type(img).__name__}")
+    return img
 
 
 def _channel_layout(path: str, shape: tuple[int, ...], channel_axis: int | None) -> tuple[int | None, int]:

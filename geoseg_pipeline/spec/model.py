@@ -21,6 +21,25 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DicomWebSpec(_Frozen):
+    """A DICOMweb server (a PACS): its root URL (``http://host:8042/dicom-web`` for Orthanc) and,
+    for inputs, the QIDO-RS filters that find the series (``Modality: CT``, ``StudyDate:
+    20260101-``, ``SeriesDescription: "*AX*"``). Credentials: ``credentials_file`` (JSON with
+    ``user`` and ``password``), else the environment's ``GEOSEG_DICOMWEB_USER`` /
+    ``GEOSEG_DICOMWEB_PASSWORD``; never written anywhere."""
+
+    url: str
+    query: dict[str, str] = Field(default_factory=dict)
+    credentials_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"url must be an http:// or https:// DICOMweb root, got {value!r}")
+        return value.rstrip("/")
+
+
 class InputSpec(_Frozen):
     """Where the items come from: ``paths``, a ``manifest``, or both (paths first).
 
@@ -35,7 +54,10 @@ class InputSpec(_Frozen):
     #: URI schemes ``paths`` and ``manifest`` may use; a plain path has none.
     SCHEMES: ClassVar[tuple[str, ...]] = SCHEMES
 
-    # manifest first: the check of paths needs it
+    # manifest and dicomweb first: the check of paths needs them
+    dicomweb: DicomWebSpec | None = Field(
+        default=None, description="Series found on a DICOMweb server (QIDO-RS) instead of, or besides, paths."
+    )
     manifest: str | None = Field(
         default=None, description="A CSV (uri/path column, optional item and metadata columns) or text list of items."
     )
@@ -52,8 +74,10 @@ class InputSpec(_Frozen):
     @field_validator("paths")
     @classmethod
     def _known_schemes(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        if not value and "manifest" in info.data and info.data["manifest"] is None:  # (absent: itself invalid)
-            raise ValueError("needs at least 1 entry (a file, folder, glob or s3:// URI) unless a manifest is given")
+        if not value and "manifest" in info.data and info.data["manifest"] is None \
+                and info.data.get("dicomweb") is None:  # (absent: itself invalid)
+            raise ValueError("needs at least 1 entry (a file, folder, glob or s3:// URI) unless a manifest or "
+                             "a dicomweb server is given")
         bad = [p for p in value if not p.strip() or cls._unknown_scheme(p)]
         if bad:
             raise ValueError(f"{bad}: each entry must be a path, a glob or a URI with scheme "
@@ -357,6 +381,12 @@ class OutputSpec(_Frozen):
     """``s3://bucket/prefix`` when the outputs go to an object store (set from ``directory``)."""
     staging: Path = Path("~/.cache/geoseg/outputs")
     """Local staging folders of ``s3://`` output directories (one per URI, kept between runs)."""
+    identifiers: bool = True
+    """DICOM inputs: the patient and study identifiers (PatientID, StudyInstanceUID, StudyDate) in
+    ``stats.json``, the reports, the cohort tables and the ledger; ``false`` leaves them out
+    everywhere (Modality and SeriesDescription stay)."""
+    dicomweb: DicomWebSpec | None = None
+    """Store each item's DICOM SEG on this DICOMweb server (STOW-RS) once the item is complete."""
 
     @model_validator(mode="before")
     @classmethod
@@ -372,6 +402,12 @@ class OutputSpec(_Frozen):
 
         base = Path(data.get("staging") or cls.model_fields["staging"].default).expanduser()
         return {**data, "remote": uri.rstrip("/"), "directory": staging_dir_for(uri, base), "staging": base}
+
+    @model_validator(mode="after")
+    def _stow_needs_a_seg(self) -> OutputSpec:
+        if self.dicomweb is not None and "dicom-seg" not in (self.formats or ()):
+            raise ValueError("dicomweb stores each item's DICOM SEG: add dicom-seg to formats")
+        return self
 
     @field_validator("formats")
     @classmethod
@@ -419,11 +455,29 @@ class StatisticsSpec(_Frozen):
     min_lesion_voxels: Annotated[int, Field(ge=1)] = 1
 
 
+class DicomCode(_Frozen):
+    """A coded concept: coding scheme (``SCT`` for SNOMED CT), code value and meaning."""
+
+    scheme: Annotated[str, Field(min_length=1, max_length=16)]
+    value: Annotated[str, Field(min_length=1, max_length=64)]
+    meaning: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class DicomClassCodes(_Frozen):
+    """What a class is in DICOM terms (a DICOM SEG segment's property category and type), e.g.
+    category ``SCT 123037004 Anatomical Structure``, type ``SCT 10200004 Liver``."""
+
+    category: DicomCode
+    type: DicomCode
+
+
 class ClassSpec(_Frozen):
-    """One output class: its name and display colour (``#rrggbb``)."""
+    """One output class: its name, display colour (``#rrggbb``) and, for DICOM SEG outputs, its
+    codes (default: SNOMED CT "Tissue")."""
 
     name: Annotated[str, Field(min_length=1)]
     colour: str = "#808080"
+    dicom: DicomClassCodes | None = None
 
     @field_validator("colour")
     @classmethod

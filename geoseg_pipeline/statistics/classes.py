@@ -61,6 +61,8 @@ class ItemStats:
     area_note: str
     voxel_volume_mm3: float | None = None
     lesions: tuple[Lesion, ...] = ()
+    #: a DICOM item's study attributes, ``(name, value)`` pairs (``VolumeItem``'s ``study_fields``)
+    study: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (the run ledger keeps one per finished item)."""
@@ -83,7 +85,11 @@ class ItemStats:
             lesions = tuple(_lesion(x) for x in doc.get("lesions") or ())
         except (TypeError, ValueError) as exc:  # TypeError: "lesions" is not a list
             raise ValueError(f"not an item's statistics: {exc}") from exc
-        return _build(cls, {**doc, "classes": classes, "lesions": lesions})
+        try:
+            study = tuple((str(k), str(v)) for k, v in doc.get("study") or ())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not an item's statistics: study {exc}") from exc
+        return _build(cls, {**doc, "classes": classes, "lesions": lesions, "study": study})
 
 
 def _build(cls: type[_T], doc: Mapping[str, Any]) -> _T:

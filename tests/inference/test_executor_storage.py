@@ -1,11 +1,13 @@
 """What an actor does with the job's storage: it reads object stores with the configuration the
-driver was given (never its own environment), and it stages its own copy of an item whose
-driver-side copy it cannot see (an actor on another node of a cluster)."""
+driver was given (never its own environment), it prepares an item for the workers of its
+machine (one staged copy, the z-score statistics), and it stages its own copy of an item whose
+copy it cannot see (an actor on another node of a cluster)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -20,7 +22,7 @@ from geoseg_pipeline.formats import lookup
 from geoseg_pipeline.geometry import full_window
 from geoseg_pipeline.inference.tile_executor import TileExecutor
 from geoseg_pipeline.preprocess import Preprocessing
-from geoseg_pipeline.sources import SourceOptions, open_source
+from geoseg_pipeline.sources import SourceOptions, open_metadata, open_source
 from geoseg_pipeline.spec import ModelSpec
 from geoseg_pipeline.storage import S3Config
 from geoseg_pipeline.tasks import ItemJob
@@ -127,3 +129,36 @@ def test_zarr_in_an_actor_uses_the_drivers_configuration(
     executor.close()
     with pytest.raises(SourceError, match="without an object-store configuration"):
         open_source(lookup("zarr", "volume"), uri, SourceOptions(s3=None))
+
+
+def test_a_worker_prepares_an_item_once_for_every_worker_of_its_machine(
+    volume: np.ndarray, config: S3Config, tmp_path: Path,
+) -> None:
+    """prepare_item fetches and inflates the object once and computes MONAI's nonzero z-score
+    statistics; another worker on the machine, given the prepared job, reads that copy."""
+    from monai.transforms import NormalizeIntensity
+
+    first, second = _executor(tmp_path, config), _executor(tmp_path, config)
+    job = replace(_job(f"s3://{BUCKET}/ct.nii.gz", "nifti"), staged=True, zscore_nonzero=True)
+    facts = first.prepare_item(job)
+    [folder] = first.reader.staged
+    assert facts.data_path is not None and Path(facts.data_path).parent == folder
+    expected = NormalizeIntensity(nonzero=True)(torch.from_numpy(volume[None].copy())).numpy()[0]  # in place
+    assert facts.mean is not None and facts.std is not None
+    nonzero = volume != 0
+    np.testing.assert_allclose((volume[nonzero] - facts.mean[0]) / facts.std[0], expected[nonzero], rtol=1e-4,
+                               atol=1e-4)
+    prepared = job.prepared(facts)
+    assert prepared.preprocessing.nonzero_only and not prepared.needs_preparation
+    np.testing.assert_allclose(_run(second, prepared), expected, rtol=1e-4, atol=1e-4)  # z-scored input
+    assert second.reader.staged == []  # no copy of its own
+    first.close()
+    second.close()
+    assert not folder.exists()
+
+
+def test_the_driver_reads_an_objects_header_without_its_voxels(volume: np.ndarray, config: S3Config) -> None:
+    src = open_metadata(lookup("nifti", "volume"), f"s3://{BUCKET}/ct.nii.gz", SourceOptions(s3=config))
+    assert src.grid.shape == SHAPE and np.allclose(src.grid.zooms, (0.9, 0.9, 2.0))
+    with pytest.raises(SourceError, match="header only"):
+        src.read(full_window(SHAPE))

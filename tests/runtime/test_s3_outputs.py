@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
 import rasterio
@@ -25,16 +24,6 @@ pytestmark = pytest.mark.usefixtures("clean_aws_environment")
 BUCKET = "results"
 
 
-@pytest.fixture()
-def s3_env(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                          aws_secret_access_key="testing", region_name="us-east-1")
-    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-        client.create_bucket(Bucket=BUCKET)
-    return client
 
 
 def _spec(tmp: Path, inputs: list[Path], model: Path, out: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,13 @@ import rasterio
 import sink_contract as contract
 import zarr
 from affine import Affine
+from dicom_files import read_seg, write_series
 from pyproj import CRS
 
 from geoseg_pipeline.geometry import Grid
 from geoseg_pipeline.sinks import ClassLegend, CogLabelSink, LogitsSink, NiftiLabelSink, StagedSink, ZarrLabelSink
+from geoseg_pipeline.sinks.dicom_seg import DicomSegSink
+from geoseg_pipeline.sources.dicom_series import scan_folder
 from geoseg_pipeline.volumes import VolumeGrid
 
 LEGEND = ClassLegend(("background", "water", "built up"), ("#000000", "#0000ff", "#ff8000"))
@@ -116,3 +121,28 @@ class TestZarrSink(contract.LabelSinkContract):
         arr: Any = zarr.open_array(str(main / "0"), mode="r")
         np.testing.assert_allclose(np.asarray(arr.attrs["affine"]), VOLUME.affine)
         return np.asarray(arr[...])
+
+
+@functools.cache
+def _series() -> tuple[str, tuple[Path, ...]]:
+    """A DICOM series on the VOLUME grid (written once per test session): its item path and files."""
+    folder = Path(tempfile.mkdtemp(prefix="geoseg-seg-contract-")) / "ct"
+    files = write_series(folder, np.zeros(VOLUME.shape, np.int16), VOLUME.affine)
+    [series] = scan_folder(str(folder)).series
+    return series.path, tuple(files)
+
+
+class TestDicomSegSink(contract.LabelSinkContract):
+    block = (5, 4, 3)
+    main_name = "labels.dcm"
+    output_names = frozenset({"labels.dcm"})
+
+    def make_sink(self, out_dir: Path) -> StagedSink:
+        return DicomSegSink(out_dir, VOLUME, _series()[0], LEGEND, None, {"model": "m.pt", "model_version": "1"})
+
+    def label_map(self) -> np.ndarray:
+        return volume_labels(None)
+
+    def read_labels(self, main: Path) -> np.ndarray:
+        labels, _ = read_seg(main, list(_series()[1]))
+        return labels

@@ -8,12 +8,16 @@ import numpy as np
 import rasterio
 import source_contract as contract
 from affine import Affine
+from dicom_files import orthonormal_affine, write_series
 from test_raster_sources import write_geotiff
 from test_raster_sources import write_zarr as write_raster_zarr
 from test_volume_sources import write_nifti, write_ome_zarr
 from test_volume_sources import write_zarr as write_volume_zarr
 
+from geoseg_pipeline.geometry import Window
 from geoseg_pipeline.sources.base import SourceOptions, VolumeSource
+from geoseg_pipeline.sources.dicom_series import scan_folder
+from geoseg_pipeline.sources.dicom_source import DicomSeriesSource
 from geoseg_pipeline.sources.nifti_source import NiftiSource
 from geoseg_pipeline.sources.rasterio_source import RasterioSource
 from geoseg_pipeline.sources.zarr_source import ZarrRasterSource
@@ -134,3 +138,25 @@ class TestOmeZarr(contract.VolumeSourceContract):
         # array axis i runs along world z, j along y, k along x
         affine = np.array([[0, 0, 0.25, 30.0], [0, 0.5, 0, 20.0], [2.0, 0, 0, 10.0], [0, 0, 0, 1]])
         return VolumeItem(path, data.astype(np.float32), affine)
+
+
+class TestDicomSeries(contract.VolumeSourceContract):
+    format_name = "dicom"
+    reader = DicomSeriesSource
+
+    def write_item(self, folder: Path) -> VolumeItem:
+        stored = np.random.default_rng(4).integers(-1000, 3000, VOLUME_SHAPE).astype(np.int16)
+        affine = orthonormal_affine((0.75, 0.5, 2.5), 30.0, 10.0)
+        write_series(folder / "series", stored, affine, slope=2.0, intercept=-1024.0)
+        [series] = scan_folder(str(folder / "series")).series
+        expected = (stored * np.float32(2.0) - np.float32(1024.0))[None]
+        return VolumeItem(Path(series.path), expected, affine)
+
+    def test_channel_subsets_in_the_order_asked(self, item: VolumeItem, source: VolumeSource) -> None:
+        # one channel (a series is one greyscale volume): the subsets there are
+        assert source.channel_count == 1
+        window = Window((1, 2, 1), (5, 6, 3))
+        for chans in ([0], [0, 0], None):
+            got = source.read(window, chans)
+            assert got.flags.c_contiguous, chans
+            np.testing.assert_array_equal(got, item.data[([0] * len(chans or [0]), *window.slices())])

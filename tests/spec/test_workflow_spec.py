@@ -264,7 +264,8 @@ def test_output_formats_follow_the_kind_of_job(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         parse_workflow({**base, "tiling": {"roi_size": [32, 32, 16]},
                         "preprocessing": {}, "output": {"directory": "o", "formats": ["cog", "zarr"]}}, tmp_path)
-    assert ("output.formats[0]", "'cog' is not an output of volumes; use ['nifti', 'zarr']") in info.value.problems
+    assert ("output.formats[0]",
+            "'cog' is not an output of volumes; use ['nifti', 'zarr', 'dicom-seg']") in info.value.problems
     with pytest.raises(SpecError) as info:
         parse_workflow({**base, "preprocessing": {"spacing": [1, 1, 2]}, "output": {"directory": "o"}}, tmp_path)
     assert ("preprocessing.spacing", "applies to volumes only (tiling.roi_size has 2 numbers)") in info.value.problems
