@@ -93,7 +93,7 @@ class DicomSeriesSource:
         self._remote = path.startswith("dicomweb+")
         self.series: DicomSeries = find_series(path, dicomweb)
         self._grid = VolumeGrid(self.series.shape, self.series.affine_array, 1, 1)
-        self._staged: np.ndarray | None = None
+        self._staged: str | None = None
         if data_path is not None:
             try:
                 staged = np.load(data_path, mmap_mode="r")
@@ -102,7 +102,8 @@ class DicomSeriesSource:
             if staged.shape != self.series.shape or staged.dtype != np.float32:
                 raise SourceError(f"{path}: staged copy {data_path} is {staged.shape} {staged.dtype}, "
                                   f"the series {self.series.shape}")
-            self._staged = staged
+            self._staged = data_path
+            del staged  # mapped per read (see read): pages read stay in the page cache, not in this process
         self._closed = False
 
     @classmethod
@@ -147,12 +148,14 @@ class DicomSeriesSource:
         part = folder / f".{target.name}.{uuid.uuid4().hex[:8]}.part"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            out = np.lib.format.open_memmap(part, mode="w+", dtype=np.float32, shape=series.shape,
-                                            fortran_order=True)
-            for k, ref in enumerate(series.slices):
-                out[:, :, k] = decode_slice(ref, path)
-            out.flush()
-            del out
+            # Fortran order: slice k is one contiguous run of bytes, written as it is decoded
+            # (a plain sequential write: no mapping of the whole volume in this process)
+            with open(part, "wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": True,
+                          "shape": series.shape}
+                np.lib.format.write_array_header_2_0(f, header)
+                for ref in series.slices:
+                    f.write(np.asarray(decode_slice(ref, path), dtype="<f4").tobytes(order="F"))
             os.replace(part, target)
         except SourceError:
             part.unlink(missing_ok=True)
@@ -212,7 +215,12 @@ class DicomSeriesSource:
         chans = checked_indices(self.path, channels, 1, first=0, what="channels")
         (i0, j0, k0), (ni, nj, nk) = window.start, window.size
         if self._staged is not None:
-            data = np.asarray(self._staged[i0:i0 + ni, j0:j0 + nj, k0:k0 + nk], dtype=np.float32)
+            try:
+                staged = np.load(self._staged, mmap_mode="r")
+                data = np.array(staged[i0:i0 + ni, j0:j0 + nj, k0:k0 + nk], dtype=np.float32)
+                del staged
+            except (OSError, ValueError) as exc:
+                raise SourceError(f"{self.path}: cannot read its staged copy {self._staged}: {exc}") from exc
         elif self._remote:
             raise SourceError(f"{self.path}: a DICOMweb series is read from its staged copy (fetched by a worker)")
         else:
