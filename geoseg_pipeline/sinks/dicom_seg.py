@@ -1,7 +1,8 @@
 """DICOM Segmentation output (``output.formats: [..., dicom-seg]``): ``labels.dcm`` over the
 source series, for DICOM series inputs.
 
-Written with highdicom: a BINARY Segmentation with one segment per non-background class (the
+Written with highdicom (a template for the header, the frames streamed: see
+:func:`write_segmentation`): a BINARY Segmentation with one segment per non-background class (the
 workflow's class names; coded category and type from the workflow's ``classes[].dicom``, else
 SNOMED CT "Tissue"), frames only where a segment is present, each frame referencing its source
 instance (``DerivationImageSequence``) and lying exactly on that slice's plane (the source's
@@ -10,16 +11,18 @@ instance (``DerivationImageSequence``) and lying exactly on that slice's plane (
 new series and instance UID per run; the algorithm is identified by the model's name and hash.
 
 Like the NIfTI sink, labels are written block by block into a memory-mapped staging file; the
-SEG is built at commit from that map (highdicom takes the whole ``(slices, rows, columns)``
-label array: a view of the map, paged in as it encodes).
+SEG is written at commit from that map, slice by slice.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 
 from ..errors import SinkError
 from ..geometry import Window
@@ -93,10 +96,9 @@ class DicomSegSink(StagedSink):
         self._map()[window.slices()] = labels
 
     def _prepare(self) -> list[tuple[Path, Path]]:
-        seg = build_segmentation(self.series_path, self._map(), self.legend, self.nodata_label, self.provenance,
-                                 self.dicomweb)
         target = self.staging / SEG_NAME
-        seg.save_as(target, enforce_file_format=True)
+        write_segmentation(self.series_path, self._map(), self.legend, self.nodata_label, self.provenance, target,
+                           self.dicomweb)
         self._staged.unlink()
         return [(target, self.out_dir / SEG_NAME)]
 
@@ -133,51 +135,57 @@ def _sources(series_path: str, dicomweb: Any = None) -> tuple[list[Any], list[in
     return datasets, list(range(len(series.slices)))
 
 
-def build_segmentation(series_path: str, labels: np.ndarray, legend: ClassLegend, nodata_label: int | None,
-                       provenance: dict[str, str], dicomweb: Any = None) -> Any:
-    """A highdicom ``Segmentation`` of ``labels`` (``(i, j, k)`` on the series grid) over the
-    series' instances.
+def write_segmentation(series_path: str, labels: np.ndarray, legend: ClassLegend, nodata_label: int | None,
+                       provenance: dict[str, str], target: Path, dicomweb: Any = None) -> None:
+    """Write a BINARY DICOM Segmentation of ``labels`` (``(i, j, k)`` on the series grid) over the
+    series' instances to ``target``, frame by frame.
+
+    highdicom encodes every frame in memory and then joins them, which for a large series with
+    many classes (500 slices, 20 classes: 330 MB of frames) costs several times the output. So
+    highdicom builds only a small template (the first class on every slice, the others on one
+    slice, one pixel each): every header attribute, each slice's per-frame functional groups (its
+    source reference and plane position). The real frames are then listed from that template (a
+    copy of the slice's groups with the class and the position index set) and their bits are
+    streamed into a file that becomes the pixel data: memory is one slice at a time plus the
+    per-frame headers. Frames are ordered as highdicom orders them (by class, then in its order of
+    positions) and frames where a class is absent are omitted, so that the file equals what
+    highdicom writes from the whole array (``tests/sinks/test_dicom_seg.py`` compares them).
 
     Raises:
-        SinkError: the source series cannot be read, or highdicom refuses the segmentation.
+        SinkError: the source series cannot be read, or highdicom refuses the template.
     """
     try:
         import highdicom as hd
     except ImportError as exc:
         raise SinkError("writing DICOM SEG needs highdicom: pip install 'geoseg-pipeline[dicom]'") from exc
-    from pydicom.sr.codedict import codes
 
-    sources, frames = _sources(series_path, dicomweb)
+    sources, order = _sources(series_path, dicomweb)
     for ds in sources:
         for name in _TYPE2:
             if name not in ds:
                 setattr(ds, name, "")
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=provenance.get("model", "model")[:64], family=codes.DCM.ArtificialIntelligence,
-        version=provenance.get("model_version", "unknown")[:64],
-    )
-    dicom_codes = legend.codes or (None,) * len(legend.names)
-    descriptions = []
-    for k, name in enumerate(legend.names):
-        if k == 0 or k == nodata_label:
-            continue
-        code = dicom_codes[k]
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=k, segment_label=name[:64],
-            segmented_property_category=_code(code.category if code else None, TISSUE),
-            segmented_property_type=_code(code.type if code else None, TISSUE),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
-        ))
-    # (frames, rows, columns): frame f is slice frames[f]; rows run along j, columns along i
+    descriptions = _descriptions(legend, nodata_label, provenance)
+    numbers = [d.SegmentNumber for d in descriptions]
+    # source frame f (highdicom's order) is slice order[f]; rows run along j, columns along i
     planes = np.transpose(labels, (2, 1, 0))
-    if frames != list(range(len(frames))):
-        planes = planes[frames]
-    if nodata_label is not None and nodata_label >= len(legend.names):
-        planes = np.where(planes == nodata_label, 0, planes)
+    count, rows, cols = len(order), planes.shape[1], planes.shape[2]
+    if len(numbers) > rows * cols:  # (one pixel each in the template)
+        raise SinkError(f"{series_path}: {len(numbers)} classes do not fit a {rows} x {cols} template frame")
+    present: dict[int, list[int]] = {n: [] for n in numbers}
+    for f in range(count):
+        for value in np.unique(np.asarray(planes[order[f]])):
+            if int(value) in present:
+                present[int(value)].append(f)
+    template = np.zeros((count, rows, cols), np.uint8 if max(numbers) < 256 else np.uint16)
+    template[:, 0, 0] = 1
+    for n in range(2, len(numbers) + 1):
+        template[0, (n - 1) // cols, (n - 1) % cols] = n
+    # highdicom numbers the described segments 1..n: the template's, renumbered below
+    local = [_renumbered(d, i + 1) for i, d in enumerate(descriptions)]
     try:
-        return hd.seg.Segmentation(
-            source_images=sources, pixel_array=planes, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=9001,
+        seg: Any = hd.seg.Segmentation(
+            source_images=sources, pixel_array=template, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=local, series_instance_uid=hd.UID(), series_number=9001,
             sop_instance_uid=hd.UID(), instance_number=1, manufacturer="geoseg-pipeline",
             manufacturer_model_name=provenance.get("model", "model")[:64],
             software_versions=provenance.get("software", "unknown"), device_serial_number="none",
@@ -186,6 +194,112 @@ def build_segmentation(series_path: str, labels: np.ndarray, legend: ClassLegend
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise SinkError(f"{series_path}: highdicom refused the segmentation: {exc}") from exc
+    for item, d in zip(seg.SegmentSequence, descriptions, strict=True):
+        item.SegmentNumber = d.SegmentNumber
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "SegmentIdentificationSequence" in shared:  # one class: highdicom shares it; it is per frame here
+        del shared.SegmentIdentificationSequence
+    by_slice = _slice_groups(seg, sources, count)
+    # highdicom's position order (its dimension index over every slice in the template), kept
+    order_of = {f: int(item.FrameContentSequence[0].DimensionIndexValues[1]) for f, item in by_slice.items()}
+    used = sorted({f for fs in present.values() for f in fs}, key=order_of.__getitem__)
+    frames = [(n, f) for n in numbers for f in sorted(present[n], key=order_of.__getitem__)]
+    if not frames:  # all background: one empty frame (a SEG has one at least)
+        frames, used = [(numbers[0], used[0] if used else 0)], [0]
+    rank = {f: r + 1 for r, f in enumerate(used)}
+    items = []
+    for n, f in frames:
+        item = copy.deepcopy(by_slice[f])
+        item.FrameContentSequence[0].DimensionIndexValues = [n, rank[f]]
+        ident = Dataset()
+        ident.ReferencedSegmentNumber = n
+        item.SegmentIdentificationSequence = DicomSequence([ident])
+        items.append(item)
+    seg.PerFrameFunctionalGroupsSequence = DicomSequence(items)
+    seg.NumberOfFrames = len(items)
+    bits = target.with_name(f".{target.name}.bits")
+    try:
+        with open(bits, "wb") as out:
+            packer = _BitPacker(out)
+            for n, f in frames:
+                packer.add(np.asarray(planes[order[f]]) == n)
+            packer.close()
+        with open(bits, "rb") as data:
+            seg.PixelData = data
+            seg.save_as(target, enforce_file_format=True)
+    finally:
+        bits.unlink(missing_ok=True)
 
 
-__all__ = ["SEG_NAME", "DicomSegSink", "build_segmentation"]
+def _renumbered(description: Any, number: int) -> Any:
+    out = copy.deepcopy(description)
+    out.SegmentNumber = number
+    return out
+
+
+def _descriptions(legend: ClassLegend, nodata_label: int | None, provenance: dict[str, str]) -> list[Any]:
+    """One segment description per non-background class (not the nodata label), numbered as the labels."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=provenance.get("model", "model")[:64], family=codes.DCM.ArtificialIntelligence,
+        version=provenance.get("model_version", "unknown")[:64],
+    )
+    dicom_codes = legend.codes or (None,) * len(legend.names)
+    out = []
+    for k, name in enumerate(legend.names):
+        if k == 0 or k == nodata_label:
+            continue
+        code = dicom_codes[k]
+        out.append(hd.seg.SegmentDescription(
+            segment_number=k, segment_label=name[:64],
+            segmented_property_category=_code(code.category if code else None, TISSUE),
+            segmented_property_type=_code(code.type if code else None, TISSUE),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
+        ))
+    return out
+
+
+def _slice_groups(seg: Any, sources: list[Any], count: int) -> dict[int, Any]:
+    """The template's per-frame groups of its first segment, by source frame (0-based, in
+    highdicom's source order): one per slice."""
+    uids = {str(ds.SOPInstanceUID): i for i, ds in enumerate(sources)}
+    out: dict[int, Any] = {}
+    for item in seg.PerFrameFunctionalGroupsSequence[:count]:
+        ref = item.DerivationImageSequence[0].SourceImageSequence[0]
+        f = uids[str(ref.ReferencedSOPInstanceUID)]
+        if "ReferencedFrameNumber" in ref:  # an enhanced source: its frames
+            f = int(ref.ReferencedFrameNumber) - 1
+        out[f] = item
+    if len(out) != count:
+        raise SinkError(f"the SEG template has {len(out)} slices, the series {count}")
+    return out
+
+
+class _BitPacker:
+    """Binary frames packed bit by bit, little-endian within each byte, one frame after the other
+    with no padding between frames (as DICOM packs BINARY segmentations), into a file; the total
+    is padded to an even number of bytes."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.carry = np.zeros(0, bool)
+        self.written = 0
+
+    def add(self, mask: np.ndarray) -> None:
+        bits = np.concatenate([self.carry, mask.ravel()]) if self.carry.size else mask.ravel()
+        whole = bits.size - bits.size % 8
+        self.out.write(np.packbits(bits[:whole], bitorder="little").tobytes())
+        self.written += whole // 8
+        self.carry = bits[whole:].copy()
+
+    def close(self) -> None:
+        if self.carry.size:
+            self.out.write(np.packbits(self.carry, bitorder="little").tobytes())
+            self.written += 1
+        if self.written % 2:
+            self.out.write(b"\0")
+
+
+__all__ = ["SEG_NAME", "DicomSegSink", "write_segmentation"]

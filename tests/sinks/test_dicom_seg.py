@@ -106,3 +106,46 @@ def test_an_item_that_is_not_a_dicom_series_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SinkError, match="dicom-seg, which needs a DICOM series input"):
         DicomSegSink(tmp_path / "out", grid, str(tmp_path / "ct.nii.gz"), LEGEND, None, PROVENANCE)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_the_streamed_frames_equal_highdicoms_own(tmp_path: Path) -> None:
+    """The SEG is written frame by frame from a small highdicom template; highdicom given the
+    whole label array must produce the same frames: pixel data, frame order and per-frame groups."""
+    import highdicom as hd
+
+    from geoseg_pipeline.sinks.dicom_seg import _descriptions, _sources
+
+    write_series(tmp_path / "ct", np.zeros(SHAPE, np.int16), OBLIQUE)
+    series = scan_folder(str(tmp_path / "ct")).series[0]
+    grid = VolumeGrid(series.shape, series.affine_array, 1, 1)
+    labels = _labels()
+    ours = pydicom.dcmread(_write(DicomSegSink(tmp_path / "out", grid, series.path, LEGEND, None, PROVENANCE),
+                                  labels))
+    sources, _ = _sources(series.path)
+    theirs = hd.seg.Segmentation(
+        source_images=sources, pixel_array=np.transpose(labels, (2, 1, 0)), segmentation_type="BINARY",
+        segment_descriptions=_descriptions(LEGEND, None, PROVENANCE), series_instance_uid=hd.UID(),
+        series_number=9001, sop_instance_uid=hd.UID(), instance_number=1, manufacturer="geoseg-pipeline",
+        manufacturer_model_name="m", software_versions="s", device_serial_number="none")
+    assert int(ours.NumberOfFrames) == int(theirs.NumberOfFrames) > 0
+    assert bytes(ours.PixelData).rstrip(b"\0") == bytes(theirs.PixelData).rstrip(b"\0")
+    for a, b in zip(ours.PerFrameFunctionalGroupsSequence, theirs.PerFrameFunctionalGroupsSequence, strict=True):
+        index = a.FrameContentSequence[0].DimensionIndexValues, b.FrameContentSequence[0].DimensionIndexValues
+        assert list(index[0]) == list(index[1])
+        assert a.SegmentIdentificationSequence[0].ReferencedSegmentNumber == \
+            b.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        assert a.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID == \
+            b.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        assert list(a.PlanePositionSequence[0].ImagePositionPatient) == \
+            list(b.PlanePositionSequence[0].ImagePositionPatient)
+
+
+def test_an_all_background_series_gives_one_empty_frame(tmp_path: Path) -> None:
+    paths = write_series(tmp_path / "ct", np.zeros(SHAPE, np.int16), OBLIQUE)
+    series = scan_folder(str(tmp_path / "ct")).series[0]
+    grid = VolumeGrid(series.shape, series.affine_array, 1, 1)
+    sink = DicomSegSink(tmp_path / "out", grid, series.path, LEGEND, None, PROVENANCE)
+    main = _write(sink, np.zeros(SHAPE, np.uint8))
+    assert dciodvfy(main) == []
+    back, seg = read_seg(main, paths)
+    assert int(seg.NumberOfFrames) == 1 and not back.any() and len(seg.SegmentSequence) == 3
