@@ -84,6 +84,12 @@ class InputSpec(_Frozen):
                              f"{', '.join(s + '://' for s in cls.SCHEMES)}")
         return value
 
+    @model_validator(mode="after")
+    def _dicomweb_is_dicom(self) -> InputSpec:
+        if self.dicomweb is not None and self.format not in ("auto", "dicom"):
+            raise ValueError(f"dicomweb gives DICOM series: format must be auto or dicom, got {self.format!r}")
+        return self
+
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str) -> str:

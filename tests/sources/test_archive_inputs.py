@@ -302,3 +302,12 @@ def test_input_spec_takes_paths_a_manifest_or_both() -> None:
 def test_local_fingerprints_are_unchanged(archive: Path) -> None:
     assert fingerprint(str(archive / "c.tiff")).startswith("file:1:")
     assert fingerprint(str(archive / "m.zarr")).startswith("dir:3:")
+
+
+def test_a_dicomweb_input_is_dicom_series() -> None:
+    spec = InputSpec(dicomweb={"url": "http://pacs:8042/dicom-web/", "query": {"Modality": "CT"}})
+    assert spec.paths == () and spec.dicomweb is not None and spec.dicomweb.url == "http://pacs:8042/dicom-web"
+    with pytest.raises(ValidationError, match="dicomweb gives DICOM series: format must be auto or dicom"):
+        InputSpec(dicomweb={"url": "http://pacs:8042/dicom-web"}, format="nifti")
+    with pytest.raises(ValidationError, match="url must be an http:// or https:// DICOMweb root"):
+        InputSpec(dicomweb={"url": "pacs:8042"})
