@@ -120,10 +120,10 @@ def _sources(series_path: str, dicomweb: Any = None) -> tuple[list[Any], list[in
     import pydicom
 
     from ..sources.dicom_series import find_series
+    from ..sources.dicomweb import is_dicomweb, series_headers
 
     series = find_series(series_path, dicomweb)
-    if series_path.startswith("dicomweb+"):
-        from ..sources.dicomweb import series_headers
+    if is_dicomweb(series_path):
 
         headers = dict(series_headers(series_path, dicomweb))
         return [headers[ref.path] for ref in series.slices], list(range(len(series.slices)))

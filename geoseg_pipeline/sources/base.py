@@ -16,6 +16,7 @@ from ..formats import SERIES_MARK, InputFormat, Kind, detect
 from ..geometry import Grid, Window
 from ..storage import S3Config, is_s3
 from ..volumes import VolumeGrid
+from .dicomweb import is_dicomweb
 
 #: On-disk dtypes we segment. Complex and boolean rasters are refused.
 SUPPORTED_DTYPES = frozenset(
@@ -158,7 +159,7 @@ def _check_exists(fmt: InputFormat, path: str) -> None:
         SourceError: naming the path.
     """
     local = path.rpartition(SERIES_MARK)[0] if fmt.series else path
-    if not is_s3(path) and not path.startswith("dicomweb+") and not Path(local).exists():
+    if not is_s3(path) and not is_dicomweb(path) and not Path(local).exists():
         raise SourceError(f"{path}: no such file or directory")
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import InputDataError, SourceError
 from ..formats import SERIES_MARK
+from .dicomweb import is_dicomweb
 
 #: Storage classes that hold no image volume (listed and skipped): DICOMDIR, structured reports,
 #: RT structure sets, plans and doses, presentation states, key objects, segmentations,
@@ -190,12 +191,13 @@ def series_fingerprint(path: str, dicomweb: Any = None) -> str:
     Raises:
         SourceError: the folder cannot be listed, or holds no such series.
     """
-    if path.startswith("dicomweb+"):  # a PACS's series: its instance UIDs
+    if is_dicomweb(path):  # a PACS's series: its instance UIDs
         from . import dicomweb as web
 
         return web.series_fingerprint(path, web.required(path, dicomweb))
     folder, uid = split_series_path(path)
-    files = {p: (s, m) for p, s, m in _files(folder)}
+    listing = _files(folder)
+    files = {p: (s, m) for p, s, m in listing}
     scan = scan_folder(folder)
     for s in scan.series:
         if s.uid == uid:
@@ -203,7 +205,7 @@ def series_fingerprint(path: str, dicomweb: Any = None) -> str:
             return "dicom:" + folder_fingerprint([(p, *files.get(p, (0, 0))) for p in members], folder)
     for bad in scan.refused:
         if bad.path == path:
-            return "dicom-refused:" + folder_fingerprint(_files(folder), folder)
+            return "dicom-refused:" + folder_fingerprint(listing, folder)
     raise SourceError(f"{path}: no DICOM series {uid} under {folder}")
 
 
@@ -215,7 +217,7 @@ def find_series(path: str, dicomweb: Any = None) -> DicomSeries:
         SourceError: no such folder or series; the server cannot be reached.
         InputDataError: the series is not one clean volume (the reason says why).
     """
-    if path.startswith("dicomweb+"):
+    if is_dicomweb(path):
         return _web_series(path, dicomweb)
     folder, uid = split_series_path(path)
     scan = scan_folder(folder)

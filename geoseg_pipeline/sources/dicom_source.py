@@ -26,6 +26,7 @@ from ..storage import is_s3
 from ..volumes import VolumeGrid
 from .base import SourceOptions, check_window, checked_indices
 from .dicom_series import DicomSeries, SliceRef, find_series
+from .dicomweb import is_dicomweb
 
 
 def decode_slice(ref: SliceRef, series: str) -> np.ndarray:
@@ -90,7 +91,7 @@ class DicomSeriesSource:
         self.data_path = data_path
         if is_s3(path):
             raise SourceError(f"{path}: DICOM series are read from a folder or a DICOMweb server, not s3://")
-        self._remote = path.startswith("dicomweb+")
+        self._remote = is_dicomweb(path)
         self.series: DicomSeries = find_series(path, dicomweb)
         self._grid = VolumeGrid(self.series.shape, self.series.affine_array, 1, 1)
         self._staged: str | None = None
@@ -125,7 +126,7 @@ class DicomSeriesSource:
         Raises:
             SourceError: a slice cannot be fetched or decoded, or the copy cannot be written.
         """
-        if path.startswith("dicomweb+"):
+        if is_dicomweb(path):
             from .dicom_series import scan_folder, split_series_path
             from .dicomweb import fetch_series, required
 
