@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
 from .geometry import Window
 
@@ -33,6 +33,15 @@ class AxisMap:
     def identity(self) -> bool:
         """Whether model and disk axes coincide."""
         return self.perm == (0, 1, 2) and not any(self.flip)
+
+    def model_affine(self, affine: np.ndarray) -> np.ndarray:
+        """The voxel-to-world affine of the model-space grid (as MONAI's ``Orientation`` gives:
+        ``affine @ inv_ornt_aff``)."""
+        ornt = np.zeros((3, 2))
+        for m, d in enumerate(self.perm):
+            ornt[d] = (m, -1.0 if self.flip[m] else 1.0)
+        inv = inv_ornt_aff(ornt, self.disk_shape)  # type: ignore[no-untyped-call]
+        return np.asarray(np.asarray(affine, dtype=float) @ inv)
 
     def to_disk_window(self, window: Window) -> Window:
         """The on-disk window holding a model-space window."""

@@ -37,11 +37,15 @@ class SpacingMap:
         input_shape: voxels along each axis of the (reoriented) input.
         input_zooms: the input's voxel size in mm along each axis.
         target: the model's voxel size in mm along each axis.
+        affine: the reoriented input's voxel-to-world affine (rows of 4), when known: the
+            resampled shape is then MONAI's to the last bit (its corners go through the affine,
+            which decides how a length of exactly ``k + 0.5`` voxels rounds).
     """
 
     input_shape: tuple[int, int, int]
     input_zooms: tuple[float, float, float]
     target: tuple[float, float, float]
+    affine: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         for name, values in (("input voxel size", self.input_zooms), ("target spacing", self.target)):
@@ -56,10 +60,10 @@ class SpacingMap:
 
     @property
     def model_shape(self) -> tuple[int, int, int]:
-        """The resampled shape: ``round((n - 1) * z / t + 1)`` per axis (MONAI's)."""
-        a, b, c = (
-            int(np.round((n - 1) / s + 1.0)) for n, s in zip(self.input_shape, self.step, strict=True)
-        )
+        """The resampled shape: ``round((n - 1) * z / t + 1)`` per axis, computed as MONAI's
+        ``Spacing`` does (``zoom_affine`` and ``compute_shape_offset``)."""
+        affine = np.diag([*self.input_zooms, 1.0]) if self.affine is None else np.asarray(self.affine, float)
+        a, b, c = monai_spacing_shape(self.input_shape, affine, self.target)
         return (a, b, c)
 
     @property
@@ -91,16 +95,39 @@ class SpacingMap:
         return np.clip(np.floor(pos + 0.5).astype(np.int64), 0, self.model_shape[axis] - 1)
 
 
+def monai_spacing_shape(
+    shape: Sequence[int], affine: np.ndarray, target: Sequence[float]
+) -> tuple[int, ...]:
+    """The shape MONAI's ``Spacing(pixdim=target)`` gives an image of ``shape`` and ``affine``
+    (``zoom_affine`` without shear, then the extent of the corners in the new grid, rounded
+    half to even), reproduced in numpy's order of operations."""
+    d = len(shape)
+    rzs = affine[:d, :d]
+    zs = np.linalg.cholesky(rzs.T @ rzs).T
+    rotation = rzs @ np.linalg.inv(zs)
+    out = np.eye(d + 1)
+    out[:d, :d] = rotation @ np.diag(np.sign(np.diag(zs)) * np.abs(np.asarray(target, float)))
+    coords = [(0.0, float(n) - 1.0) for n in shape]
+    corners = np.asarray(np.meshgrid(*coords, indexing="ij")).reshape((d, -1))
+    corners = np.concatenate((corners, np.ones_like(corners[:1])))
+    corners_out = np.linalg.solve(out, affine) @ corners
+    corners_out = corners_out[:-1] / corners_out[-1]
+    return tuple(int(v) for v in np.round(np.ptp(corners_out, axis=1) + 1.0))
+
+
 def spacing_map(
-    shape: Sequence[int], zooms: Sequence[float], target: Sequence[float] | None
+    shape: Sequence[int], zooms: Sequence[float], target: Sequence[float] | None,
+    affine: np.ndarray | None = None,
 ) -> SpacingMap | None:
-    """The map to ``target`` spacing, or ``None`` when none is set or it equals the input's."""
+    """The map to ``target`` spacing, or ``None`` when none is set or it equals the input's.
+    ``affine`` is the reoriented input's (it fixes how exact halves round, as in MONAI)."""
     if target is None:
         return None
     smap = SpacingMap(
         (int(shape[0]), int(shape[1]), int(shape[2])),
         (float(zooms[0]), float(zooms[1]), float(zooms[2])),
         (float(target[0]), float(target[1]), float(target[2])),
+        None if affine is None else tuple(tuple(float(v) for v in row) for row in np.asarray(affine)[:4, :4]),
     )
     return None if smap.identity else smap
 
@@ -144,4 +171,4 @@ class ResampledVolume:
         self._src.close()  # type: ignore[attr-defined]
 
 
-__all__ = ["ResampledVolume", "SpacingMap", "interpolate_linear", "spacing_map"]
+__all__ = ["ResampledVolume", "SpacingMap", "interpolate_linear", "monai_spacing_shape", "spacing_map"]

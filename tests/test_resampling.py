@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from monai.data import MetaTensor
 from monai.transforms import Spacing
@@ -38,6 +38,7 @@ def _monai_spacing(data: np.ndarray, zooms: Sequence[float], target: Sequence[fl
 
 
 @settings(max_examples=25, deadline=None)
+@example(shape=(2, 2, 16), zooms=(0.7, 0.7, 1.25), target=(0.5, 0.5, 1.5))  # 15 * (1.25 / 1.5) + 1 is just under 13.5
 @given(
     shape=st.tuples(*(st.integers(2, 24),) * 3),
     zooms=st.tuples(*(st.sampled_from([0.7, 0.8, 1.0, 1.25, 2.5, 3.0]),) * 3),
@@ -48,7 +49,9 @@ def test_grid_and_values_equal_monai_spacing(
 ) -> None:
     data = np.random.default_rng(sum(shape)).normal(0, 1, (1, *shape)).astype(np.float32)
     ref = _monai_spacing(data, zooms, target)
-    smap = SpacingMap(shape, zooms, target)
+    affine = np.diag([*zooms, 1.0])
+    affine[:3, 3] = (12.0, -7.0, 3.0)
+    smap = SpacingMap(shape, zooms, target, tuple(map(tuple, affine)))
     assert smap.model_shape == ref.shape[1:]
     mine = ResampledVolume(_ArraySource(data), smap).read(Window((0, 0, 0), smap.model_shape))
     np.testing.assert_allclose(mine, ref, atol=2e-5)
@@ -80,3 +83,36 @@ def test_no_map_when_spacing_unset_or_equal() -> None:
     assert spacing_map((4, 4, 4), (1.0, 1.0, 2.0), (1.0, 1.0, 1.0)) is not None
     with pytest.raises(ValueError, match="target spacing"):
         SpacingMap((4, 4, 4), (1.0, 1.0, 1.0), (1.0, 0.0, 1.0))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shape=st.tuples(*(st.integers(2, 40),) * 3),
+    angle=st.floats(-0.6, 0.6),
+    zooms=st.tuples(*(st.sampled_from([0.7, 0.8, 1.0, 1.25, 2.5, 3.0]),) * 3),
+    target=st.tuples(*(st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.3]),) * 3),
+    origin=st.tuples(*(st.floats(-300, 300),) * 3),
+)
+def test_shape_of_a_rotated_reoriented_volume_is_monais(
+    shape: tuple[int, int, int], angle: float, zooms: tuple[float, float, float],
+    target: tuple[float, float, float], origin: tuple[float, float, float],
+) -> None:
+    from monai.data.utils import compute_shape_offset, zoom_affine
+    from monai.transforms import Orientation
+
+    from geoseg_pipeline.orientation import axis_map
+
+    c, s = np.cos(angle), np.sin(angle)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[0.0, -c, s], [0.0, s, c], [-1.0, 0.0, 0.0]]) @ np.diag(zooms)  # an LPI-ish scan
+    affine[:3, 3] = origin
+    image = MetaTensor(torch.zeros((1, *shape)), affine=torch.from_numpy(affine))
+    oriented = Orientation(axcodes="RAS")(image)
+    amap = axis_map(affine, shape, "RAS")
+    mine = amap.model_affine(affine)
+    np.testing.assert_allclose(mine, np.asarray(oriented.affine), atol=1e-9)
+    ref_affine = np.asarray(oriented.affine, dtype=float)
+    ref = compute_shape_offset(oriented.shape[1:], ref_affine, zoom_affine(ref_affine, target, diagonal=False))[0]
+    oriented_zooms = tuple(zooms[p] for p in amap.perm)
+    smap = spacing_map(amap.model_shape, oriented_zooms, target, mine)
+    assert smap is not None and smap.model_shape == tuple(int(v) for v in ref)

@@ -91,7 +91,8 @@ class VolumeItem(OpenItem):
         self.item, self.grid = item, grid
         self.amap = axis_map(grid.affine, grid.shape, spec.preprocessing.orientation)
         oriented_zooms = tuple(grid.zooms[p] for p in self.amap.perm)
-        self.smap = spacing_map(self.amap.model_shape, oriented_zooms, spec.preprocessing.spacing)
+        self.smap = spacing_map(self.amap.model_shape, oriented_zooms, spec.preprocessing.spacing,
+                                self.amap.model_affine(grid.affine))
         shape = self.smap.model_shape if self.smap is not None else self.amap.model_shape
         self.plan = plan_tiles(shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
         self.job = item_job(item, spec, fmt, prep, channel_axis=spec.inputs.channel_axis,
