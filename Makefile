@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+NNUNET_NODEPS ?= dynamic-network-architectures==0.4.4 nnunetv2==2.8.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.geoseg-installed
 
@@ -15,6 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	# keep that torch: without the constraint pip may swap it for the newest build (GBs of CUDA)
 	$(BIN)/python -m pip freeze | grep -E '^torch==' > $(VENV)/torch-constraint.txt
 	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-constraint.txt -e ".[dev]"
+	# nnU-Net: the network library and the reference predictor without their timm/torchvision
+	# (torchvision 0.28.0 does not load beside torch 2.13.0+cpu; only Primus/EVA networks need it)
+	$(BIN)/python -m pip install --quiet --no-deps $(NNUNET_NODEPS)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,6 +10,7 @@ import yaml
 
 from .errors import SpecError
 from .ledger import LEDGER_NAME, Ledger, LedgerRow
+from .nnunet.folder import is_nnunet_folder
 from .runtime import JobResult, run_job
 from .spec import WorkflowSpec, load_workflow, parse_workflow
 
@@ -71,7 +72,8 @@ def model_section(model: str) -> dict[str, Any]:
     """The workflow's ``model`` section for a ``--model`` argument.
 
     ``landcover-demo`` or ``builtin:NAME``: a built-in model; ``*.onnx``: an ONNX file; a folder
-    with ``configs/inference.json|yaml``: a MONAI bundle; ``*.yaml`` / ``*.yml``: a file holding
+    with ``configs/inference.json|yaml``: a MONAI bundle; a folder with ``plans.json``,
+    ``dataset.json`` and ``fold_<k>/``: an nnU-Net trained model; ``*.yaml`` / ``*.yml``: a file holding
     a whole model section (for MONAI networks and the other types, see ``docs/models.md``);
     anything else: a TorchScript file.
     """
@@ -83,6 +85,8 @@ def model_section(model: str) -> dict[str, Any]:
         return {"type": "builtin", "name": name}
     if path.is_dir() and any((path / "configs" / f"inference.{ext}").is_file() for ext in ("json", "yaml", "yml")):
         return {"type": "bundle", "bundle": model}
+    if is_nnunet_folder(path):
+        return {"type": "nnunet", "path": model}
     if path.suffix.lower() == ".onnx":
         return {"type": "onnx", "path": model}
     if path.suffix.lower() in (".yaml", ".yml"):
@@ -122,8 +126,13 @@ def predict(
     address: str | None = None,
     progress: bool | None = None,
     force: bool = False,
+    folds: Sequence[str] | None = None,
+    mirroring: bool = True,
 ) -> JobResult:
     """Segment ``inputs`` with ``model`` into ``out`` without a workflow file.
+
+    For an nnU-Net model folder, ``folds`` (default: every fold present) and ``mirroring``
+    select as ``nnUNetv2_predict``'s ``-f`` and ``--disable_tta``; the tiling is nnU-Net's.
 
     ``input_format`` is ``inputs.format``: ``dicom`` reads folders of DICOM files as one item
     per image series.
@@ -149,5 +158,11 @@ def predict(
     }
     if classes:
         data["classes"] = [{"name": c} for c in classes]
+    if folds is not None or not mirroring:
+        if data["model"].get("type") != "nnunet":
+            raise SpecError(f"{model}: folds and mirroring select an nnU-Net model's folds; this is not an nnU-Net "
+                            "model folder", [("model", "not an nnU-Net model folder")])
+        data["model"] = {**data["model"], "mirroring": mirroring,
+                         **({"folds": list(folds)} if folds is not None else {})}
     spec = parse_workflow(data, Path.cwd(), "geoseg predict")
     return run_job(spec, address=address, progress=progress, force=force)

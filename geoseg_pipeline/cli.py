@@ -60,8 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="segment files without a workflow file")
     pred.add_argument("inputs", nargs="+")
     pred.add_argument("--model", required=True,
-                      help="TorchScript file, .onnx file, MONAI bundle folder, model.yaml (a workflow model "
-                      "section), or a built-in name (landcover-demo, ct-demo); see docs/models.md")
+                      help="TorchScript file, .onnx file, MONAI bundle folder, nnU-Net trained model folder, "
+                      "model.yaml (a workflow model section), or a built-in name (landcover-demo, ct-demo); "
+                      "see docs/models.md")
+    pred.add_argument("--folds", metavar="K[,K]", default=None,
+                      help="nnU-Net models: the folds to ensemble (default: every fold in the folder), e.g. 0,1 or all")
+    pred.add_argument("--no-mirroring", action="store_true",
+                      help="nnU-Net models: no test-time mirroring (as nnUNetv2_predict --disable_tta)")
     pred.add_argument("--out", required=True, help="the output folder, or s3://bucket/prefix")
     pred.add_argument("--roi-size", type=_roi, default=None, metavar="N[,N[,N]]",
                       help="window size (default 256, or a bundle's); three numbers (e.g. 96,96,96) for volumes")
@@ -178,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lesion_classes=[int(k) for k in args.lesion_classes.split(",") if k.strip()],
                 orientation=args.orientation, spacing=args.spacing, block_size=args.block_size,
                 input_format=args.input_format, progress=progress, force=args.force,
+                folds=args.folds.split(",") if args.folds else None, mirroring=not args.no_mirroring,
             )
         else:
             from .demo.run import run_ct_demo, run_landcover_demo

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from .geometry import Window
+from .nnunet.case import CaseGeometry
+from .nnunet.folder import NnunetModel
 from .preprocess import Preprocessing
 from .resampling import SpacingMap
 from .tiling import TilePlan
@@ -59,12 +61,14 @@ class ItemJob:
     dicomweb: Any = None  # the DICOMweb server (URL, credentials) of a dicomweb+ series item
     staged: bool = False  # the format reads a local copy (a .nii.gz inflated, an s3:// object fetched)
     zscore_nonzero: bool = False  # mean/std of the nonzero voxels still to compute (by a worker)
+    nnunet: NnunetModel | None = None  # an nnU-Net model: a worker preprocesses the case as nnU-Net does
+    case: CaseGeometry | None = None  # ... and finds where its preprocessed array lies
 
     @property
     def needs_preparation(self) -> bool:
         """A worker must prepare the item before its bands run (``TileExecutor.prepare_item``):
         make its staged copy once, compute its intensity statistics."""
-        return self.staged or self.zscore_nonzero
+        return self.staged or self.zscore_nonzero or (self.nnunet is not None and self.case is None)
 
     def prepared(self, facts: ItemFacts) -> ItemJob:
         """This job with what a worker found when it prepared the item."""
@@ -73,6 +77,11 @@ class ItemJob:
             if facts.mean is None or facts.std is None:
                 raise ValueError(f"{self.path}: the worker returned no z-score statistics")
             prep = replace(prep, mean=facts.mean, std=facts.std, nonzero_only=True)
+        if self.nnunet is not None:
+            if facts.case is None:
+                raise ValueError(f"{self.path}: the worker returned no nnU-Net case geometry")
+            return replace(self, data_path=facts.data_path, staged=False, case=facts.case,
+                           image_shape=facts.case.preprocessed_shape)
         return replace(self, preprocessing=prep, data_path=facts.data_path or self.data_path, zscore_nonzero=False,
                        staged=False)
 
@@ -80,12 +89,14 @@ class ItemJob:
 @dataclass(frozen=True)
 class ItemFacts:
     """What a worker found when it prepared an item: the path of the staged copy it made (which
-    other workers on its machine read too), and the per-channel mean and standard deviation of
-    the nonzero voxels when the job asked for them."""
+    other workers on its machine read too), the per-channel mean and standard deviation of the
+    nonzero voxels when the job asked for them, and for an nnU-Net model where the preprocessed
+    array (then at ``data_path``) lies in the case."""
 
     data_path: str | None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    case: CaseGeometry | None = None  # nnU-Net: the preprocessed array (at data_path) in the case
 
 
 @dataclass(frozen=True)

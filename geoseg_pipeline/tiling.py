@@ -1,4 +1,5 @@
-"""The tiling plan: MONAI's sliding-window grid, output blocks and tile tasks. Pure, no I/O.
+"""The tiling plan: MONAI's sliding-window grid (or nnU-Net's), output blocks and tile tasks.
+Pure, no I/O.
 
 The window grid is the one of :func:`monai.inferers.sliding_window_inference`:
 
@@ -43,6 +44,17 @@ def axis_starts(image: int, roi: int, interval: int) -> list[int]:
     num = math.ceil(image / interval)
     scan_num = next((d + 1 for d in range(num) if d * interval + roi >= image), 1)
     return [i * interval - max(i * interval + roi - image, 0) for i in range(scan_num)]
+
+
+def nnunet_axis_starts(image: int, roi: int, step: float) -> list[int]:
+    """Window starts along one axis of a padded image (``image >= roi``) as nnU-Net's
+    ``compute_steps_for_sliding_window``: ``ceil((image - roi) / (roi * step)) + 1`` windows spread
+    evenly, starts rounded; a one-voxel roi (a 2D model's slice axis) visits every slice."""
+    if roi == 1:
+        return list(range(image))
+    num = math.ceil((image - roi) / (roi * step)) + 1
+    actual = (image - roi) / (num - 1) if num > 1 else 99999999999
+    return [round(actual * i) for i in range(num)]
 
 
 def pad_before(image_size: Sequence[int], roi_size: Sequence[int]) -> tuple[int, ...]:
@@ -222,6 +234,7 @@ def plan_tiles(
     roi_size: Sequence[int],
     overlap: float,
     block_shape: Sequence[int],
+    grid: str = "monai",
 ) -> TilePlan:
     """Plan the windows and blocks of one item.
 
@@ -230,6 +243,8 @@ def plan_tiles(
         roi_size: the model's window size, one entry per axis.
         overlap: fraction of overlap between neighbouring windows, in ``[0, 1)``.
         block_shape: output block size, one entry per axis.
+        grid: ``monai`` (``sliding_window_inference``'s window starts) or ``nnunet``
+            (nnU-Net's, with tile step ``1 - overlap``); both pad a small image alike.
 
     Raises:
         ValueError: on inconsistent dimensions or out-of-range values.
@@ -248,12 +263,20 @@ def plan_tiles(
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     padded = tuple(max(n, r) for n, r in zip(image, roi, strict=True))
-    interval = scan_interval(padded, roi, overlap)
     before = pad_before(image, roi)
-    starts = tuple(
-        tuple(s - p for s in axis_starts(n, r, iv))
-        for n, r, iv, p in zip(padded, roi, interval, before, strict=True)
-    )
+    if grid == "nnunet":
+        starts = tuple(
+            tuple(s - p for s in nnunet_axis_starts(n, r, 1.0 - overlap))
+            for n, r, p in zip(padded, roi, before, strict=True)
+        )
+    elif grid == "monai":
+        interval = scan_interval(padded, roi, overlap)
+        starts = tuple(
+            tuple(s - p for s in axis_starts(n, r, iv))
+            for n, r, iv, p in zip(padded, roi, interval, before, strict=True)
+        )
+    else:
+        raise ValueError(f"grid must be 'monai' or 'nnunet', got {grid!r}")
     by_block = []
     for axis_s, n, b in zip(starts, image, blocks, strict=True):
         groups: list[list[int]] = [[] for _ in range(math.ceil(n / b))]

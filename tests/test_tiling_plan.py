@@ -194,3 +194,21 @@ def test_bands_cut_the_block_rows_and_run_every_window_reaching_into_them(plan: 
         expected = plan.contributions()
         assert all(added[ix] == expected[ix] for ix in plan.band_blocks(band))
     assert own_total == plan.window_count
+
+
+@settings(max_examples=200, deadline=None)
+@given(roi=st.integers(2, 64), extra=st.integers(0, 300))
+def test_nnunet_grid_is_nnunets_compute_steps(roi: int, extra: int) -> None:
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    from geoseg_pipeline.tiling import nnunet_axis_starts
+
+    n = roi + extra
+    assert nnunet_axis_starts(n, roi, 0.5) == compute_steps_for_sliding_window((n,), (roi,), 0.5)[0]
+
+
+def test_an_nnunet_plan_pads_a_small_image_and_visits_every_slice_of_a_2d_model() -> None:
+    plan = plan_tiles((5, 40, 20), (1, 32, 32), 0.5, (4, 32, 32), grid="nnunet")
+    assert plan.starts[0] == (0, 1, 2, 3, 4)
+    assert plan.starts[1] == (0, 8)  # nnU-Net: ceil((40 - 32) / 16) + 1 = 2 steps, 0 and 8
+    assert plan.starts[2] == (-6,)  # 20 padded to 32: 6 before, as nnU-Net's pad_nd_image

@@ -87,12 +87,20 @@ def _load_python(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
     return load_checkpoint_into(model, spec.checkpoint, trust_pickle=spec.trust_pickle)
 
 
+def _load_nnunet(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
+    from ..nnunet.folder import model_from_spec
+    from ..nnunet.network import load_ensemble
+
+    return load_ensemble(model_from_spec(spec), device, trust_code=spec.trust_code)
+
+
 _LOADERS: dict[str, Callable[[ModelSpec, torch.device], torch.nn.Module]] = {
     "builtin": _load_builtin,
     "torchscript": _load_torchscript,
     "monai": _load_monai,
     "bundle": _load_bundle,
     "python": _load_python,
+    "nnunet": _load_nnunet,
 }
 
 

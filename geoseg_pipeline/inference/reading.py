@@ -29,6 +29,8 @@ from ..errors import GeosegError, SourceError, TransientSourceError
 from ..formats import lookup
 from ..geometry import Window, full_window, intersection
 from ..intensity import nonzero_mean_std
+from ..nnunet.case import CaseGeometry
+from ..nnunet.reading import PreprocessedArray, write_preprocessed
 from ..orientation import OrientedVolume, axis_map
 from ..preprocess import to_model_input, valid_mask
 from ..resampling import ResampledVolume
@@ -84,6 +86,9 @@ class ItemReader:
         # items this worker staged itself (the driver's copy is not visible here): the folder
         # and the copy in it, made once per item whichever reading thread opens it
         self._staged: dict[str, tuple[Path, str]] = {}
+        # items this worker preprocessed for an nnU-Net model: the folder, the array, its geometry
+        self._nnunet: dict[str, tuple[Path, str, CaseGeometry]] = {}
+        self._prep_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
     # -- open items ------------------------------------------------------------------------
@@ -112,7 +117,10 @@ class ItemReader:
         return src
 
     def _open(self, job: ItemJob) -> RasterSource | VolumeSource:
-        """Open the item as the model sees it: reoriented and resampled (volumes)."""
+        """Open the item as the model sees it: reoriented and resampled (volumes), or
+        preprocessed as nnU-Net does (an nnU-Net model)."""
+        if job.nnunet is not None:
+            return PreprocessedArray(self.nnunet_case(job)[0])  # type: ignore[return-value]
         src = self.open_raw(job)
         if isinstance(src, RasterSource):
             return src
@@ -131,6 +139,9 @@ class ItemReader:
             SourceError: the copy cannot be made or the item cannot be read.
             InputDataError: no nonzero voxel, or NaN / infinite voxels (z-score).
         """
+        if job.nnunet is not None:
+            path, case = self.nnunet_case(job)
+            return ItemFacts(path, case=case)
         fmt = lookup(job.format, "volume" if job.kind == "volume" else "raster")
         data_path = self.staged_copy(job) if fmt.staged else None
         if not job.zscore_nonzero:
@@ -142,6 +153,34 @@ class ItemReader:
         finally:
             src.close()
         return ItemFacts(data_path, mean, std)
+
+    def nnunet_case(self, job: ItemJob) -> tuple[str, CaseGeometry]:
+        """The item preprocessed as nnU-Net does (:func:`~..nnunet.preprocess.preprocess_case`),
+        saved as a float32 ``.npy``: the one named by the job when this process sees it (made by
+        a worker on this machine), else this worker's own, made once per item.
+
+        Raises:
+            SourceError, InputDataError: the item cannot be read, or disagrees with the model.
+        """
+        assert job.nnunet is not None
+        if job.case is not None and job.data_path and os.path.exists(job.data_path):
+            return job.data_path, job.case
+        with self._prep_lock:  # not self._lock: opening the item takes that one
+            done = self._nnunet.get(job.path)
+            if done is None:
+                raw = self.open_raw(replace(job, data_path=None))
+                folder = Path(tempfile.mkdtemp(prefix="geoseg-nnunet-"))
+                try:
+                    assert isinstance(raw, VolumeSource)
+                    path = folder / "preprocessed.npy"
+                    case = write_preprocessed(raw, job.nnunet, path, job.path)
+                except BaseException:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    raise
+                finally:
+                    raw.close()
+                done = self._nnunet[job.path] = (folder, str(path), case)
+        return done[1], done[2]
 
     def open_raw(self, job: ItemJob) -> RasterSource | VolumeSource:
         """The item opened with its format's reader as stored (volumes not reoriented or
@@ -188,15 +227,17 @@ class ItemReader:
         with self._lock:
             found = [s for sources in self._all if (s := sources.pop(path, None)) is not None]
             staged = self._staged.pop(path, None)
+            prepared = self._nnunet.pop(path, None)
         for src in found:
             src.close()
-        if staged is not None:
-            shutil.rmtree(staged[0], ignore_errors=True)
+        for folder in (staged[0] if staged else None, prepared[0] if prepared else None):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
     @property
     def staged(self) -> list[Path]:
         """The folders of the copies this worker made itself."""
-        return [folder for folder, _ in self._staged.values()]
+        return [folder for folder, _ in self._staged.values()] + [v[0] for v in self._nnunet.values()]
 
     def close(self) -> None:
         """Stop the reading threads, close every open item and drop every staged copy."""
@@ -204,7 +245,7 @@ class ItemReader:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         with self._lock:
-            paths = {p for sources in self._all for p in sources} | set(self._staged)
+            paths = {p for sources in self._all for p in sources} | set(self._staged) | set(self._nnunet)
         for path in paths:
             self.release(path)
 

@@ -19,6 +19,10 @@ def open_item(item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLege
               s3: S3Config | None = None, provenance: dict[str, str] | None = None) -> OpenItem:
     """Open ``item`` as the workflow's kind: a raster for a 2D roi, a volume for a 3D roi.
     ``provenance`` (``model_version``: the model's hash) goes into outputs that record it."""
+    if spec.model.type == "nnunet":
+        from .nnunet import NnunetItem
+
+        return NnunetItem(item, spec, info, legend, s3, provenance)
     if spec.tiling.kind == "volume":
         return VolumeItem(item, spec, info, legend, s3, provenance)
     return RasterItem(item, spec, info, legend, s3)

@@ -64,50 +64,34 @@ class VolumeItem(OpenItem):
             self.abort()
             raise
 
-    def _open(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend, s3: S3Config | None,
-              provenance: dict[str, str]) -> None:
-        out_dir = spec.output.directory / item.name
+    def _header(self, item: Item, spec: WorkflowSpec, s3: S3Config | None) -> tuple[Any, VolumeSource]:
+        """Open ``item``'s metadata (the format's reader in header mode: the workers stage the
+        item and compute its statistics, ``prepare_item``); sets the format, source options and
+        study attributes. Returns the format and the open source (the caller closes it)."""
         fmt = detect(item.path, "volume", spec.inputs.format)
         dicomweb = from_spec(spec.inputs.dicomweb) if spec.inputs.dicomweb is not None else None
         self.options = SourceOptions(s3=s3, channel_axis=spec.inputs.channel_axis, dicomweb=dicomweb)
         self.format = fmt
-        # metadata only: the workers stage the item and compute its statistics (prepare_item)
         src = open_metadata(fmt, item.path, self.options)
         assert isinstance(src, VolumeSource)
-        try:
-            grid, count = src.grid, src.channel_count
-            if src.ndim_effective < 3:
-                raise InputDataError(f"{item.path}: a {src.ndim_effective}D image (shape {grid.shape}) "
-                                     "given to a 3D model")
-            prep = band_selection(item, spec, count, info, "volume", "channel(s)")
-            # a NIfTI output copies a NIfTI input's header; a DICOM SEG references a series' instances
-            header = getattr(src, "header", None) if fmt.name == "nifti" else None
-            self.study = study_fields(getattr(src, "info", {}), spec.output.identifiers)
-        finally:
-            src.close()
-        intensity = spec.preprocessing.intensity
-        if intensity is not None and intensity.mode == "window":
-            prep = replace(prep, window=intensity.window)
-        self.item, self.grid = item, grid
-        self.amap = axis_map(grid.affine, grid.shape, spec.preprocessing.orientation)
-        oriented_zooms = tuple(grid.zooms[p] for p in self.amap.perm)
-        self.smap = spacing_map(self.amap.model_shape, oriented_zooms, spec.preprocessing.spacing,
-                                self.amap.model_affine(grid.affine))
-        shape = self.smap.model_shape if self.smap is not None else self.amap.model_shape
-        self.plan = plan_tiles(shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
-        self.job = item_job(item, spec, fmt, prep, channel_axis=spec.inputs.channel_axis,
-                            axcodes=spec.preprocessing.orientation, image_shape=shape, resample=self.smap,
-                            staged=fmt.staged, dicomweb=dicomweb,
-                            zscore_nonzero=intensity is not None and intensity.mode == "zscore_nonzero")
-        self.small = any(n < r for n, r in zip(shape, spec.tiling.roi_size, strict=True))
-        self.nodata_label = None
-        model = spec.model.path.name if spec.model.path is not None else (spec.model.name or spec.model.type)
+        self.study = study_fields(getattr(src, "info", {}), spec.output.identifiers)
+        self.item, self.grid = item, src.grid
+        # a NIfTI output copies a NIfTI input's header; a DICOM SEG references a series' instances
+        self.header = getattr(src, "header", None) if fmt.name == "nifti" else None
+        return fmt, src
+
+    def _outputs(self, spec: WorkflowSpec, legend: ClassLegend, num_classes: int, model: str,
+                 provenance: dict[str, str]) -> None:
+        """The item's sinks and statistics on the input's grid, for ``num_classes`` label values."""
+        item, grid, fmt = self.item, self.grid, self.format
+        out_dir = spec.output.directory / item.name
+        dicomweb = self.options.dicomweb
         made_by = {"model": model, "software": f"geoseg-pipeline {__version__}", **provenance}
-        target = SinkTarget(grid, legend, None, info.num_classes, spec.output, spec.tiling.block_shape, header,
+        target = SinkTarget(grid, legend, None, num_classes, spec.output, spec.tiling.block_shape, self.header,
                             made_by, item.path if fmt.series else None, dicomweb)
         self.sinks.extend(make_sinks(outputs_for("volume", spec.output.formats), out_dir, target))
         self.label_dtype = str(label_type(out_dir, legend, None)[1])
-        self.tally = VolumeTally(info.num_classes, grid.voxel_volume_mm3, legend.names, item.name)
+        self.tally = VolumeTally(num_classes, grid.voxel_volume_mm3, legend.names, item.name)
         self.statistics.append(self.tally)
         st = spec.statistics
         self.lesions = LesionTracker(st.lesion_classes, grid.affine, grid.shape, connectivity=st.connectivity,
@@ -116,9 +100,38 @@ class VolumeItem(OpenItem):
             self.statistics.append(self.lesions)
         self.colours = legend.colours
         self.stow = from_spec(spec.output.dicomweb) if spec.output.dicomweb is not None else None
+        self.nodata_label = None
+        self.model_labels: Path | None = None
+
+    def _open(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend, s3: S3Config | None,
+              provenance: dict[str, str]) -> None:
+        fmt, src = self._header(item, spec, s3)
+        try:
+            grid, count = src.grid, src.channel_count
+            if src.ndim_effective < 3:
+                raise InputDataError(f"{item.path}: a {src.ndim_effective}D image (shape {grid.shape}) "
+                                     "given to a 3D model")
+            prep = band_selection(item, spec, count, info, "volume", "channel(s)")
+        finally:
+            src.close()
+        intensity = spec.preprocessing.intensity
+        if intensity is not None and intensity.mode == "window":
+            prep = replace(prep, window=intensity.window)
+        self.amap = axis_map(grid.affine, grid.shape, spec.preprocessing.orientation)
+        oriented_zooms = tuple(grid.zooms[p] for p in self.amap.perm)
+        self.smap = spacing_map(self.amap.model_shape, oriented_zooms, spec.preprocessing.spacing,
+                                self.amap.model_affine(grid.affine))
+        shape = self.smap.model_shape if self.smap is not None else self.amap.model_shape
+        self.plan = plan_tiles(shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
+        self.job = item_job(item, spec, fmt, prep, channel_axis=spec.inputs.channel_axis,
+                            axcodes=spec.preprocessing.orientation, image_shape=shape, resample=self.smap,
+                            staged=fmt.staged, dicomweb=self.options.dicomweb,
+                            zscore_nonzero=intensity is not None and intensity.mode == "zscore_nonzero")
+        self.small = any(n < r for n, r in zip(shape, spec.tiling.roi_size, strict=True))
+        model = spec.model.path.name if spec.model.path is not None else (spec.model.name or spec.model.type)
+        self._outputs(spec, legend, info.num_classes, model, provenance)
         # with resampling, blocks arrive in model space: one byte (two) per model voxel in a
         # scratch file, mapped back onto the input grid at commit
-        self.model_labels: Path | None = None
         if self.smap is not None:
             self.model_labels = self.scratch_dir / "model-labels.raw"
             with open(self.model_labels, "wb") as f:  # sparse

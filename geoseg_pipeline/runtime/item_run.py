@@ -73,11 +73,23 @@ class ItemRun:
         item_dir = spec.output.directory / item.name
         clear_leftovers(item_dir)
         opened = open_item(item, spec, info, legend, s3, {"model_version": key.model_hash[:16]})
+        if opened.job.nnunet is not None:
+            # planned on the case a worker preprocesses (the nonzero crop needs its pixels)
+            if prepare is None:
+                opened.abort()
+                raise ValueError(f"{item.path}: an nnU-Net item must be preprocessed by a worker; none was given")
+            try:
+                opened.planned(opened.job.prepared(prepare(opened.job)))  # type: ignore[attr-defined]
+            except BaseException:
+                opened.abort()
+                raise
         plan = opened.plan
         journal: BlockJournal | None = None
         try:
+            # an nnU-Net item's blocks are logits until the export: it resumes as a whole item
             journal = BlockJournal(item_dir, journal_key(key, plan.image_shape, plan.block_shape),
-                                   opened.nodata_label, fresh=force, active=math.prod(plan.block_grid) > 1)
+                                   opened.nodata_label, fresh=force,
+                                   active=math.prod(plan.block_grid) > 1 and opened.job.nnunet is None)
             done = resume(opened, journal)
         except BaseException:
             opened.abort()

@@ -42,6 +42,11 @@ def legend_for(spec: WorkflowSpec, num_classes: int) -> ClassLegend:
     Raises:
         ModelError: the workflow lists another number of classes than the model predicts.
     """
+    if spec.model.type == "nnunet" and spec.classes is None:  # the dataset's labels (a region model: more
+        from ..nnunet.folder import model_from_spec  # label values than heads)
+
+        names = model_from_spec(spec.model).label_names
+        return ClassLegend(names, tuple(DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)] for i in range(len(names))))
     if spec.classes is not None:
         if len(spec.classes) != num_classes:
             raise ModelError(f"the model predicts {num_classes} classes but the workflow lists {len(spec.classes)}")

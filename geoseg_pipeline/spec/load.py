@@ -44,6 +44,9 @@ def parse_workflow(data: Any, base_dir: Path, source: str = "<workflow>") -> Wor
             [("(workflow)", "expected a mapping")],
         )
     data, taken, problems = _with_bundle_defaults(data, base_dir)
+    data, taken_nn, problems_nn = _with_nnunet_defaults(data, base_dir)
+    taken |= taken_nn
+    problems += problems_nn
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
@@ -101,6 +104,49 @@ def _with_bundle_defaults(
         log.info("model.bundle %s: taken from the bundle: %s", folder,
                  ", ".join(f"{k}={v}" for k, v in taken.items()))
     return data, set(taken), problems
+
+
+def _with_nnunet_defaults(
+    data: dict[str, Any], base_dir: Path
+) -> tuple[dict[str, Any], set[str], list[tuple[str, str]]]:
+    """For ``model.type: nnunet``, read the trained model folder (plans, dataset, folds) and set
+    the tiling nnU-Net's predictor uses: the plans' patch, nnU-Net's tile step (0.5) and
+    gaussian. The workflow may not set another window or any preprocessing: the plans decide.
+
+    Returns the completed mapping, the keys set, and problems (a folder nnU-Net could not
+    run, a conflicting workflow key), each before any data is read.
+    """
+    model = data.get("model")
+    if not (isinstance(model, dict) and model.get("type") == "nnunet" and isinstance(model.get("path"), (str, Path))):
+        return data, set(), []
+    from ..nnunet.folder import read_model_folder
+
+    folds = model.get("folds")
+    try:
+        nn = read_model_folder(
+            _resolve(model["path"], base_dir),
+            folds=None if folds is None else tuple(str(f) for f in (folds if isinstance(folds, list) else [folds])),
+            checkpoint=str(model.get("checkpoint") or "checkpoint_final.pth"),
+            configuration=model.get("configuration"), mirroring=bool(model.get("mirroring", True)))
+    except GeosegError as exc:
+        return data, set(), [("model.path", str(exc))]
+    problems: list[tuple[str, str]] = []
+    tiling = dict(data.get("tiling") or {})
+    wanted = {"roi_size": list(nn.roi_size), "overlap": 0.5, "blend": "nnunet2d" if nn.is_2d else "nnunet",
+              "grid": "nnunet", "sigma_scale": 0.125}
+    for key, value in wanted.items():
+        given = tiling.get(key)
+        if given is not None and (list(given) if isinstance(given, (list, tuple)) else given) != value:
+            problems.append((f"tiling.{key}", f"an nnU-Net model runs with its own {key} ({value}); "
+                                              "leave it unset"))
+    prep = data.get("preprocessing") or {}
+    for key in ("orientation", "spacing", "intensity", "normalize", "bands"):
+        if isinstance(prep, dict) and prep.get(key) is not None:
+            problems.append((f"preprocessing.{key}", "an nnU-Net model preprocesses as its plans say; leave it unset"))
+    data = {**data, "tiling": {**tiling, **wanted}}
+    log.info("model %s: nnU-Net %s, folds %s, patch %s, spacing %s, mirroring %s", nn.folder, nn.configuration,
+             ",".join(nn.folds), list(nn.patch_size), list(nn.spacing), "on" if nn.mirroring else "off")
+    return data, {f"tiling.{k}" for k in wanted}, problems
 
 
 def _field_problems(exc: ValidationError) -> list[tuple[str, str]]:
@@ -169,7 +215,8 @@ def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
                                             "manifest": None if manifest is None else resolve(manifest)})
     model = spec.model.model_copy(update={
         field: Path(resolve(value))
-        for field in ("path", "checkpoint", "bundle")
+        # an nnU-Net checkpoint is a file name inside each fold folder
+        for field in (("path", "bundle") if spec.model.type == "nnunet" else ("path", "checkpoint", "bundle"))
         if (value := getattr(spec.model, field)) is not None
     })
     output = spec.output.model_copy(update={"directory": Path(resolve(spec.output.directory))})

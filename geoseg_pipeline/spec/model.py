@@ -118,6 +118,7 @@ _MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "monai": ("network", "args", "checkpoint", "trust_pickle"),
     "bundle": ("bundle", "checkpoint", "trust_code", "trust_pickle"),
     "python": ("import_path", "args", "checkpoint", "trust_code", "trust_pickle"),
+    "nnunet": ("path", "folds", "checkpoint", "configuration", "mirroring", "trust_code"),
 }
 
 #: What each model type cannot do without, and a hint.
@@ -129,6 +130,7 @@ _MODEL_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
               ("checkpoint", "the state dict file; an untrained network predicts noise")),
     "bundle": (("bundle", "the MONAI bundle folder, holding configs/inference.json and models/model.pt"),),
     "python": (("import_path", "package.module:ClassName"),),
+    "nnunet": (("path", "the trained model folder <Trainer>__<Plans>__<configuration>"),),
 }
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -149,6 +151,12 @@ class ModelSpec(_Frozen):
       the workflow leaves unset.
     - ``python``: any class, ``import_path: package.module:ClassName`` with ``args`` and an
       optional ``checkpoint``; it runs code, so it needs ``trust_code: true``.
+    - ``nnunet``: an nnU-Net v2 trained model folder, ``path``
+      (``<Trainer>__<Plans>__<configuration>/``), its ``folds`` (default: every fold holding
+      the checkpoint), ``checkpoint`` (a file name in each ``fold_<k>/``, default
+      ``checkpoint_final.pth``), ``mirroring`` (default true, as ``nnUNetv2_predict``); run as
+      nnU-Net's predictor runs it (preprocessing, tiles, gaussian, export). Needs
+      ``pip install 'geoseg-pipeline[nnunet]'``.
 
     Checkpoints are read as tensors only (``torch.load(weights_only=True)``); a pickled model
     object needs ``trust_pickle: true``. A bundle's ``network_def`` may name classes of
@@ -157,7 +165,7 @@ class ModelSpec(_Frozen):
     data is read.
     """
 
-    type: Literal["builtin", "torchscript", "onnx", "monai", "bundle", "python"]
+    type: Literal["builtin", "torchscript", "onnx", "monai", "bundle", "python", "nnunet"]
     name: str | None = None
     path: Path | None = None
     network: str | None = None
@@ -169,6 +177,22 @@ class ModelSpec(_Frozen):
     trust_pickle: bool = False
     in_channels: Annotated[int, Field(ge=1)] | None = None
     num_classes: Annotated[int, Field(ge=1, le=65535)] | None = None
+    folds: tuple[str, ...] | None = Field(default=None, description="nnunet: folds to ensemble (0, 1, ..., all).")
+    configuration: str | None = Field(default=None, description="nnunet: default from the folder name.")
+    mirroring: bool = Field(default=True, description="nnunet: test-time mirroring over the allowed axes.")
+
+    @field_validator("folds", mode="before")
+    @classmethod
+    def _fold_names(cls, value: object) -> object:
+        if isinstance(value, (int, str)):
+            value = [value]
+        if isinstance(value, (list, tuple)):
+            out = tuple(str(v).strip() for v in value)
+            bad = [v for v in out if not (v.isdigit() or v == "all")]
+            if bad or not out:
+                raise ValueError(f"folds are fold numbers or 'all', got {list(value)}")
+            return out
+        return value
 
     @field_validator("network")
     @classmethod
@@ -196,6 +220,11 @@ class ModelSpec(_Frozen):
             problems.append("type 'python' imports and runs import_path: set trust_code: true "
                             "if you trust that code")
         for field in sorted(self.model_fields_set - {"type", "in_channels", "num_classes"}):
+            if field == "mirroring" and self.type != "nnunet":  # true is the default: a dumped spec holds it
+                if not self.mirroring:
+                    problems.append(f"'mirroring' is not used by type {self.type!r} (it goes with nnunet; "
+                                    "other models mirror with inference.tta)")
+                continue
             if field not in _MODEL_FIELDS[self.type] and getattr(self, field) not in (None, False):
                 users = [t for t, fields in _MODEL_FIELDS.items() if field in fields]
                 problems.append(f"{field!r} is not used by type {self.type!r} (it goes with {', '.join(users)})")
@@ -210,6 +239,8 @@ class ModelSpec(_Frozen):
             return f"built-in model {self.name}"
         if self.type == "bundle":
             return f"bundle {self.bundle}"
+        if self.type == "nnunet":
+            return f"nnU-Net model {self.path}"
         what = {"monai": f"MONAI {self.network}", "python": str(self.import_path)}.get(self.type)
         if what is None:
             return str(self.path)
@@ -315,7 +346,9 @@ class TilingSpec(_Frozen):
 
     roi_size: tuple[Annotated[int, Field(ge=1)], ...] = (256, 256)
     overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
-    blend: Literal["constant", "gaussian"] = "gaussian"
+    blend: Literal["constant", "gaussian", "nnunet", "nnunet2d"] = "gaussian"
+    #: whose window starts: MONAI's ``sliding_window_inference`` or nnU-Net's (step ``1 - overlap``)
+    grid: Literal["monai", "nnunet"] = "monai"
     sigma_scale: Annotated[float, Field(gt=0.0)] = 0.125
     #: windows per forward pass; ``None``: 8 on a CPU, on a GPU what fits in its free memory
     batch_size: Annotated[int, Field(ge=1, le=4096)] | None = None

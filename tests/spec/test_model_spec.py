@@ -48,11 +48,12 @@ def test_valid_models(model: dict[str, Any]) -> None:
     ({"type": "python", "import_path": "a.b:C", "trust_code": False}, ["trust_code: true"]),
     ({"type": "python", "trust_code": True}, ["type 'python' needs 'import_path'"]),
     ({"type": "torchscript", "path": "m.pt", "checkpoint": "w.pt"},
-     ["'checkpoint' is not used by type 'torchscript' (it goes with monai, bundle, python)"]),
+     ["'checkpoint' is not used by type 'torchscript' (it goes with monai, bundle, python, nnunet)"]),
     ({"type": "builtin", "name": "ct-demo", "trust_code": True}, ["'trust_code' is not used by type 'builtin'"]),
     ({"type": "monai", "network": "UNet", "checkpoint": "w.pt", "trust_code": True},
-     ["'trust_code' is not used by type 'monai' (it goes with bundle, python)"]),
+     ["'trust_code' is not used by type 'monai' (it goes with bundle, python, nnunet)"]),
     ({"type": "onnx", "path": "m.onnx", "name": "x", "args": {}}, ["'args' is not used", "'name' is not used"]),
+    ({"type": "onnx", "path": "m.onnx", "mirroring": False}, ["'mirroring' is not used by type 'onnx'"]),
 ])
 def test_combinations_are_checked_with_the_fields_named(model: dict[str, Any], fragments: list[str]) -> None:
     problems = _problems(model)

@@ -42,3 +42,14 @@ def test_gaussian_shape_of_the_weights() -> None:
 def test_unknown_mode() -> None:
     with pytest.raises(ValueError, match="got 'median'"):
         importance_map((8, 8), "median")
+
+
+@pytest.mark.parametrize("roi", [(16, 32, 32), (20, 24, 28), (5, 7, 9)])
+def test_nnunet_gaussian_is_nnunets(roi: tuple[int, int, int]) -> None:
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+    compute_gaussian.cache_clear()
+    ref = compute_gaussian(roi, 1 / 8, 10, dtype=torch.float16, device=torch.device("cpu")).float()
+    torch.testing.assert_close(importance_map(roi, "nnunet"), ref, atol=0, rtol=0)
+    ref2d = compute_gaussian(roi[1:], 1 / 8, 10, dtype=torch.float16, device=torch.device("cpu")).float()
+    torch.testing.assert_close(importance_map((1, *roi[1:]), "nnunet2d")[0], ref2d, atol=0, rtol=0)
