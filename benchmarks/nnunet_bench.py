@@ -11,9 +11,9 @@ so that the run measures the pipeline (preprocessing, tiles, blending, export) m
 network. The target spacing differs from the volume's, so both tools resample the volume and
 export resampled logits (nnU-Net's memory peak: ``classes x volume`` logits in float64).
 
-Both run on the same CPU threads: nnU-Net with ``torch.set_num_threads(--threads)`` and one
-preprocessing / export process (``-npp 1 -nps 1``), geoseg with the local backend and
-``--threads`` workers of one thread.
+Both run on the same CPU threads: nnU-Net with ``--threads`` torch threads and one preprocessing /
+export process (``-npp 1 -nps 1``), geoseg with the local backend and ``--workers`` workers
+(default 1) sharing ``--threads`` threads.
 
     .venv/bin/python benchmarks/nnunet_bench.py [--shape 512,512,300] [--classes 14] [--repeats 1]
 """
@@ -60,6 +60,9 @@ def main() -> None:
     ap.add_argument("--shape", default="512,512,300")
     ap.add_argument("--classes", type=int, default=14)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="geoseg workers (of --threads / workers threads each); one item in several workers is "
+                         "cut into bands whose halo windows run twice")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
@@ -91,7 +94,8 @@ def main() -> None:
                     "model": {"type": "nnunet", "path": str(folder), "folds": [0], "mirroring": False},
                     "output": {"directory": str(out), "formats": ["nifti"]},
                     "tiling": {"block_size": 128},
-                    "resources": {"backend": "local", "workers": args.threads, "cpus_per_worker": 1},
+                    "resources": {"backend": "local", "workers": args.workers,
+                                  "cpus_per_worker": max(1, args.threads // args.workers)},
                 }))
                 cmd = [str(bin_dir / "geoseg"), "--no-progress", "run", str(wf), "--force"]
             log_path = work / f"{who}-{r}.log"
@@ -104,13 +108,18 @@ def main() -> None:
     a = np.asarray(nib.load(work / "out-nnunet-0" / "case.nii.gz").dataobj)
     b = np.asarray(nib.load(work / "out-geoseg-0" / "case_0000" / "labels.nii.gz").dataobj)
     agree = float((a == b).mean()) if a.shape == b.shape else float("nan")
+    stats = json.loads((work / "out-geoseg-0" / "case_0000" / "stats.json").read_text())
+    pre_voxels = int(np.prod(stats["nnunet"]["preprocessed_shape"]))
     med = {k: (statistics.median(s for s, _ in v), statistics.median(p for _, p in v)) for k, v in results.items()}
     summary = {
         "shape": shape, "classes": args.classes, "patch": PATCH, "threads": args.threads,
+        "geoseg_workers": args.workers, "halo_windows": stats["halo_windows_rerun"],
         "nnunet_seconds": med["nnunet"][0], "nnunet_peak_pss_mib": med["nnunet"][1],
         "geoseg_seconds": med["geoseg"][0], "geoseg_peak_pss_mib": med["geoseg"][1],
         "time_ratio": med["geoseg"][0] / med["nnunet"][0], "memory_ratio": med["geoseg"][1] / med["nnunet"][1],
         "labels_agree": agree, "shapes": [list(a.shape), list(b.shape)],
+        "preprocessed_shape": stats["nnunet"]["preprocessed_shape"],
+        "bytes_to_driver_per_preprocessed_voxel": stats["bytes_from_workers"] / pre_voxels,
     }
     print(json.dumps(summary, indent=2))
 

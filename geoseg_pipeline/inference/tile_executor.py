@@ -109,8 +109,8 @@ class TileExecutor:
                 else:
                     finished = stitcher.add(self._predict(job, prepared))
                 if finished:
-                    parts = tuple(FinishedLabels(b.index, b.labels, b.logits, _counts(job, b.labels, b.valid))
-                                  for b in finished)
+                    parts = tuple(FinishedLabels(b.index, b.labels, _logits_out(job, b.logits),
+                                                 _counts(job, b.labels, b.valid)) for b in finished)
                     yield BandResult(band.index, parts, own, skipped, halo)
                     own = halo = skipped = 0
             if not stitcher.done:  # cannot happen for a plan's band: every block gets its tasks
@@ -160,6 +160,14 @@ class TileExecutor:
             windows_run=len(prepared.runnable),
             windows_skipped=len(prepared.task.windows) - len(prepared.runnable),
         )
+
+
+def _logits_out(job: ItemJob, logits: np.ndarray | None) -> np.ndarray | None:
+    """A block's logits as they go back: half precision for an nnU-Net item (its export reads
+    float16, as nnU-Net holds its logits), else as blended."""
+    if logits is None or job.nnunet is None:
+        return logits
+    return logits.astype(np.float16)
 
 
 def _counts(job: ItemJob, labels: np.ndarray, valid: np.ndarray | None) -> np.ndarray | None:

@@ -86,10 +86,9 @@ class ItemRun:
         plan = opened.plan
         journal: BlockJournal | None = None
         try:
-            # an nnU-Net item's blocks are logits until the export: it resumes as a whole item
+            # an nnU-Net item's blocks carry their logits (the export's input): the journal keeps them
             journal = BlockJournal(item_dir, journal_key(key, plan.image_shape, plan.block_shape),
-                                   opened.nodata_label, fresh=force,
-                                   active=math.prod(plan.block_grid) > 1 and opened.job.nnunet is None)
+                                   opened.nodata_label, fresh=force, active=math.prod(plan.block_grid) > 1)
             done = resume(opened, journal)
         except BaseException:
             opened.abort()

@@ -140,3 +140,40 @@ def test_classes_outside_trusted_modules_need_trust_code(tmp_path: Path) -> None
     (folder / "plans.json").write_text(json.dumps(plans))
     with pytest.raises(ModelError, match="trust_code"):
         load_ensemble(read_model_folder(folder), torch.device("cpu"))
+
+
+def test_a_checkpoint_saved_by_nnunets_own_trainer_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnUNetTrainer.save_checkpoint after a real optimizer step (optimizer state, training log
+    with numpy scalars, init_args with the plans and a torch.device): read as data only."""
+    import numpy as np
+
+    folder = write_model_folder(tmp_path / "m", seed=5)
+    plans = json.loads((folder / "plans.json").read_text())
+    dataset = json.loads((folder / "dataset.json").read_text())
+    pre = tmp_path / "pre" / "Dataset999_Test" / "nnUNetPlans_x"
+    pre.mkdir(parents=True)
+    (pre / "case.b2nd").touch()  # the trainer infers its dataset class from the preprocessed folder
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as trainer_module
+
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
+    trainer = trainer_module.nnUNetTrainer({**plans, "continue_training": False}, "3d_fullres", 0, dataset,
+                                           device=torch.device("cpu"))
+    trainer.initialize()
+    out = trainer.network(torch.randn(2, 1, 16, 32, 32))
+    (out[0] if isinstance(out, (list, tuple)) else out).mean().backward()
+    trainer.optimizer.step()
+    trainer._best_ema = np.float64(0.25)
+    trainer.inference_allowed_mirroring_axes = (0, 1, 2)
+    trainer.save_checkpoint(str(folder / "fold_0" / "checkpoint_final.pth"))
+    ckpt = read_checkpoint(folder / "fold_0" / "checkpoint_final.pth")
+    assert ckpt["init_args"]["configuration"] == "3d_fullres" and ckpt["optimizer_state"]["state"]
+    ensemble = load_ensemble(read_model_folder(folder), torch.device("cpu"))
+    assert ensemble.mirror_axes == (0, 1, 2)
+    trainer.network.eval()
+    x = torch.randn(1, 1, 16, 32, 32)
+    with torch.inference_mode():
+        theirs = trainer.network(x)
+        theirs = theirs[0] if isinstance(theirs, (list, tuple)) else theirs
+        mine = ensemble.folds[0](x)
+    torch.testing.assert_close(mine, theirs)

@@ -118,3 +118,39 @@ def test_a_dicom_series_reads_as_its_nifti_conversion(tmp_path: Path) -> None:
     np.testing.assert_allclose(mine.affine, theirs.affine, atol=1e-3)
     agree = (np.asarray(mine.dataobj) == np.asarray(theirs.dataobj)).mean()
     assert agree >= 0.999 and len(np.unique(np.asarray(theirs.dataobj))) > 1
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_an_nnunet_item_from_its_committed_blocks(tmp_path: Path) -> None:
+    import yaml
+    from test_resume import _geoseg, _journal, _kill_when, _run
+
+    folder = write_model_folder(tmp_path / "models", patch=(16, 16, 16), spacing=(2.5, 0.9, 0.8),
+                                logit_scale=10.0, folds=(0, 1))
+    rng = np.random.default_rng(3)
+    vol = rng.normal(40, 60, (80, 80, 32)).astype(np.int16)
+    vol[20:60, 30:70, 8:24] += 300
+    path = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.diag([0.8, 0.9, 2.5, 1.0])), path)
+
+    def workflow(out: Path) -> Path:
+        wf = tmp_path / f"{out.name}.yaml"
+        wf.write_text(yaml.safe_dump({
+            "inputs": {"paths": [str(path)]}, "model": {"type": "nnunet", "path": str(folder)},
+            "tiling": {"block_size": 32, "batch_size": 1}, "output": {"directory": str(out)},
+            "resources": {"backend": "local", "workers": 1}}))
+        return wf
+
+    out = tmp_path / "out"
+    proc = _geoseg(tmp_path, "run", str(workflow(out)))
+    _kill_when(proc, lambda: len(_journal(out / "big")) >= 3)
+    committed = _journal(out / "big")
+    assert not (out / "big" / "labels.nii.gz").exists()
+    assert "resuming" in _run(tmp_path, workflow(out))
+    stats = json.loads((out / "big" / "stats.json").read_text())
+    assert stats["blocks_resumed"] == len(committed) >= 3
+    calm = tmp_path / "calm"
+    _run(tmp_path, workflow(calm))
+    a = np.asarray(nib.load(out / "big" / "labels.nii.gz").dataobj)
+    b = np.asarray(nib.load(calm / "big" / "labels.nii.gz").dataobj)
+    assert np.array_equal(a, b) and len(np.unique(a)) > 1
