@@ -138,6 +138,12 @@ def load_ensemble(model: NnunetModel, device: torch.device, trust_code: bool = F
         ModelError: a fold trained for another configuration, weights of another architecture
             (the first missing / unexpected / mis-shaped keys named), an unreadable checkpoint.
     """
+    import importlib.util
+
+    missing = [m for m in ("skimage", "dynamic_network_architectures") if importlib.util.find_spec(m) is None]
+    if missing:  # scikit-image resamples the cases as nnU-Net does; checked before any data is read
+        raise ModelError(f"{model.folder}: nnU-Net models need {' and '.join(missing)}: "
+                         "pip install 'geoseg-pipeline[nnunet]'")
     networks = []
     mirror: tuple[int, ...] | None = None
     for i, fold in enumerate(model.folds):

@@ -17,6 +17,7 @@ from ..errors import GeosegError, ModelError
 from ..items import channel_count
 from ..report import ItemOutcome
 from ..sinks import ClassLegend
+from ..sinks.legend import default_colours
 from ..sinks.publish import Publisher
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
@@ -30,12 +31,6 @@ from .progress import Progress
 log = logging.getLogger("geoseg")
 
 #: Colours for classes the workflow does not name (tab10-like).
-DEFAULT_COLOURS = (
-    "#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
-)
-
-
 def legend_for(spec: WorkflowSpec, num_classes: int) -> ClassLegend:
     """The workflow's classes, or numbered ones with default colours.
 
@@ -46,14 +41,16 @@ def legend_for(spec: WorkflowSpec, num_classes: int) -> ClassLegend:
         from ..nnunet.folder import model_from_spec  # label values than heads)
 
         names = model_from_spec(spec.model).label_names
-        return ClassLegend(names, tuple(DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)] for i in range(len(names))))
+        return ClassLegend(names, default_colours(len(names)))
     if spec.classes is not None:
         if len(spec.classes) != num_classes:
             raise ModelError(f"the model predicts {num_classes} classes but the workflow lists {len(spec.classes)}")
-        return ClassLegend(tuple(c.name for c in spec.classes), tuple(c.colour for c in spec.classes),
+        # classes without a colour get the palette's colour of their label value
+        palette = default_colours(num_classes)
+        return ClassLegend(tuple(c.name for c in spec.classes),
+                           tuple(c.colour or palette[i] for i, c in enumerate(spec.classes)),
                            tuple(c.dicom for c in spec.classes))
-    names = tuple(f"class_{i}" for i in range(num_classes))
-    return ClassLegend(names, tuple(DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)] for i in range(num_classes)))
+    return ClassLegend(tuple(f"class_{i}" for i in range(num_classes)), default_colours(num_classes))
 
 
 class Scheduler:
@@ -316,4 +313,4 @@ class Scheduler:
         self.commits = remaining
 
 
-__all__ = ["DEFAULT_COLOURS", "Scheduler", "legend_for"]
+__all__ = ["Scheduler", "legend_for"]

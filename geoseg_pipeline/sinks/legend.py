@@ -2,8 +2,33 @@
 
 from __future__ import annotations
 
+import colorsys
 from dataclasses import dataclass
 from typing import Any
+
+#: A qualitative palette (matplotlib's tab20, dark shades first): 20 distinct class colours.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)
+
+
+def default_colours(count: int) -> tuple[str, ...]:
+    """``count`` distinct ``#rrggbb`` colours: :data:`PALETTE`, then hues a golden angle apart
+    (alternating lightness), so that no two classes share a colour."""
+    out = list(PALETTE[:count])
+    seen = set(out)
+    i = 0
+    while len(out) < count:
+        hue = (i * 0.6180339887498949) % 1.0
+        light = (0.45, 0.6, 0.35)[i % 3]
+        r, g, b = colorsys.hls_to_rgb(hue, light, 0.75)
+        colour = f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+        i += 1
+        if colour not in seen:
+            seen.add(colour)
+            out.append(colour)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -22,4 +47,4 @@ class ClassLegend:
         }
 
 
-__all__ = ["ClassLegend"]
+__all__ = ["PALETTE", "ClassLegend", "default_colours"]

@@ -515,15 +515,15 @@ class ClassSpec(_Frozen):
     codes (default: SNOMED CT "Tissue")."""
 
     name: Annotated[str, Field(min_length=1)]
-    colour: str = "#808080"
+    colour: str | None = None  # None: a distinct palette colour (sinks.legend.default_colours)
     dicom: DicomClassCodes | None = None
 
     @field_validator("colour")
     @classmethod
-    def _hex(cls, value: str) -> str:
-        if not _HEX.match(value):
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not _HEX.match(value):
             raise ValueError(f"colour must look like #rrggbb, got {value!r}")
-        return value.lower()
+        return None if value is None else value.lower()
 
 
 class WorkflowSpec(_Frozen):

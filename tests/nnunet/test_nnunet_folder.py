@@ -177,3 +177,14 @@ def test_a_checkpoint_saved_by_nnunets_own_trainer_loads(tmp_path: Path, monkeyp
         theirs = theirs[0] if isinstance(theirs, (list, tuple)) else theirs
         mine = ensemble.folds[0](x)
     torch.testing.assert_close(mine, theirs)
+
+
+def test_without_the_nnunet_extra_the_model_is_refused_with_the_install_hint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    folder = write_model_folder(tmp_path)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
+    with pytest.raises(ModelError, match=r"need skimage: pip install 'geoseg-pipeline\[nnunet\]'"):
+        load_ensemble(read_model_folder(folder), torch.device("cpu"))

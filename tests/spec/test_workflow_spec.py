@@ -102,7 +102,7 @@ def test_load_workflow_from_yaml(tmp_path: Path) -> None:
     assert spec.output.directory == folder / "results"
     assert spec.output.formats == ("cog", "logits")
     assert spec.classes is not None
-    assert [(c.name, c.colour) for c in spec.classes] == [("water", "#0000ff"), ("land", "#808080")]
+    assert [(c.name, c.colour) for c in spec.classes] == [("water", "#0000ff"), ("land", None)]  # None: the palette
 
 
 def test_load_workflow_relative_file_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
