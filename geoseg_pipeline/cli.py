@@ -117,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("formats", help="list the input and output formats (inputs.format, output.formats)")
 
+    ch = sub.add_parser("change", help="what changed between two label maps (or two runs' output folders)")
+    ch.add_argument("before", type=Path, help="a label map (labels.tif) or a run's output folder")
+    ch.add_argument("after", type=Path, help="the same for the later date")
+    ch.add_argument("--out", type=Path, required=True, help="change.tif, transitions.csv, net_change.csv go here")
+    ch.add_argument("--reproject", action="store_true",
+                    help="resample AFTER onto BEFORE's grid (nearest) when the grids differ (else refused)")
+
     demo = sub.add_parser("demo", help="run a built-in demo on generated data")
     demo.add_argument("which", choices=["landcover", "ct"])
     demo.add_argument("--out", type=Path, default=Path("demo-output"))
@@ -139,6 +146,16 @@ def format_lines() -> list[str]:
     return lines
 
 
+def _change(before: Path, after: Path, out: Path, reproject: bool) -> int:
+    from .change import change_runs
+
+    for item, r in change_runs(before, after, out, reproject).items():
+        changed = int(r.counts.sum()) - int(r.counts.trace())
+        print(f"{item}: {changed} of {int(r.counts.sum())} pixels changed class; {r.change_map}, {r.transitions}, "
+              f"{r.net_change}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns 0 only when every item succeeded."""
     args = _parser().parse_args(argv)
@@ -157,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "formats":
             print("\n".join(format_lines()))
             return 0
+        if args.command == "change":
+            return _change(args.before, args.after, args.out, args.reproject)
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command in ("submit", "jobs", "logs"):

@@ -117,7 +117,7 @@ class CogLabelSink(StagedSink):
         rio_copy(
             self.staging / "labels.gtiff", cog, driver="COG", COMPRESS=self.compression.upper(),
             BLOCKSIZE=str(COG_BLOCK), OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
-            BIGTIFF="IF_SAFER",
+            BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",  # tiles compressed in parallel (same bytes)
         )
         (self.staging / "labels.gtiff").unlink()
         (self.staging / "labels.tif.aux.xml").write_text(_category_aux_xml(self.legend.names), encoding="utf-8")

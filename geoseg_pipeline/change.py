@@ -1,0 +1,182 @@
+"""Change between two label maps of the same classes (``geoseg change``): a change COG whose value
+is ``from x classes + to`` (colour table, nodata where either map has none), ``transitions.csv``
+(pixels, m², ha per (from, to)) and ``net_change.csv`` (per class), streamed strip by strip.
+
+Maps on different grids are refused with the reason unless ``reproject`` (AFTER read through a
+nearest-neighbour ``WarpedVRT`` onto BEFORE's grid). Areas as the statistics compute them: planar
+from the transform, geodesic per row for geographic CRSs.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window as RioWindow
+
+from .errors import InputDataError
+from .geometry import Grid, Window
+from .sinks.cog import CogLabelSink
+from .sinks.legend import ClassLegend, default_colours
+from .statistics.area import pixel_areas
+
+#: Rows read and written at a time (a COG block's height).
+STRIP = 512
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    """What one change run wrote, and its transition counts ``(classes, classes)``."""
+
+    change_map: Path
+    transitions: Path
+    net_change: Path
+    counts: np.ndarray
+    classes: tuple[str, ...]
+
+
+def class_names(path: Path, ds: rasterio.DatasetReader) -> tuple[str, ...]:
+    """The class list a geoseg label map records (``GEOSEG_CLASSES``, else ``class_<i>`` band tags).
+
+    Raises:
+        InputDataError: the map records none.
+    """
+    tags = ds.tags()
+    if tags.get("GEOSEG_CLASSES"):
+        return tuple(tags["GEOSEG_CLASSES"].split(","))
+    band = ds.tags(1)
+    names = [band[f"class_{i}"] for i in range(len(band)) if f"class_{i}" in band]
+    if not names:
+        raise InputDataError(f"{path}: no class list (GEOSEG_CLASSES or class_<i> band tags): not a label map")
+    return tuple(names)
+
+
+def _check_same_grid(before: Path, b: rasterio.DatasetReader, after: Path, a: rasterio.DatasetReader) -> str | None:
+    if b.crs != a.crs:
+        return f"CRS {b.crs} vs {a.crs}"
+    if (b.width, b.height) != (a.width, a.height):
+        return f"size {b.width} x {b.height} vs {a.width} x {a.height}"
+    if not b.transform.almost_equals(a.transform, precision=1e-9 * max(abs(b.transform.a), 1e-12)):
+        return f"transform {tuple(b.transform)[:6]} vs {tuple(a.transform)[:6]}"
+    return None
+
+
+def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = False) -> ChangeResult:
+    """Write ``out_dir/change.tif``, ``transitions.csv`` and ``net_change.csv`` for two maps.
+
+    Raises:
+        InputDataError: different class lists, or different grids without ``reproject``.
+    """
+    with rasterio.open(before) as b, rasterio.open(after) as a0:
+        names = class_names(before, b)
+        other = class_names(after, a0)
+        if names != other:
+            raise InputDataError(f"{after}: its classes {list(other)} differ from {before}'s {list(names)}")
+        problem = _check_same_grid(before, b, after, a0)
+        if problem and not reproject:
+            raise InputDataError(f"{before} and {after} lie on different grids ({problem}); pass --reproject to "
+                                 f"resample the second onto the first's grid (nearest)")
+        k = len(names)
+        nodata_b = b.nodata if b.nodata is not None else 255
+        nodata_a = a0.nodata if a0.nodata is not None else 255
+        a = WarpedVRT(a0, crs=b.crs, transform=b.transform, width=b.width, height=b.height,
+                      resampling=Resampling.nearest, nodata=nodata_a) if problem else a0
+        grid = Grid((b.height, b.width), b.transform, b.crs.to_wkt() if b.crs else None)
+        change_nodata = 255 if k * k <= 255 else 65535
+        if k * k > 65535:
+            raise InputDataError(f"{before}: {k} classes make {k * k} transitions, more than a uint16 map holds")
+        legend = ClassLegend(tuple(f"{f} -> {t}" for f in names for t in names), _change_colours(k))
+        sink = CogLabelSink(out_dir, grid, legend, change_nodata)
+        areas = pixel_areas(grid)
+        counts = np.zeros((k, k), np.int64)
+        area = np.zeros((k, k), np.float64)
+        try:
+            for r0 in range(0, b.height, STRIP):
+                h = min(STRIP, b.height - r0)
+                win = RioWindow(0, r0, b.width, h)
+                dtype = np.dtype(sink.dtype)
+                fb = b.read(1, window=win).astype(dtype, copy=False)
+                fa = a.read(1, window=win).astype(dtype, copy=False)
+                valid = (fb != nodata_b) & (fa != nodata_a) & (fb < k) & (fa < k)
+                code = fb * dtype.type(k) + fa  # < k * k where valid: fits the change map's type
+                code[~valid] = change_nodata
+                sink.write(Window((r0, 0), (h, b.width)), code)
+                if areas.method == "geodesic" and areas.row_area_m2 is not None:  # the area varies by row
+                    rows = np.broadcast_to(np.arange(h)[:, None], (h, b.width))[valid]
+                    per_row = np.bincount(rows * (k * k) + code[valid], minlength=h * k * k).reshape(h, k * k)
+                    counts += per_row.sum(axis=0).reshape(k, k)
+                    area += (per_row * areas.row_area_m2[r0 : r0 + h, None]).sum(axis=0).reshape(k, k)
+                else:
+                    strip = np.bincount(code.ravel(), minlength=change_nodata + 1)[: k * k].reshape(k, k)
+                    counts += strip
+                    if areas.row_area_m2 is not None:
+                        area += strip * float(areas.row_area_m2[0])
+            path = sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            if a is not a0:
+                a.close()
+    change = out_dir / "change.tif"
+    os.replace(path, change)
+    aux = path.with_name(path.name + ".aux.xml")
+    if aux.exists():
+        os.replace(aux, change.with_name("change.tif.aux.xml"))
+    has_area = areas.row_area_m2 is not None
+    transitions = out_dir / "transitions.csv"
+    with open(transitions, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["from_class", "to_class", "from_index", "to_index", "pixels", "area_m2", "area_ha"])
+        for i in range(k):
+            for j in range(k):
+                m2 = float(area[i, j]) if has_area else None
+                w.writerow([names[i], names[j], i, j, int(counts[i, j]), _num(m2), _num(m2 / 1e4 if m2 else m2)])
+    net = out_dir / "net_change.csv"
+    with open(net, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class", "index", "before_pixels", "after_pixels", "net_pixels", "net_area_m2", "net_area_ha"])
+        for i in range(k):
+            before_px, after_px = int(counts[i].sum()), int(counts[:, i].sum())
+            m2 = float(area[:, i].sum() - area[i].sum()) if has_area else None
+            w.writerow([names[i], i, before_px, after_px, after_px - before_px, _num(m2),
+                        _num(m2 / 1e4 if m2 is not None else None)])
+    return ChangeResult(change, transitions, net, counts, names)
+
+
+def change_runs(before: Path, after: Path, out_dir: Path, reproject: bool = False) -> dict[str, ChangeResult]:
+    """Two label maps, or two run output folders matched by item (``<item>/labels.tif`` in
+    both): the change of each into ``out_dir`` (``out_dir/<item>/`` for folders).
+
+    Raises:
+        InputDataError: the folders share no item; a map or pair is refused (see :func:`change_maps`).
+    """
+    if before.is_file() and after.is_file():
+        return {before.stem: change_maps(before, after, out_dir, reproject)}
+    if not (before.is_dir() and after.is_dir()):
+        raise InputDataError(f"{before} and {after}: give two label maps or two output folders of runs")
+    items = sorted(p.parent.name for p in before.glob("*/labels.tif")
+                   if (after / p.parent.name / "labels.tif").exists())
+    if not items:
+        raise InputDataError(f"{before} and {after} share no item (<item>/labels.tif in both)")
+    return {i: change_maps(before / i / "labels.tif", after / i / "labels.tif", out_dir / i, reproject)
+            for i in items}
+
+
+def _change_colours(k: int) -> tuple[str, ...]:
+    """Unchanged pixels in a light grey, each change in a distinct colour."""
+    distinct = iter(default_colours(k * k))
+    return tuple("#e0e0e0" if f == t else next(distinct) for f in range(k) for t in range(k))
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+__all__ = ["ChangeResult", "change_maps", "change_runs", "class_names"]

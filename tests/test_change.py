@@ -1,0 +1,110 @@
+"""geoseg change: the transition counts equal a direct count of the two maps; areas as the
+statistics; the change COG's values, colour table and nodata; different grids refused unless
+--reproject; run folders matched by item."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from geoseg_pipeline.change import change_runs
+from geoseg_pipeline.cli import main
+from geoseg_pipeline.errors import InputDataError
+from geoseg_pipeline.geometry import Grid, Window
+from geoseg_pipeline.sinks.cog import CogLabelSink
+from geoseg_pipeline.sinks.legend import ClassLegend, default_colours
+
+NAMES = ("water", "trees", "crops")
+
+
+def _map(path: Path, labels: np.ndarray, crs: str = "EPSG:32633", res: float = 10.0,
+         names: tuple[str, ...] = NAMES, origin: tuple[float, float] = (500000, 4600000)) -> Path:
+    grid = Grid(labels.shape, from_origin(*origin, res, res), CRS.from_string(crs).to_wkt())
+    sink = CogLabelSink(path, grid, ClassLegend(names, default_colours(len(names))), 255)
+    sink.write(Window((0, 0), labels.shape), labels.astype(np.uint8))
+    sink.commit()
+    return path / "labels.tif"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_transitions_equal_a_direct_count(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    before = rng.integers(0, 3, (700, 530)).astype(np.uint8)
+    after = np.where(rng.random(before.shape) < 0.2, rng.integers(0, 3, before.shape), before).astype(np.uint8)
+    before[:5] = 255  # nodata in one map: not counted, nodata in the change map
+    b, a = _map(tmp_path / "b", before), _map(tmp_path / "a", after)
+    result = change_runs(b, a, tmp_path / "out")["labels"]
+    valid = before != 255
+    expected = np.zeros((3, 3), int)
+    np.add.at(expected, (before[valid], after[valid]), 1)
+    np.testing.assert_array_equal(result.counts, expected)
+    rows = _rows(result.transitions)
+    assert [(r["from_class"], r["to_class"]) for r in rows[:2]] == [("water", "water"), ("water", "trees")]
+    for r in rows:
+        i, j = int(r["from_index"]), int(r["to_index"])
+        assert int(r["pixels"]) == expected[i, j]
+        assert float(r["area_m2"]) == pytest.approx(expected[i, j] * 100.0)
+        assert float(r["area_ha"]) == pytest.approx(expected[i, j] * 0.01)
+    net = {r["class"]: r for r in _rows(result.net_change)}
+    assert int(net["trees"]["net_pixels"]) == expected[:, 1].sum() - expected[1].sum()
+    with rasterio.open(result.change_map) as ds:
+        code = ds.read(1)
+        assert ds.nodata == 255 and ds.tags()["GEOSEG_CLASSES"].split(",")[1] == "water -> trees"
+        cmap = ds.colormap(1)
+        assert ds.overviews(1)  # a COG with overviews
+    np.testing.assert_array_equal(code[valid], before[valid].astype(int) * 3 + after[valid])
+    assert (code[~valid] == 255).all()
+    assert len({cmap[i][:3] for i in range(9) if i % 4}) == 6  # each change its own colour
+
+
+def test_different_grids_are_refused_unless_reproject(tmp_path: Path) -> None:
+    labels = np.tile(np.arange(3, dtype=np.uint8).repeat(20), (60, 1))
+    b = _map(tmp_path / "b", labels)
+    a = _map(tmp_path / "a", np.repeat(np.repeat(labels, 2, 0), 2, 1), res=5.0)
+    with pytest.raises(InputDataError, match=r"different grids \(size"):
+        change_runs(b, a, tmp_path / "out")
+    result = change_runs(b, a, tmp_path / "out", reproject=True)["labels"]
+    assert result.counts.trace() == result.counts.sum() == labels.size  # the same map at twice the resolution
+    other = _map(tmp_path / "o", labels, names=("water", "trees", "urban"))
+    with pytest.raises(InputDataError, match="differ from"):
+        change_runs(b, other, tmp_path / "out2")
+
+
+def test_run_folders_are_matched_by_item(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    for run in ("y1", "y2"):
+        for item in ("s1", "s2"):
+            _map(tmp_path / run / item, rng.integers(0, 3, (40, 50)).astype(np.uint8))
+    _map(tmp_path / "y1" / "only_before", np.zeros((10, 10), np.uint8))
+    assert main(["change", str(tmp_path / "y1"), str(tmp_path / "y2"), "--out", str(tmp_path / "chg")]) == 0
+    assert sorted(p.parent.name for p in (tmp_path / "chg").glob("*/change.tif")) == ["s1", "s2"]
+    assert main(["change", str(tmp_path / "y1"), str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 1
+
+
+def test_geodesic_areas_on_a_geographic_grid(tmp_path: Path) -> None:
+    from geoseg_pipeline.statistics.area import pixel_areas
+
+    rng = np.random.default_rng(2)
+    before = rng.integers(0, 3, (90, 120)).astype(np.uint8)
+    after = rng.integers(0, 3, (90, 120)).astype(np.uint8)
+    b = _map(tmp_path / "b", before, crs="EPSG:4326", res=0.5, origin=(10.0, 75.0))
+    a = _map(tmp_path / "a", after, crs="EPSG:4326", res=0.5, origin=(10.0, 75.0))
+    result = change_runs(b, a, tmp_path / "out")["labels"]
+    with rasterio.open(b) as ds:
+        rows = pixel_areas(Grid((ds.height, ds.width), ds.transform, ds.crs.to_wkt())).row_area_m2
+    assert rows is not None and rows.std() > 0  # geodesic: the pixel area varies with latitude
+    expected = np.zeros((3, 3))
+    np.add.at(expected, (before, after), np.broadcast_to(rows[:, None], before.shape))
+    got = {(int(r["from_index"]), int(r["to_index"])): float(r["area_m2"]) for r in _rows(result.transitions)}
+    for (i, j), m2 in got.items():
+        assert m2 == pytest.approx(expected[i, j], rel=1e-9)
