@@ -103,6 +103,9 @@ def export_slabs(logits: np.ndarray, geometry: CaseGeometry, model: NnunetModel,
     """
     orders = export_orders(model, geometry)
     cropped, pre = geometry.shape_after_cropping, geometry.preprocessed_shape
+    if model.logits_resampling.identity and tuple(cropped) != tuple(pre):
+        raise ModelError(f"{model.folder}: the plans resample the data but not the logits back "
+                         f"(no_resampling_hack): {tuple(pre)} cannot be exported onto {tuple(cropped)}")
     maps = [AxisMap1D.build(pre[a], cropped[a], orders[a]) for a in range(3)]
     full = geometry.shape_before_cropping
     (a0, b0), (a1, b1), (a2, b2) = geometry.bbox

@@ -19,8 +19,9 @@ from ..errors import ModelError
 #: nnU-Net's ``ANISO_THRESHOLD``: an axis whose spacing is this many times the smallest is resampled apart.
 ANISO_THRESHOLD = 3.0
 
-#: Resampling functions of nnU-Net's default planners that geoseg reproduces.
-RESAMPLING_FUNCTIONS = ("resample_data_or_seg_to_shape", "resample_data_or_seg_to_spacing")
+#: Resampling functions of nnU-Net's planners that geoseg reproduces (``no_resampling_hack``: the
+#: ``nnUNetPlannerNoResampling`` planners', which keep the cases' own spacing).
+RESAMPLING_FUNCTIONS = ("resample_data_or_seg_to_shape", "resample_data_or_seg_to_spacing", "no_resampling_hack")
 
 #: Normalization schemes (``normalization_schemes`` in the plans) that geoseg reproduces.
 NORMALIZATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization",
@@ -42,6 +43,7 @@ class Resampling:
     order: int
     order_z: int
     force_separate_z: bool | None
+    identity: bool = False  # no_resampling_hack: the array is left as it is
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ def _resampling(config: dict[str, Any], which: str, path: Path) -> Resampling:
                          f"(it reproduces {', '.join(RESAMPLING_FUNCTIONS)})")
     kw = config.get(f"resampling_fn_{which}_kwargs") or {}
     return Resampling(int(kw.get("order", 3 if which == "data" else 1)), int(kw.get("order_z", 0)),
-                      kw.get("force_separate_z"))
+                      kw.get("force_separate_z"), identity=fn == "no_resampling_hack")
 
 
 def _labels(dataset: dict[str, Any], path: Path) -> tuple[tuple[tuple[str, int], ...],

@@ -153,7 +153,10 @@ def preprocess_case(data: np.ndarray, spacing: Sequence[float], model: NnunetMod
     data = normalize(np.ascontiguousarray(data), inside, model)
     axis = separate_z(original, target, model.data_resampling.force_separate_z)
     cropped = data.shape[1:]
-    data = resample(data, new_shape, axis, model.data_resampling)
+    if model.data_resampling.identity:  # nnU-Net's no_resampling_hack ignores the new shape
+        new_shape = tuple(cropped)
+    else:
+        data = resample(data, new_shape, axis, model.data_resampling)
     geometry = CaseGeometry((before[0], before[1], before[2]), box, (cropped[0], cropped[1], cropped[2]),
                             (int(new_shape[0]), int(new_shape[1]), int(new_shape[2])),
                             (original[0], original[1], original[2]))

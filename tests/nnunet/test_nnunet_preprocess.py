@@ -86,3 +86,29 @@ def test_a_region_model_exports_regions_in_class_order(tmp_path: Path) -> None:
     out = np.concatenate([labels for _, labels in export_slabs(logits.numpy(), geometry, model)])
     np.testing.assert_array_equal(out.transpose(model.transpose_backward), np.asarray(seg))
     assert set(np.unique(out)) == {0, 1, 2}
+
+
+def test_a_no_resampling_plan_keeps_the_spacing(tmp_path: Path) -> None:
+    import json
+
+    folder = write_model_folder(tmp_path / "m", schemes=("ZScoreNormalization",), spacing=(1.0, 1.0, 1.0))
+    plans = json.loads((folder / "plans.json").read_text())
+    config = plans["configurations"]["3d_fullres"]
+    for which in ("data", "seg", "probabilities"):
+        config[f"resampling_fn_{which}"] = "no_resampling_hack"
+        config[f"resampling_fn_{which}_kwargs"] = {}
+    (folder / "plans.json").write_text(json.dumps(plans))
+    p = _nnunet(folder)
+    pp = p.configuration_manager.preprocessor_class(verbose=False)
+    ref, _, props = pp.run_case([str(BREAST)], None, p.plans_manager, p.configuration_manager, p.dataset_json)
+    model, mine, geometry = _mine(BREAST, folder)
+    np.testing.assert_array_equal(mine, ref)
+    assert geometry.preprocessed_shape == geometry.shape_after_cropping
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    logits = torch.from_numpy(np.random.default_rng(3).normal(0, 2, (3, *geometry.preprocessed_shape))
+                              .astype(np.float16))
+    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits, p.plans_manager, p.configuration_manager, p.label_manager, props)
+    out = np.concatenate([labels for _, labels in export_slabs(logits.numpy(), geometry, model)])
+    np.testing.assert_array_equal(out.transpose(model.transpose_backward), np.asarray(seg))
