@@ -31,6 +31,20 @@ def _mine(path: Path, folder: Path):  # type: ignore[no-untyped-def]
     return model, *preprocess_case(data, img.header.get_zooms()[:3][::-1], model)
 
 
+def _export_equals_nnunets(p, props, model, geometry, seed: int, slab_bytes: int = 300_000) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Random half-precision logits exported by geoseg (in small slabs) and by nnU-Net's
+    ``convert_predicted_logits_to_segmentation_with_correct_shape``: equal; returns geoseg's."""
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    rng = np.random.default_rng(seed)
+    logits = torch.from_numpy(rng.normal(0, 2, (model.heads, *geometry.preprocessed_shape)).astype(np.float16))
+    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits, p.plans_manager, p.configuration_manager, p.label_manager, props)
+    out = np.concatenate([labels for _, labels in export_slabs(logits.numpy(), geometry, model, slab_bytes)])
+    np.testing.assert_array_equal(out.transpose(model.transpose_backward), np.asarray(seg))
+    return out
+
+
 CASES = {
     # CT normalization with the dataset's percentiles, isotropic-ish target, crop of the air
     "ct": dict(schemes=("CTNormalization",), spacing=(2.0, 1.0, 1.0)),
@@ -57,16 +71,7 @@ def test_preprocessing_and_export_equal_nnunet(case: str, volume: str, tmp_path:
     np.testing.assert_array_equal(mine, ref)
     assert [list(b) for b in geometry.bbox] == [list(b) for b in props["bbox_used_for_cropping"]]
     # the export of the same half-precision logits, streamed in small slabs, equals nnU-Net's
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-
-    rng = np.random.default_rng(1)
-    logits = torch.from_numpy(rng.normal(0, 2, (model.heads, *geometry.preprocessed_shape)).astype(np.float16))
-    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits, p.plans_manager, p.configuration_manager, p.label_manager, props)
-    out = np.zeros(geometry.shape_before_cropping, np.uint8)
-    for start, labels in export_slabs(logits.numpy(), geometry, model, slab_bytes=300_000):
-        out[start : start + len(labels)] = labels
-    np.testing.assert_array_equal(out.transpose(model.transpose_backward), seg)
+    _export_equals_nnunets(p, props, model, geometry, seed=1)
 
 
 def test_a_region_model_exports_regions_in_class_order(tmp_path: Path) -> None:
@@ -77,14 +82,7 @@ def test_a_region_model_exports_regions_in_class_order(tmp_path: Path) -> None:
     assert model.heads == 2 and model.num_classes == 3 and model.label_names == ("background", "whole", "core")
     pp = p.configuration_manager.preprocessor_class(verbose=False)
     _, _, props = pp.run_case([str(BREAST)], None, p.plans_manager, p.configuration_manager, p.dataset_json)
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-
-    logits = torch.from_numpy(np.random.default_rng(2).normal(0, 2, (2, *geometry.preprocessed_shape))
-                              .astype(np.float16))
-    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits, p.plans_manager, p.configuration_manager, p.label_manager, props)
-    out = np.concatenate([labels for _, labels in export_slabs(logits.numpy(), geometry, model)])
-    np.testing.assert_array_equal(out.transpose(model.transpose_backward), np.asarray(seg))
+    out = _export_equals_nnunets(p, props, model, geometry, seed=2)
     assert set(np.unique(out)) == {0, 1, 2}
 
 
@@ -104,11 +102,4 @@ def test_a_no_resampling_plan_keeps_the_spacing(tmp_path: Path) -> None:
     model, mine, geometry = _mine(BREAST, folder)
     np.testing.assert_array_equal(mine, ref)
     assert geometry.preprocessed_shape == geometry.shape_after_cropping
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-
-    logits = torch.from_numpy(np.random.default_rng(3).normal(0, 2, (3, *geometry.preprocessed_shape))
-                              .astype(np.float16))
-    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits, p.plans_manager, p.configuration_manager, p.label_manager, props)
-    out = np.concatenate([labels for _, labels in export_slabs(logits.numpy(), geometry, model)])
-    np.testing.assert_array_equal(out.transpose(model.transpose_backward), np.asarray(seg))
+    _export_equals_nnunets(p, props, model, geometry, seed=3)
