@@ -264,7 +264,9 @@ def _validate(path: Path) -> int:
     problems += [("inputs", i.error) for i in items if i.error is not None]
     problems += [("inputs.paths", f"{i.path}: no such file") for i in items
                  if i.error is None and not is_s3(i.path) and not Path(i.path).exists()]
-    for field in ("path", "checkpoint"):
+    # an nnU-Net model's path is a folder and its checkpoint a name inside each fold: the spec
+    # read the folder already
+    for field in () if spec.model.type == "nnunet" else ("path", "checkpoint"):
         file = getattr(spec.model, field)
         if file is not None and not file.is_file():
             problems.append((f"model.{field}", f"{file}: no such file"))

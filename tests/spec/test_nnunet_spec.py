@@ -58,3 +58,16 @@ def test_a_dumped_spec_of_another_model_loads_again(tmp_path: Path) -> None:
                            "output": {"directory": "o"}}, tmp_path)
     again = parse_workflow(spec.model_dump(mode="json", exclude_none=True), tmp_path)
     assert again.model == spec.model
+
+
+def test_geoseg_validate_accepts_an_nnunet_workflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+    from nnunet_folders import BREAST
+
+    from geoseg_pipeline.cli import main
+
+    folder = write_model_folder(tmp_path)
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(yaml.safe_dump({"inputs": {"paths": [str(BREAST)]}, "model": {"type": "nnunet", "path": str(folder)},
+                                  "output": {"directory": str(tmp_path / "out")}}))
+    assert main(["validate", str(wf)]) == 0, capsys.readouterr().err
