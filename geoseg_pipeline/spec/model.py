@@ -220,12 +220,8 @@ class ModelSpec(_Frozen):
             problems.append("type 'python' imports and runs import_path: set trust_code: true "
                             "if you trust that code")
         for field in sorted(self.model_fields_set - {"type", "in_channels", "num_classes"}):
-            if field == "mirroring" and self.type != "nnunet":  # true is the default: a dumped spec holds it
-                if not self.mirroring:
-                    problems.append(f"'mirroring' is not used by type {self.type!r} (it goes with nnunet; "
-                                    "other models mirror with inference.tta)")
-                continue
-            if field not in _MODEL_FIELDS[self.type] and getattr(self, field) not in (None, False):
+            # a key left at its default is no problem (a dumped spec holds every default)
+            if field not in _MODEL_FIELDS[self.type] and getattr(self, field) != type(self).model_fields[field].default:
                 users = [t for t, fields in _MODEL_FIELDS.items() if field in fields]
                 problems.append(f"{field!r} is not used by type {self.type!r} (it goes with {', '.join(users)})")
         if problems:
