@@ -22,6 +22,7 @@ from rasterio.windows import Window as RioWindow
 
 from .errors import InputDataError
 from .geometry import Grid, Window
+from .report.landcover import write_change_report
 from .sinks.cog import CogLabelSink
 from .sinks.legend import ClassLegend, default_colours
 from .statistics.area import pixel_areas
@@ -39,6 +40,7 @@ class ChangeResult:
     net_change: Path
     counts: np.ndarray
     classes: tuple[str, ...]
+    report: Path | None = None
 
 
 def class_names(path: Path, ds: rasterio.DatasetReader) -> tuple[str, ...]:
@@ -147,7 +149,9 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
             m2 = float(area[:, i].sum() - area[i].sum()) if has_area else None
             w.writerow([names[i], i, before_px, after_px, after_px - before_px, _num(m2),
                         _num(m2 / 1e4 if m2 is not None else None)])
-    return ChangeResult(change, transitions, net, counts, names)
+    report = write_change_report(out_dir, change, names, counts, area if has_area else None,
+                                 f"Change: {before} → {after}")
+    return ChangeResult(change, transitions, net, counts, names, report)
 
 
 def change_runs(before: Path, after: Path, out_dir: Path, reproject: bool = False) -> dict[str, ChangeResult]:

@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--workers", type=int, default=None)
     pred.add_argument("--classes", help="comma-separated class names, in label order")
     pred.add_argument("--logits", action="store_true", help="rasters: also write the blended logits (logits.tif)")
+    pred.add_argument("--vector", action="append", choices=["geoparquet", "gpkg"], default=[],
+                      help="rasters: also write one polygon per connected region (labels.parquet or labels.gpkg; "
+                           "may be given twice)")
     pred.add_argument("--zarr", action="store_true", help="volumes: also write labels.zarr (OME-Zarr)")
     pred.add_argument("--dicom-seg", action="store_true",
                       help="DICOM series: also write labels.dcm, a DICOM Segmentation over the series")
@@ -224,13 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _formats(args: argparse.Namespace) -> tuple[str, ...] | None:
-    if args.logits and args.zarr:
-        raise SpecError("--logits is for rasters and --zarr for volumes; give one", [("formats", "both given")])
-    if args.logits and args.dicom_seg:
-        raise SpecError("--logits is for rasters and --dicom-seg for DICOM volumes; give one",
+    raster = [*(["--logits"] if args.logits else []), *(f"--vector {v}" for v in args.vector)]
+    volume_flags = [*(["--zarr"] if args.zarr else []), *(["--dicom-seg"] if args.dicom_seg else [])]
+    if raster and volume_flags:
+        raise SpecError(f"{raster[0]} is for rasters and {volume_flags[0]} for volumes; give one",
                         [("formats", "both given")])
-    if args.logits:
-        return ("cog", "logits")
+    if raster:
+        return ("cog", *(("logits",) if args.logits else ()), *dict.fromkeys(args.vector))
     volume = ("nifti", *(("zarr",) if args.zarr else ()), *(("dicom-seg",) if args.dicom_seg else ()))
     return volume if len(volume) > 1 else None
 
@@ -270,6 +273,14 @@ def _validate(path: Path) -> int:
         file = getattr(spec.model, field)
         if file is not None and not file.is_file():
             problems.append((f"model.{field}", f"{file}: no such file"))
+    zones = spec.statistics.zones
+    if zones is not None:
+        from .statistics import read_zones
+
+        try:
+            read_zones(zones.path, zones.id_field, zones.layer)
+        except GeosegError as exc:
+            problems.append(("statistics.zones", str(exc).removeprefix("statistics.zones: ")))
     if problems:
         print(f"{path}: invalid", file=sys.stderr)
         for field, message in problems:

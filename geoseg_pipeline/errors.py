@@ -63,3 +63,8 @@ class LedgerError(GeosegError, OSError):
 class WorkerError(GeosegError, RuntimeError):
     """A tile task failed in an inference worker (an actor or a local thread); the message
     is the underlying error's, unwrapped from Ray's."""
+
+
+class WorkerLost(WorkerError):
+    """The worker itself is gone (its process or node died, or it is being restarted): what it
+    held is not the input's fault and runs again on another worker."""

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 #: ``|det(A)| / prod(column norms)`` below this is a degenerate (non-invertible) affine.
@@ -71,6 +70,8 @@ class VolumeGrid:
     @property
     def axcodes(self) -> tuple[str, str, str]:
         """Anatomical direction each voxel axis points to, e.g. ``('L', 'A', 'S')`` (nibabel)."""
+        import nibabel as nib  # imported when asked: the raster tools do without it
+
         codes = nib.aff2axcodes(self.affine)  # type: ignore[no-untyped-call]
         return (str(codes[0]), str(codes[1]), str(codes[2]))
 

@@ -1,4 +1,5 @@
-"""A loopback HTTP proxy in front of an S3-compatible server that fails some requests on demand.
+"""A loopback HTTP proxy in front of an S3-compatible (or any HTTP) server that fails some
+requests on demand.
 
 Real transient faults for tests: readers talk to the proxy's URL (``S3Config(endpoint_url=
 proxy.url)``) and every request is forwarded to the real server, except the next ``n`` GETs
@@ -9,6 +10,7 @@ AWS throttles). Every request is recorded, so a test can count how often an obje
 from __future__ import annotations
 
 import http.client
+import random
 import re
 import threading
 from dataclasses import dataclass
@@ -36,6 +38,17 @@ class _Fault:
     remaining: int
     status: int
     code: str
+    drop: bool = False  # close the connection without an answer
+
+
+@dataclass
+class _Weather:
+    """Faults on a share of every request (any method) whose target matches ``pattern``."""
+
+    pattern: re.Pattern[str]
+    fraction: float
+    drop_share: float
+    rng: random.Random
 
 
 class FlakyS3Proxy:
@@ -49,6 +62,8 @@ class FlakyS3Proxy:
         self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
+        self._weather: _Weather | None = None
+        self.injected = 0
         self.seen: list[Seen] = []
         proxy = self
 
@@ -62,6 +77,10 @@ class FlakyS3Proxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 fault = proxy._take_fault(self.command, f"{self.path} {self.headers.get('Range') or ''}")
+                if fault is not None and fault.drop:  # a connection dropped mid-request: no answer at all
+                    proxy._record(Seen(self.command, self.path, self.headers.get("Range"), 0))
+                    self.close_connection = True
+                    return
                 if fault is not None:
                     status, headers, payload = _error_answer(fault, self.path)
                 else:
@@ -99,10 +118,21 @@ class FlakyS3Proxy:
         with self._lock:
             self._faults = [_Fault(re.compile(path_regex), n, status, code)]
 
+    def fail_fraction(self, fraction: float, path_regex: str = "", *, drop_share: float = 0.25,
+                      seed: int = 0) -> None:
+        """From now on answer a ``fraction`` of the requests (any method) matching ``path_regex``
+        with a fault: a dropped connection for ``drop_share`` of them, else ``500
+        InternalError`` or ``503 SlowDown`` (half each); seeded, so a run is repeatable as far as
+        the order of requests is. ``fraction=1`` is an endpoint that is down for good.
+        ``injected`` counts the faults."""
+        with self._lock:
+            self._weather = _Weather(re.compile(path_regex), fraction, drop_share, random.Random(seed))
+
     def stop_failing(self) -> None:
         """Forward every request again (faults still armed are dropped)."""
         with self._lock:
             self._faults = []
+            self._weather = None
 
     def clear(self) -> None:
         """Forget armed faults and recorded requests."""
@@ -134,7 +164,15 @@ class FlakyS3Proxy:
             for fault in self._faults:
                 if method == "GET" and fault.remaining > 0 and fault.pattern.search(target):
                     fault.remaining -= 1
+                    self.injected += 1
                     return fault
+            w = self._weather
+            if w is not None and w.pattern.search(target) and w.rng.random() < w.fraction:
+                self.injected += 1
+                if w.rng.random() < w.drop_share:
+                    return _Fault(w.pattern, 0, 0, "", drop=True)
+                status, code = (500, "InternalError") if w.rng.random() < 0.5 else (503, "SlowDown")
+                return _Fault(w.pattern, 0, status, code)
         return None
 
     def _record(self, seen: Seen) -> None:

@@ -116,6 +116,33 @@ def test_demo_landcover_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
         ious = [((pred == k) & (truth == k) & valid).sum() / (((pred == k) | (truth == k)) & valid).sum()
                 for k in range(4)]
         assert float(np.mean(ious)) >= 0.95, ious
+    # polygons, districts and the reports
+    import csv
+
+    import geopandas
+
+    item = tmp_path / "landcover" / "scene_a"
+    polygons = geopandas.read_parquet(item / "labels.parquet")
+    stats = json.loads((item / "stats.json").read_text())
+    for cls in stats["classes"]:
+        assert int(polygons.pixels[polygons.class_index == cls["class_index"]].sum()) == cls["pixels"]
+    with (item / "zones.csv").open() as f:
+        assert {r["zone"] for r in csv.DictReader(f)} == {"north-west", "north-east", "south-west", "south-east"}
+    assert (tmp_path / "landcover" / "zones_summary.csv").is_file()
+    assert "Zones over the job" in (tmp_path / "landcover" / "report.html").read_text(encoding="utf-8")
+    assert "scene_a: land cover" in (item / "report.html").read_text(encoding="utf-8")
+    # the second date of scene_a and the change between the dates: the town's growth is found
+    change = tmp_path / "change" / "scene_a"
+    assert {"change.tif", "transitions.csv", "net_change.csv", "report.html"} <= {p.name for p in change.iterdir()}
+    with rasterio.open(tmp_path / "scene_a_reference.tif") as a, \
+            rasterio.open(tmp_path / "scene_a_later_reference.tif") as b:
+        before, after = a.read(1), b.read(1)
+    valid = (before != 255) & (after != 255)
+    grown = int(((after == 3) & valid).sum()) - int(((before == 3) & valid).sum())
+    assert grown > 20_000  # the reference: the town in the north-east grows
+    with (change / "net_change.csv").open() as f:
+        net = {r["class"]: int(r["net_pixels"]) for r in csv.DictReader(f)}
+    assert net["built_up"] == pytest.approx(grown, rel=0.15)
 
 
 @pytest.fixture(scope="module")

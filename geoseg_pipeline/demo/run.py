@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..api import evaluate_outputs
@@ -16,42 +17,106 @@ log = logging.getLogger("geoseg")
 
 #: (name, height, width, seed); seeds the demo model never saw in training.
 DEMO_SCENES = (("scene_a", 1024, 1024, 2001), ("scene_b", 768, 1280, 2002))
+#: The districts the demo counts its classes in: ``(name, row0, col0, row1, col1)`` in pixels of
+#: the scenes' grid (both scenes start at the same corner), drawn in lon/lat.
+DEMO_DISTRICTS = (("north-west", 0, 0, 512, 640), ("north-east", 0, 640, 512, 1280),
+                  ("south-west", 512, 0, 1024, 640), ("south-east", 512, 640, 1024, 1280))
 
 
-def landcover_workflow(out_dir: Path) -> dict[str, object]:
-    """The demo workflow (the same as ``workflows/landcover-demo.yaml``), relative to ``out_dir``."""
+def later_changes() -> tuple[Any, ...]:
+    """A later date of ``scene_a``: a town grows in the north-east (built-up) and a stand of
+    vegetation is cleared in the south-west (bare soil)."""
+    from .scenes import Change
+
+    return (Change(300, 720, 170, 3, 1.2), Change(760, 280, 130, 2, 1.0))
+
+
+def vector_extra() -> bool:
+    """Whether the ``vector`` extra (polygons, zones) is installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("shapely", "pyarrow", "pyogrio"))
+
+
+def landcover_workflow(out_dir: Path, later: bool = False) -> dict[str, object]:
+    """The demo workflow (the same as ``workflows/landcover-demo.yaml``), relative to ``out_dir``;
+    ``later``: the second date's (``scene_a`` again, a year on). With the ``vector`` extra the
+    workflow also writes polygons and counts the classes per district."""
     from .scenes import LANDCOVER_CLASS_COLOURS, LANDCOVER_CLASS_NAMES
 
-    return {
+    vector = vector_extra()
+    workflow: dict[str, object] = {
         "version": 1,
-        "name": "landcover-demo",
-        "inputs": {"paths": ["data/*.tif"]},
+        "name": "landcover-demo-later" if later else "landcover-demo",
+        "inputs": {"paths": ["data-later/*.tif" if later else "data/*.tif"]},
         "model": {"type": "builtin", "name": "landcover-demo", "in_channels": 4, "num_classes": 4},
         "tiling": {"roi_size": [256, 256], "overlap": 0.25, "blend": "gaussian", "batch_size": 8},
-        "output": {"directory": "landcover", "formats": ["cog"]},
+        "output": {"directory": "landcover-later" if later else "landcover",
+                   "formats": ["cog", "geoparquet"] if vector else ["cog"]},
         "classes": [
             {"name": n, "colour": c} for n, c in zip(LANDCOVER_CLASS_NAMES, LANDCOVER_CLASS_COLOURS, strict=True)
         ],
     }
+    if vector:
+        workflow["statistics"] = {"zones": {"path": "data/districts.gpkg", "id_field": "NAME"}}
+    return workflow
+
+
+def write_districts(path: Path) -> None:
+    """The demo's districts (:data:`DEMO_DISTRICTS`) as a GeoPackage in EPSG:4326, field ``NAME``."""
+    import shapely
+    from pyogrio.raw import write
+    from pyproj import Transformer
+
+    to_lonlat = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+    polygons = []
+    for _, r0, c0, r1, c1 in DEMO_DISTRICTS:
+        box = shapely.segmentize(shapely.box(500000 + 10 * c0, 5200000 - 10 * r1, 500000 + 10 * c1,
+                                             5200000 - 10 * r0), 100.0)
+        polygons.append(shapely.transform(box, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1]))))
+    tmp = path.with_name(path.name + ".tmp.gpkg")
+    tmp.unlink(missing_ok=True)
+    write(tmp, shapely.to_wkb(polygons), [np.array([d[0] for d in DEMO_DISTRICTS], dtype=object)], ["NAME"],
+          driver="GPKG", layer="districts", geometry_type="Polygon", crs="EPSG:4326")
+    tmp.replace(path)
 
 
 def run_landcover_demo(out_dir: Path, address: str | None = None, progress: bool | None = None) -> JobResult:
-    """Generate the demo scenes under ``out_dir/data`` (once) and segment them."""
+    """Generate the demo scenes under ``out_dir/data`` (once) and segment them; then the second
+    date of ``scene_a`` (``out_dir/data-later``), and the change between the two dates
+    (``out_dir/change``). Returns the first date's job."""
+    from ..change import change_runs
+
+    for folder, name, h, w, seed, changes in (*((out_dir / "data", *s, ()) for s in DEMO_SCENES),
+                                              (out_dir / "data-later", *DEMO_SCENES[0], later_changes())):
+        _generate(folder, name, h, w, seed, changes)
+    if vector_extra() and not (out_dir / "data" / "districts.gpkg").exists():
+        write_districts(out_dir / "data" / "districts.gpkg")
+    results = []
+    for later in (False, True):
+        workflow = out_dir / ("landcover-demo-later.yaml" if later else "landcover-demo.yaml")
+        workflow.write_text(yaml.safe_dump(landcover_workflow(out_dir, later), sort_keys=False), encoding="utf-8")
+        results.append(run_job(load_workflow(workflow), address=address, progress=progress))
+    if all(r.ok for r in results):
+        for item, change in change_runs(out_dir / "landcover", out_dir / "landcover-later", out_dir / "change").items():
+            log.info("change of %s between the two dates: %s (report %s)", item, change.transitions, change.report)
+    return results[0]
+
+
+def _generate(folder: Path, name: str, height: int, width: int, seed: int, changes: tuple[Any, ...]) -> None:
+    """One demo scene (and its reference labels beside ``folder``), once."""
     from .scenes import write_landcover_scene
 
-    data = out_dir / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for name, h, w, seed in DEMO_SCENES:
-        path = data / f"{name}.tif"
-        if not path.exists():
-            log.info("generating demo scene %s (%d x %d)", path, h, w)
-            tmp = path.with_suffix(".tif.tmp")
-            write_landcover_scene(tmp, h, w, seed, labels_path=data / f"{name}_reference.tif.tmp")
-            (data / f"{name}_reference.tif.tmp").replace(out_dir / f"{name}_reference.tif")
-            tmp.replace(path)
-    workflow = out_dir / "landcover-demo.yaml"
-    workflow.write_text(yaml.safe_dump(landcover_workflow(out_dir), sort_keys=False), encoding="utf-8")
-    return run_job(load_workflow(workflow), address=address, progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.tif"
+    if path.exists():
+        return
+    log.info("generating demo scene %s (%d x %d)", path, height, width)
+    tmp = path.with_suffix(".tif.tmp")
+    suffix = "_later" if changes else ""
+    write_landcover_scene(tmp, height, width, seed, labels_path=folder / f"{name}_reference.tif.tmp", changes=changes)
+    (folder / f"{name}_reference.tif.tmp").replace(folder.parent / f"{name}{suffix}_reference.tif")
+    tmp.replace(path)
 
 
 #: (name, seed, orientation): seeds the CT demo model never saw; a permuted, non-RAS orientation.

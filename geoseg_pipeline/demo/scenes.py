@@ -43,7 +43,7 @@ a fixed order, so the bits do not depend on how the scene is cut into blocks.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -62,6 +62,7 @@ __all__ = [
     "LANDCOVER_CLASS_COLOURS",
     "LANDCOVER_CLASS_NAMES",
     "SCENE_NODATA",
+    "Change",
     "write_landcover_scene",
 ]
 
@@ -93,6 +94,20 @@ _MASK64: Final = (1 << 64) - 1
 
 _RENDER_THREADS: Final = 2
 """Blocks rendered concurrently (and so also the most blocks held ahead of the writer)."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """Land cover that has changed by a later date of a scene: inside a disc (centre ``row``,
+    ``col`` and ``radius`` in pixels) the field of class ``klass`` is raised by ``strength``,
+    fully within 0.8 of the radius and fading to nothing at its edge, so that class takes over
+    most of the disc (rivers and roads stay where they are)."""
+
+    row: float
+    col: float
+    radius: float
+    klass: int
+    strength: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -154,6 +169,7 @@ def write_landcover_scene(
     pixel_size: float = 10.0,
     origin: tuple[float, float] = (500000.0, 5200000.0),
     block: int = 512,
+    changes: Sequence[Change] = (),
 ) -> None:
     """Write a synthetic 4-band land-cover scene (and optionally its reference labels).
 
@@ -176,6 +192,7 @@ def write_landcover_scene(
         origin: ``(x, y)`` of the upper-left corner of the grid in CRS units.
         block: Internal GeoTIFF tile side and generation window side; a positive multiple of
             16.
+        changes: Changes of land cover (a later date of the same scene: same ``seed``).
 
     Raises:
         ValueError: If a shape, the seed, the pixel size or the block size is invalid; the
@@ -207,14 +224,14 @@ def write_landcover_scene(
             label_dst = files.enter_context(rasterio.open(labels_path, "w", **label_profile))
             label_dst.write_colormap(1, _colour_map())
             label_dst.update_tags(1, class_names=",".join(LANDCOVER_CLASS_NAMES))
-        for window, bands, labels in _rendered_blocks(seed, height, width, block, nodata_corner):
+        for window, bands, labels in _rendered_blocks(seed, height, width, block, nodata_corner, tuple(changes)):
             scene_dst.write(bands, window=window)
             if label_dst is not None:
                 label_dst.write(labels, 1, window=window)
 
 
 def _rendered_blocks(
-    seed: int, height: int, width: int, block: int, nodata_corner: bool
+    seed: int, height: int, width: int, block: int, nodata_corner: bool, changes: tuple[Change, ...] = ()
 ) -> Iterator[tuple[Window, npt.NDArray[np.uint16], npt.NDArray[np.uint8]]]:
     """Render the blocks in row-major order on worker threads, at most a few ahead of the writer.
 
@@ -225,7 +242,7 @@ def _rendered_blocks(
     with ThreadPoolExecutor(max_workers=_RENDER_THREADS, thread_name_prefix="landcover-scene") as pool:
         pending: deque[tuple[Window, Future[tuple[npt.NDArray[np.uint16], npt.NDArray[np.uint8]]]]] = deque()
         for window in _block_windows(height, width, block):
-            pending.append((window, pool.submit(_render_window, seed, height, width, window, nodata_corner)))
+            pending.append((window, pool.submit(_render_window, seed, height, width, window, nodata_corner, changes)))
             if len(pending) > _RENDER_THREADS:
                 done, rendered = pending.popleft()
                 yield done, *rendered.result()
@@ -261,7 +278,7 @@ def _colour_map() -> dict[int, tuple[int, int, int, int]]:
 
 
 def _render_window(
-    seed: int, height: int, width: int, window: Window, nodata_corner: bool
+    seed: int, height: int, width: int, window: Window, nodata_corner: bool, changes: tuple[Change, ...] = ()
 ) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.uint8]]:
     """Render the bands ``(4, h, w)`` and labels ``(h, w)`` of one window of a scene."""
     row0, col0 = int(window.row_off), int(window.col_off)
@@ -269,6 +286,11 @@ def _render_window(
     fields, d_row, d_col = _interpolated_fields(seed, row0, col0, rows, cols)
 
     class_fields = fields[0:4]
+    for change in changes:
+        rr = np.arange(row0, row0 + rows, dtype=np.float32)[:, None] + np.float32(0.5)
+        cc = np.arange(col0, col0 + cols, dtype=np.float32)[None, :] + np.float32(0.5)
+        d = np.hypot(rr - np.float32(change.row), cc - np.float32(change.col)) / np.float32(change.radius)
+        class_fields[change.klass] += np.float32(change.strength) * np.clip((1 - d) / np.float32(0.2), 0, 1)
     labels = np.argmax(class_fields, axis=0).astype(np.uint8)
     weights = np.maximum(class_fields - (class_fields.max(axis=0) - np.float32(_MIX_TAU)), np.float32(0))
     weights /= weights.sum(axis=0)

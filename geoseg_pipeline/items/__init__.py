@@ -8,6 +8,7 @@ from ..sinks import ClassLegend
 from ..sources import SourceOptions, probe_channels
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
+from ..statistics import ItemZones
 from ..storage import S3Config
 from ..tasks import ModelInfo
 from .base import OpenItem
@@ -16,16 +17,18 @@ from .volume import RESAMPLE_SLAB, VolumeItem
 
 
 def open_item(item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend,
-              s3: S3Config | None = None, provenance: dict[str, str] | None = None) -> OpenItem:
+              s3: S3Config | None = None, provenance: dict[str, str] | None = None,
+              zones: ItemZones | None = None) -> OpenItem:
     """Open ``item`` as the workflow's kind: a raster for a 2D roi, a volume for a 3D roi.
-    ``provenance`` (``model_version``: the model's hash) goes into outputs that record it."""
+    ``provenance`` (``model_version``: the model's hash) goes into outputs that record it;
+    ``zones`` (``statistics.zones``) are counted for rasters."""
     if spec.model.type == "nnunet":
         from .nnunet import NnunetItem
 
         return NnunetItem(item, spec, info, legend, s3, provenance)
     if spec.tiling.kind == "volume":
         return VolumeItem(item, spec, info, legend, s3, provenance)
-    return RasterItem(item, spec, info, legend, s3)
+    return RasterItem(item, spec, info, legend, s3, zones)
 
 
 def channel_count(item: Item, spec: WorkflowSpec, s3: S3Config | None = None) -> int:

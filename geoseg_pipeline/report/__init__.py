@@ -2,7 +2,7 @@
 
 from .cohort import CohortClass, CohortTable, cohort_table, is_volume_job
 from .outcome import ItemOutcome
-from .tables import write_cohort, write_item_stats, write_lesions, write_summary
+from .tables import write_cohort, write_item_stats, write_lesions, write_summary, write_zones
 
 __all__ = [
     "CohortClass",
@@ -14,4 +14,5 @@ __all__ = [
     "write_item_stats",
     "write_lesions",
     "write_summary",
+    "write_zones",
 ]

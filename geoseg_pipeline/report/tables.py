@@ -4,6 +4,7 @@ volume jobs the cohort tables ``cohort.csv`` / ``cohort.json`` and page ``report
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from ..statistics import ItemStats
 from ..storage import atomic_write_text
 from .cohort import cohort_document, cohort_table, is_volume_job
 from .cohort_page import write_cohort_page
+from .landcover import write_job_report
 from .outcome import ItemOutcome
 
 _CLASS_COLUMNS = ["class_index", "class_name", "pixels", "area_m2", "area_ha", "volume_ml", "share"]
@@ -57,6 +59,46 @@ def write_lesions(out_dir: Path, stats: ItemStats) -> Path:
     return path
 
 
+_ZONE_COLUMNS = ["zone", "class_index", "class_name", "pixels", "area_m2", "area_ha", "share", "own_pixels",
+                 "own_area_m2"]
+_ZONE_SUMMARY_COLUMNS = ["zone", "class_index", "class_name", "pixels", "area_m2", "area_ha", "share", "items"]
+
+
+def _zone_rows(stats: ItemStats) -> list[dict[str, Any]]:
+    return [{**dataclasses.asdict(z), "area_ha": z.area_ha} for z in stats.zones]
+
+
+def zone_summary_rows(outcomes: Sequence[ItemOutcome]) -> list[dict[str, Any]]:
+    """Per zone and class over the items of a job: the pixels and areas that no earlier item
+    covers (``own_*``), added up, so that ground two scenes cover counts once; ``share`` of the
+    zone's valid area (pixels without areas); ``items``: how many items contributed."""
+    sums: dict[tuple[str, int], dict[str, Any]] = {}
+    for o in outcomes:
+        if o.stats is None:
+            continue
+        for z in o.stats.zones:
+            row = sums.setdefault((z.zone, z.class_index), {"zone": z.zone, "class_index": z.class_index,
+                                                           "class_name": z.class_name, "pixels": 0,
+                                                           "area_m2": None, "items": 0})
+            row["pixels"] += z.own_pixels
+            if z.own_area_m2 is not None:
+                row["area_m2"] = (row["area_m2"] or 0.0) + z.own_area_m2
+            row["items"] += 1 if z.own_pixels else 0
+    totals: dict[str, tuple[int, float]] = {}
+    for (zone, _), row in sums.items():
+        pixels, area = totals.get(zone, (0, 0.0))
+        totals[zone] = (pixels + row["pixels"], area + (row["area_m2"] or 0.0))
+    rows = []
+    for key in sorted(sums):
+        row = sums[key]
+        pixels, area = totals[row["zone"]]
+        row["area_ha"] = None if row["area_m2"] is None else row["area_m2"] / 10_000.0
+        row["share"] = (row["area_m2"] / area if row["area_m2"] is not None and area
+                        else (row["pixels"] / pixels if pixels else 0.0))
+        rows.append(row)
+    return rows
+
+
 def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
@@ -93,6 +135,14 @@ def write_item_stats(out_dir: Path, source: str, stats: ItemStats, meta: dict[st
     return [json_path, csv_path]
 
 
+def write_zones(out_dir: Path, stats: ItemStats) -> Path:
+    """``zones.csv``: one row per zone on the item and class (only the header when no zone lies
+    on it)."""
+    path = out_dir / "zones.csv"
+    atomic_write_text(path, _csv(_zone_rows(stats), _ZONE_COLUMNS))
+    return path
+
+
 def write_summary(out_root: Path, outcomes: Sequence[ItemOutcome], job: dict[str, Any]) -> list[Path]:
     """``summary.csv`` (one row per item and class; one row per failed item) and
     ``summary.json`` (the job record); for a volume job (an item with a voxel volume) also
@@ -116,8 +166,15 @@ def write_summary(out_root: Path, outcomes: Sequence[ItemOutcome], job: dict[str
     atomic_write_text(csv_path, _csv(rows, columns))
     atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
     paths = [csv_path, json_path]
+    zone_rows = zone_summary_rows(outcomes)
+    if zone_rows:
+        zones_path = out_root / "zones_summary.csv"
+        atomic_write_text(zones_path, _csv(zone_rows, _ZONE_SUMMARY_COLUMNS))
+        paths.append(zones_path)
     if job.get("kind") == "volume" or is_volume_job(outcomes):
         paths += write_cohort(out_root, outcomes, job)
+    elif job.get("kind") == "raster":
+        paths.append(write_job_report(out_root, outcomes, job, zone_rows))
     return paths
 
 

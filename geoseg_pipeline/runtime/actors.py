@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from ..errors import GeosegError, JobError, WorkerError
+from ..errors import GeosegError, JobError, WorkerError, WorkerLost
 from ..spec import InferenceSpec, ModelSpec, ResourceSpec
 from ..tasks import BandResult, ItemFacts, ItemJob, ModelInfo
 from ..tiling import BandTask
@@ -164,8 +164,9 @@ def start_actors(
     # Ray sets OMP_NUM_THREADS to the actor's CPUs and the predictor sets torch's threads; a
     # runtime_env here would only keep Ray from using its pre-started workers.
     threads = max(int(resources.cpus_per_worker), 1)
-    # A killed actor process is restarted (model loaded again) and the tasks it held are run
-    # again on it: tile tasks are pure functions of (item, task), so a retry gives the same result.
+    # A killed actor process is restarted (model loaded again); the scheduler hands the bands it
+    # held to the actors that serve: they are pure functions of (item, band), so a re-run gives
+    # the same result.
     # "prepare" (staging an item, its z-score) runs on a thread of its own beside the bands;
     # Ray's type hints do not know concurrency_groups
     actor_options: dict[str, Any] = {
@@ -248,17 +249,26 @@ class RayActorPool:
         Raises:
             GeosegError: the item could not be staged or read (the actor's error, unwrapped).
         """
-        actor = self._actors[self._next_prepare % len(self._actors)]
-        self._next_prepare += 1
-        try:
-            facts: ItemFacts = ray.get(actor.prepare.remote(job))
-            return facts
-        except (RayTaskError, RayActorError) as exc:
-            raise _unwrap(exc) from exc
+        lost: WorkerLost | None = None
+        for _ in range(len(self._actors)):  # an actor that is gone hands the item to the next
+            actor = self._actors[self._next_prepare % len(self._actors)]
+            self._next_prepare += 1
+            try:
+                facts: ItemFacts = ray.get(actor.prepare.options(max_task_retries=0).remote(job))
+                return facts
+            except (RayTaskError, RayActorError) as exc:
+                error = _unwrap(exc)
+                if not isinstance(error, WorkerLost):
+                    raise error from exc
+                lost = error
+        assert lost is not None
+        raise lost
 
     def submit(self, worker: int, job: ItemJob, band: BandTask) -> Any:
         """Hand ``band`` to actor ``worker``; a streaming generator of its parts."""
-        return self._actors[worker].run.options(num_returns="streaming").remote(job, band)
+        # no retry by Ray: a band whose actor is lost is handed to another by the scheduler (its
+        # actor may never come back: its node is gone and no other node has room for it)
+        return self._actors[worker].run.options(num_returns="streaming", max_task_retries=0).remote(job, band)
 
     def wait(self, handles: list[Any], timeout: float) -> list[Any]:
         """The streams with a part (or their end) ready: one at least, unless ``timeout`` seconds pass."""
@@ -278,6 +288,22 @@ class RayActorPool:
             return None
         except (RayTaskError, RayActorError) as exc:
             raise _unwrap(exc) from exc
+
+    def probe(self, worker: int) -> Any:
+        """Ask actor ``worker`` where it runs: it answers once it serves again (see ``revived``)."""
+        return self._actors[worker].node.options(max_task_retries=0).remote()
+
+    def revived(self, probe: Any) -> bool | None:
+        """Whether the actor of ``probe`` serves again: ``None`` while it has not answered,
+        ``False`` when it could not (still gone: probe again later)."""
+        ready, _ = ray.wait([probe], timeout=0)
+        if not ready:
+            return None
+        try:
+            ray.get(probe)
+        except (RayTaskError, RayActorError):
+            return False
+        return True
 
     def release(self, path: str) -> None:
         """Let every actor close ``path``."""
@@ -300,5 +326,5 @@ def _unwrap(exc: BaseException) -> GeosegError:
             return WorkerError(str(cause) or type(cause).__name__)
         return WorkerError(str(exc).strip().splitlines()[-1])
     if isinstance(exc, RayActorError):
-        return WorkerError(f"an inference actor died: {str(exc).splitlines()[0]}")
+        return WorkerLost(f"an inference actor died: {str(exc).splitlines()[0]}")
     return WorkerError(str(exc))

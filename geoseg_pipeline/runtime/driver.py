@@ -26,6 +26,7 @@ from .book import Book
 from .pool import worker_pool
 from .progress import make_progress
 from .scheduler import Scheduler
+from .zones import ZoneBook
 
 log = logging.getLogger("geoseg")
 
@@ -106,7 +107,8 @@ def _run_locked(
         if todo:
             with (worker_pool(spec, address, len(todo), s3) as pool,
                   rasterio_env(s3, GDAL_CACHEMAX=spec.resources.gdal_cache_mb)):
-                scheduler = Scheduler(spec, todo, make_progress(len(todo), progress), book, pool, publisher)
+                zones = ZoneBook(spec, [i for i in items if i.error is None], s3) if spec.statistics.zones else None
+                scheduler = Scheduler(spec, todo, make_progress(len(todo), progress), book, pool, publisher, zones)
                 outcomes_by_name.update((o.item, o) for o in scheduler.run())
         outcomes = [outcomes_by_name[i.name] for i in items]
         inference_seconds = scheduler.inference_seconds if scheduler else 0.0
@@ -147,6 +149,10 @@ def _run_locked(
         # which Ray node each actor ran on, and how many bands it was given (the key keeps its old name)
         "actor_nodes": scheduler.actor_nodes if scheduler else [],
         "tasks_per_actor": list(scheduler.actor_tasks.values()) if scheduler else [],
+        # bands handed out again because their actor was lost (its process or node died), and the
+        # actors still lost when the job ended
+        "bands_rerun": scheduler.bands_rerun if scheduler else 0,
+        "actors_lost": len(scheduler.lost) if scheduler else 0,
         "kind": spec.tiling.kind,
         "lesion_classes": list(spec.statistics.lesion_classes),
     }

@@ -27,6 +27,7 @@ from ..sinks import ClassLegend
 from ..sinks.publish import Publisher
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
+from ..statistics import ItemZones
 from ..stitching import BlockJournal, FinishedBlock, journal_key
 from ..storage import S3Config
 from ..tasks import BandResult, ItemFacts, ItemJob, ModelInfo, StitchSettings
@@ -56,11 +57,14 @@ class ItemRun:
     halo_windows: int = 0
     bytes_received: int = 0
     failed: str | None = None
+    again: list[BandTask] = field(default_factory=list)
+    bands_rerun: int = 0
+    windows_redone: int = 0
 
     @classmethod
     def open(cls, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend, key: ItemKey,
              s3: S3Config | None = None, force: bool = False, bands: int = 1,
-             prepare: Callable[[ItemJob], ItemFacts] | None = None) -> ItemRun:
+             prepare: Callable[[ItemJob], ItemFacts] | None = None, zones: ItemZones | None = None) -> ItemRun:
         """Open ``item`` (metadata only), its block journal, and write the blocks an earlier run
         committed; the item is cut into ``bands`` bands and only those with a block still to
         write are left to run. An item with bands to run that a worker must prepare first (stage
@@ -72,7 +76,7 @@ class ItemRun:
         """
         item_dir = spec.output.directory / item.name
         clear_leftovers(item_dir)
-        opened = open_item(item, spec, info, legend, s3, {"model_version": key.model_hash[:16]})
+        opened = open_item(item, spec, info, legend, s3, {"model_version": key.model_hash[:16]}, zones)
         if opened.job.nnunet is not None:
             # planned on the case a worker preprocesses (the nonzero crop needs its pixels)
             if prepare is None:
@@ -144,7 +148,7 @@ class ItemRun:
         """The next band to hand out, if any."""
         if self.failed or self.exhausted:
             return None
-        task = next(self.tasks, None)
+        task = self.again.pop() if self.again else next(self.tasks, None)
         if task is not None:
             self.submitted += 1
         return task
@@ -172,6 +176,18 @@ class ItemRun:
             self.journal.save(block)
             self.done.add(part.index)
 
+    def run_again(self, band: BandTask, windows_run: int, windows_skipped: int, halo_windows: int) -> None:
+        """Hand ``band`` out again: its worker was lost after sending parts of it that counted
+        these windows. The blocks of those parts stay written (the re-run skips them); their
+        windows are taken back out of the counts, so that each window counts once."""
+        self.again.append(band)
+        self.submitted -= 1
+        self.bands_rerun += 1
+        self.windows_run -= windows_run
+        self.windows_skipped -= windows_skipped
+        self.halo_windows -= halo_windows
+        self.windows_redone += windows_run
+
     def fail(self, reason: str) -> None:
         """Drop everything of the item (its journal is kept for a later run)."""
         self.failed = reason
@@ -189,20 +205,22 @@ class ItemRun:
         meta: dict[str, Any] = {"windows_run": self.windows_run, "windows_skipped_nodata": self.windows_skipped,
                                 "bands": self.bands, "halo_windows_rerun": self.halo_windows,
                                 "padded_to_roi": self.opened.small,
-                                "blocks_resumed": self.blocks_resumed, "bytes_from_workers": self.bytes_received}
+                                "blocks_resumed": self.blocks_resumed, "bytes_from_workers": self.bytes_received,
+                                "bands_rerun_lost_worker": self.bands_rerun, "windows_redone": self.windows_redone}
         stats, paths = self.opened.commit(meta)
         outputs = tuple(str(p) for p in paths)
         if publisher is not None:
             outputs = publisher.publish_item(out_root / self.item.name, self.item.name)
         return ItemOutcome(self.item.name, self.item.path, "ok", stats=stats, outputs=outputs,
                            seconds=time.monotonic() - self.started, windows=self.windows_run,
-                           extra={"bytes_from_workers": self.bytes_received, "halo_windows": self.halo_windows})
+                           extra={"bytes_from_workers": self.bytes_received, "halo_windows": self.halo_windows,
+                                  "bands_rerun": self.bands_rerun, "blocks_resumed": self.blocks_resumed})
 
 
 def clear_leftovers(item_dir: Path) -> None:
     """Remove the staging and scratch folders a killed run left in ``OUT/<item>`` (only one run
     writes to an output directory at a time: see :class:`~geoseg_pipeline.ledger.OutputLock`)."""
-    if item_dir.is_dir():
+    if item_dir.is_dir() and not item_dir.is_symlink():  # a link is refused by the sinks, never followed
         for leftover in [*item_dir.glob(".staging-*"), *item_dir.glob(".scratch-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
 

@@ -191,6 +191,14 @@ class LocalPool:
         except Exception as exc:
             raise WorkerError(str(exc) or type(exc).__name__) from exc
 
+    def probe(self, worker: int) -> None:
+        """Threads of this process are never lost: nothing to ask."""
+        return None
+
+    def revived(self, probe: None) -> bool:
+        """Threads of this process are never lost."""
+        return True
+
     def release(self, path: str) -> None:
         """Close ``path`` in every thread (its item is done; no task of it is running)."""
         with self._lock:

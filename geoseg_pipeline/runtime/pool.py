@@ -58,7 +58,17 @@ class WorkerPool(Protocol):
 
     def result(self, handle: Any) -> BandResult | None:
         """The next part of a ready handle, ``None`` at its end; raises ``GeosegError`` or
-        ``OSError`` when the band failed."""
+        ``OSError`` when the band failed, ``WorkerLost`` when the worker itself is gone (the
+        band is not at fault and runs again elsewhere)."""
+        ...
+
+    def probe(self, worker: int) -> Any:
+        """Ask a worker that was lost (``WorkerLost``) whether it serves again; see ``revived``."""
+        ...
+
+    def revived(self, probe: Any) -> bool | None:
+        """The probe's answer: ``True`` the worker serves again, ``False`` not yet (probe again
+        later), ``None`` no answer yet."""
         ...
 
     def release(self, path: str) -> None:

@@ -17,6 +17,8 @@ class Progress(Protocol):
 
     def windows_done(self, count: int) -> None: ...
 
+    def windows_undone(self, count: int) -> None: ...
+
     def item_done(self, name: str, status: str) -> None: ...
 
     def close(self) -> None: ...
@@ -41,6 +43,10 @@ class BarProgress:
 
     def windows_done(self, count: int) -> None:
         self._windows.update(count)
+
+    def windows_undone(self, count: int) -> None:
+        """Windows counted done whose results were lost with their worker: they run again."""
+        self._windows.update(-count)
 
     def item_done(self, name: str, status: str) -> None:
         self._items.set_postfix_str(f"{name}: {status}", refresh=False)
@@ -101,6 +107,10 @@ class LogProgress:
             rate = self.done / max(now - self._start, 1e-9)
             log.info("windows %d/%d (%.1f/s), items %d/%d, ETA %s", self.done, self.total, rate,
                      self.done_items, self.items, format_eta(self.eta()))
+
+    def windows_undone(self, count: int) -> None:
+        """Windows counted done whose results were lost with their worker: they run again."""
+        self.done -= count
 
     def item_done(self, name: str, status: str) -> None:
         self.done_items += 1

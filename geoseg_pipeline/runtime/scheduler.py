@@ -11,9 +11,10 @@ import math
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from ..errors import GeosegError, ModelError
+from ..errors import GeosegError, ModelError, WorkerLost
 from ..items import channel_count
 from ..report import ItemOutcome
 from ..sinks import ClassLegend
@@ -27,10 +28,26 @@ from .book import Book
 from .item_run import ItemRun
 from .pool import WorkerPool
 from .progress import Progress
+from .zones import ZoneBook
 
 log = logging.getLogger("geoseg")
 
-#: Colours for classes the workflow does not name (tab10-like).
+#: Seconds between two questions to a lost actor whether it serves again.
+PROBE_EVERY_S = 2.0
+
+
+@dataclass
+class Flight:
+    """A band handed to an actor, and the windows its parts have counted so far."""
+
+    state: ItemRun
+    actor: int
+    band: BandTask
+    windows_run: int = 0
+    windows_skipped: int = 0
+    halo_windows: int = 0
+
+
 def legend_for(spec: WorkflowSpec, num_classes: int) -> ClassLegend:
     """The workflow's classes, or numbered ones with default colours.
 
@@ -58,17 +75,23 @@ class Scheduler:
     finished blocks as they stream back; opens the next item ahead, on a thread of its own."""
 
     def __init__(self, spec: WorkflowSpec, items: list[Item], progress: Progress, book: Book,
-                 pool: WorkerPool, publisher: Publisher | None = None) -> None:
+                 pool: WorkerPool, publisher: Publisher | None = None, zones: ZoneBook | None = None) -> None:
         self.spec = spec
         self.pool = pool
         self.publisher = publisher
+        self.zones = zones
         self.book = book
         self.items = items
         self.progress = progress
         self.outcomes: dict[str, ItemOutcome] = {}
         self.pending: deque[Item] = deque(items)
         self.active: list[ItemRun] = []
-        self.inflight: dict[Any, tuple[ItemRun, Any]] = {}
+        self.inflight: dict[Any, Flight] = {}
+        # actors lost (their process or node died) since when, and the probe asking each back
+        self.lost: dict[int, float] = {}
+        self.probes: dict[int, tuple[Any, float]] = {}
+        self.all_lost_since: float | None = None
+        self.bands_rerun = 0
         self.actor_load: dict[int, int] = {}
         self.finalizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-commit")
         # items are opened (headers read, planned, prepared by a worker) here, ahead of need, not in the loop
@@ -159,9 +182,14 @@ class Scheduler:
                 continue
             self.book.started(item)
             bands = self._band_count()
-            fut = self.opener.submit(ItemRun.open, item, self.spec, self.info, self.legend, self.book.key(item),
-                                     self.book.s3, self.book.force, bands=bands, prepare=self.pool.prepare)
+            fut = self.opener.submit(self._open, item, bands)
             self.opening.append((item, fut))
+
+    def _open(self, item: Item, bands: int) -> ItemRun:
+        """Open ``item`` (on the opener thread)."""
+        zones = self.zones.for_item(item) if self.zones is not None else None
+        return ItemRun.open(item, self.spec, self.info, self.legend, self.book.key(item), self.book.s3,
+                            self.book.force, bands=bands, prepare=self.pool.prepare, zones=zones)
 
     def _take_opened(self) -> ItemRun | None:
         """The item opened ahead (waiting for it); ``None`` when it could not be opened."""
@@ -207,26 +235,33 @@ class Scheduler:
     def _loop(self) -> None:
         # Every actor takes at most max_tasks_in_flight tasks; results are consumed as they
         # arrive, so reading, inference and writing overlap and memory stays bounded.
-        capacity = self.pool.size * self.spec.resources.max_tasks_in_flight
+        per_actor = self.spec.resources.max_tasks_in_flight
         while True:
-            while len(self.inflight) < capacity:
+            self._ask_lost()
+            live = [a for a in self.actor_load if a not in self.lost]
+            while live and len(self.inflight) < len(live) * per_actor:
                 nxt = self._next_task()
                 if nxt is None:
                     break
                 state, task = nxt
-                actor = min(self.actor_load, key=lambda a: self.actor_load[a])
+                actor = min(live, key=lambda a: self.actor_load[a])
                 ref = self.pool.submit(actor, state.job, task)
                 if self.first_submit is None:
                     self.first_submit = time.monotonic()
-                self.inflight[ref] = (state, actor)
+                self.inflight[ref] = Flight(state, actor, task)
                 self.actor_load[actor] += 1
                 self.actor_tasks[actor] += 1
                 state.inflight += 1
             self._collect_commits(block=False)
             if not self.inflight:
-                break
+                if live or not self._work_left():
+                    break
+                if self._given_up():
+                    break
+                time.sleep(0.2)  # every actor is lost: wait for one to serve again
+                continue
             # an item being opened ahead is looked at again soon
-            waiting = bool(self.opening) and not self.opening[0][1].done()
+            waiting = (bool(self.opening) and not self.opening[0][1].done()) or bool(self.lost)
             ready = self.pool.wait(list(self.inflight), timeout=0.05 if waiting else 1.0)
             for ref in ready:
                 self._receive(ref)
@@ -234,17 +269,22 @@ class Scheduler:
         self._collect_commits(block=True)
 
     def _ended(self, ref: Any) -> ItemRun:
-        state, actor = self.inflight.pop(ref)
-        self.actor_load[actor] -= 1
-        state.inflight -= 1
-        return state
+        flight = self.inflight.pop(ref)
+        self.actor_load[flight.actor] -= 1
+        flight.state.inflight -= 1
+        return flight.state
 
     def _receive(self, ref: Any) -> None:
         """Take the next part of a band's stream: its finished blocks are written and
         journaled now; the end of the stream may complete the item."""
-        state = self.inflight[ref][0]
+        flight = self.inflight[ref]
+        state = flight.state
         try:
             part = self.pool.result(ref)
+        except WorkerLost as exc:
+            self._ended(ref)
+            self._lose(flight, str(exc))
+            return
         except (GeosegError, OSError) as exc:
             self._ended(ref)
             if not state.failed:
@@ -261,11 +301,81 @@ class Scheduler:
             return
         if state.failed:
             return
+        flight.windows_run += part.windows_run
+        flight.windows_skipped += part.windows_skipped
+        flight.halo_windows += part.halo_windows
         self.progress.windows_done(part.windows_run + part.windows_skipped)
         try:
             state.add(part)
         except (GeosegError, OSError) as exc:
             state.fail(str(exc))
+
+    # -- lost actors -------------------------------------------------------------------------
+
+    def _lose(self, flight: Flight, reason: str) -> None:
+        """``flight``'s actor is gone: its band runs again on the actors that serve (the blocks
+        it sent stay written and are skipped); the actor is asked now and then to serve again."""
+        now = time.monotonic()
+        if flight.actor not in self.lost:
+            self.lost[flight.actor] = now
+            self.probes[flight.actor] = (None, now + PROBE_EVERY_S)
+            log.warning("inference actor %d is lost (%s); its bands run on the actors that serve",
+                        flight.actor, reason)
+            if len(self.lost) == len(self.actor_load):
+                self.all_lost_since = now
+        state = flight.state
+        if state.failed:
+            self._maybe_retire(state)
+            return
+        state.run_again(flight.band, flight.windows_run, flight.windows_skipped, flight.halo_windows)
+        self.progress.windows_undone(flight.windows_run + flight.windows_skipped)
+        self.bands_rerun += 1
+
+    def _ask_lost(self) -> None:
+        """Ask each lost actor (now and then) whether it serves again: restarted on its node,
+        or on another one that joined."""
+        now = time.monotonic()
+        for actor in list(self.lost):
+            probe, when = self.probes[actor]
+            if probe is None:
+                if now >= when:
+                    self.probes[actor] = (self.pool.probe(actor), now)
+                continue
+            answer = self.pool.revived(probe)
+            if answer is None:
+                continue
+            if answer:
+                log.info("inference actor %d serves again (lost %.0f s)", actor, now - self.lost.pop(actor))
+                del self.probes[actor]
+                self.all_lost_since = None
+            else:
+                self.probes[actor] = (None, now + PROBE_EVERY_S)
+
+    def _work_left(self) -> bool:
+        return bool(self.pending or self.opening or any(not s.exhausted for s in self.active))
+
+    def _given_up(self) -> bool:
+        """Whether every actor has been lost for longer than ``resources.placement_timeout_s``;
+        then every item left fails (the blocks finished so far stay journaled for a re-run)."""
+        timeout = self.spec.resources.placement_timeout_s
+        if self.all_lost_since is None or time.monotonic() - self.all_lost_since < timeout:
+            return False
+        reason = (f"no inference actor left: all {len(self.actor_load)} were lost with their node(s) and none "
+                  f"served again within {timeout:g} s (resources.placement_timeout_s); the blocks finished "
+                  "so far are kept: run the job again to resume")
+        log.error("%s", reason)
+        for state in list(self.active):
+            if not state.failed:
+                state.fail(reason)
+            self.active.remove(state)
+            self._record_failure(state.item, reason)
+        for item, _ in self.opening:  # dropped when the loop ends
+            self._record_failure(item, reason)
+        while self.pending:
+            item = self.pending.popleft()
+            if item.name not in self.duplicates:
+                self._record_failure(item, reason)
+        return True
 
     def _finish(self, state: ItemRun) -> None:
         """Every block of the item is written: publish it (in the commit thread)."""

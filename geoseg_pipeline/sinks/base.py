@@ -47,6 +47,8 @@ class SinkTarget:
         dicomweb: the DICOMweb server of a ``dicomweb+`` series (its instances' headers).
         provenance: what made the labels (``model``, ``model_version``, ``software``), for
             outputs that record it (DICOM SEG).
+        row_area_m2: a raster's ground area of one pixel per row, m² (``None``: none), for
+            outputs that report areas (polygons).
     """
 
     grid: Grid | VolumeGrid
@@ -59,6 +61,7 @@ class SinkTarget:
     provenance: dict[str, str] = field(default_factory=dict)
     source_series: str | None = None
     dicomweb: Any = None
+    row_area_m2: np.ndarray | None = field(default=None, compare=False)
 
 
 @runtime_checkable
@@ -109,6 +112,9 @@ class StagedSink(ABC):
         self.out_dir = out_dir
         self._files: list[tuple[Path, Path]] = []
         self._published: list[Path] = []
+        if out_dir.is_symlink():  # the outputs would land wherever it points, out of the output folder
+            raise SinkError(f"{out_dir}: is a symbolic link (to {os.readlink(out_dir)}); outputs are never written "
+                            "through a link out of the output folder: remove it")
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self.staging = out_dir / f".staging-{uuid.uuid4().hex[:12]}"
@@ -156,7 +162,8 @@ class StagedSink(ABC):
             raise
         except Exception as exc:  # GDAL, nibabel and zarr raise their own types besides OSError
             self.abort()
-            raise SinkError(f"{self.out_dir}: cannot finish the {self.name} output: {exc}") from exc
+            raise SinkError(f"{self.out_dir}: cannot finish the {self.name} output: {exc}"
+                            f"{disk_note(self.out_dir)}") from exc
         self._state = "prepared"
 
     def publish(self) -> Path:
@@ -217,6 +224,20 @@ class StagedSink(ABC):
 
     def _close(self) -> None:  # noqa: B027 -- optional hook: most sinks hold no handle
         """Release open handles (before the staging folder is removed)."""
+
+
+#: Free bytes below which a failed write is put down to a full file system.
+FULL_BELOW = 8 << 20
+
+
+def disk_note(path: Path) -> str:
+    """``" (no space left on device: N bytes free on the file system of PATH)"`` when that file
+    system is (nearly) full, else ``""``: GDAL reports a full disk as a bare write error."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return ""
+    return f" (no space left on device: {free} bytes free on the file system of {path})" if free < FULL_BELOW else ""
 
 
 def make_sinks(outputs: Sequence[OutputFormat], out_dir: Path, target: SinkTarget) -> list[StagedSink]:

@@ -21,7 +21,7 @@ from rasterio.windows import Window as RioWindow
 
 from ..errors import SinkError
 from ..geometry import Grid, Window
-from .base import SinkTarget, StagedSink
+from .base import SinkTarget, StagedSink, disk_note
 from .legend import ClassLegend
 
 COG_BLOCK = 512
@@ -108,7 +108,7 @@ class CogLabelSink(StagedSink):
         try:
             self._labels.write(labels, 1, window=rw)
         except RasterioError as exc:
-            raise SinkError(f"{self.out_dir}: cannot write block {window}: {exc}") from exc
+            raise SinkError(f"{self.out_dir}: cannot write block {window}: {exc}{disk_note(self.out_dir)}") from exc
 
     def _prepare(self) -> list[tuple[Path, Path]]:
         """The COG copy (internal overviews) and the category sidecar."""
@@ -177,7 +177,7 @@ class LogitsSink(StagedSink):
         try:
             self._ds.write(logits, window=RioWindow(c0, r0, w, h))
         except RasterioError as exc:
-            raise SinkError(f"{self.out_dir}: cannot write block {window}: {exc}") from exc
+            raise SinkError(f"{self.out_dir}: cannot write block {window}: {exc}{disk_note(self.out_dir)}") from exc
 
     def _prepare(self) -> list[tuple[Path, Path]]:
         self._ds.close()

@@ -32,8 +32,9 @@ import io
 import os
 import posixpath
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -488,17 +489,46 @@ def discover(inputs: InputSpec, kind: Kind | None = None, s3: S3Config | None = 
     out = _Collector()
     for item in items:
         out.add(item)
+    found = list(out.items)
     if inputs.manifest is not None:
         listed = read_manifest(inputs.manifest, s3)
         if not listed:
             unmatched.append(f"{inputs.manifest}: the manifest lists no item")
+        from_paths = {_identity(i.path): k for k, i in enumerate(found) if i.error is None}
         for item in listed:
-            out.add(item)
-    if not out.items:
+            at = from_paths.get(_identity(item.path)) if item.error is None else None
+            if at is not None and found[at].name == item.name:
+                # a file the paths found too, under the same name: one item, with the line's columns
+                found[at] = item if item.metadata else found[at]
+                del from_paths[_identity(item.path)]
+            else:
+                found.append(item)  # every line is an item of its own, even a file listed twice
+    if not found:
         what = unmatched or ["inputs.paths and inputs.manifest name nothing"]
         raise JobError("no input items: " + "; ".join(what) + "; check inputs.paths and inputs.manifest")
-    return Inputs(tuple(out.items), tuple(unmatched))
+    return Inputs(unique_names(found), tuple(unmatched))
+
+
+def unique_names(items: Sequence[Item]) -> tuple[Item, ...]:
+    """Every item under a name of its own, so that each input has its own row in the summary
+    and the ledger. Items that would share an output name are refused, all of them (none can
+    claim the folder): each keeps its own reason, or gets one naming the others, under the name
+    ``<name>#<k>``, which is no folder name and collides with nothing."""
+    counts = Counter(i.name for i in items)
+    seen: Counter[str] = Counter()
+    out: list[Item] = []
+    for item in items:
+        if counts[item.name] == 1:
+            out.append(item)
+            continue
+        seen[item.name] += 1
+        paths = [i.path or "?" for i in items if i.name == item.name]
+        k = seen[item.name]
+        error = item.error or (f"{item.path}: output name {item.name!r} is shared by {len(paths)} inputs (this is "
+                               f"#{k} of {', '.join(paths)}); rename them (the manifest's item column)")
+        out.append(replace(item, name=f"{item.name}#{seen[item.name]}", error=error))
+    return tuple(out)
 
 
 __all__ = ["SCHEMES", "Inputs", "Item", "Metadata", "discover", "expand_inputs", "folder_suffixes", "item_name",
-           "read_manifest"]
+           "read_manifest", "unique_names"]

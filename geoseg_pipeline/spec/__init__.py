@@ -1,20 +1,19 @@
 """The workflow spec: frozen, validated, the one place that parses YAML."""
 
+from .classes import ClassSpec
 from .inference import EvaluationSpec, InferenceSpec
 from .load import load_workflow, parse_workflow
 from .model import (
-    ClassSpec,
     InputSpec,
     IntensitySpec,
     ModelSpec,
     NormalizeSpec,
-    OutputSpec,
     PreprocessingSpec,
     ResourceSpec,
-    StatisticsSpec,
     TilingSpec,
     WorkflowSpec,
 )
+from .output import OutputSpec, StatisticsSpec, ZonesSpec
 
 __all__ = [
     "ClassSpec",
@@ -30,6 +29,7 @@ __all__ = [
     "StatisticsSpec",
     "TilingSpec",
     "WorkflowSpec",
+    "ZonesSpec",
     "load_workflow",
     "parse_workflow",
 ]

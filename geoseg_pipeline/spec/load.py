@@ -13,8 +13,10 @@ from pydantic import BaseModel, ValidationError
 from ..errors import GeosegError, SpecError
 from ..storage.uri import is_uri
 from .bundle import Unsupported, bundle_defaults, bundle_weights_file
+from .classes import ClassSpec
 from .inference import InferenceSpec
-from .model import ClassSpec, ModelSpec, OutputSpec, PreprocessingSpec, TilingSpec, WorkflowSpec, cross_check
+from .model import InputSpec, ModelSpec, PreprocessingSpec, TilingSpec, WorkflowSpec, cross_check
+from .output import OutputSpec, StatisticsSpec
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -180,7 +182,7 @@ def _sections(
     data: dict[str, Any],
 ) -> tuple[
     ModelSpec | None, PreprocessingSpec | None, TilingSpec | None, tuple[ClassSpec, ...] | None, OutputSpec | None,
-    InferenceSpec | None,
+    InferenceSpec | None, InputSpec | None, StatisticsSpec | None,
 ]:
     """Each section validated on its own, so that problems between sections are found even
     when some other field is wrong."""
@@ -196,6 +198,8 @@ def _sections(
         classes,
         _section(OutputSpec, data.get("output")),
         _section(InferenceSpec, data.get("inference", {})),
+        _section(InputSpec, data.get("inputs")),
+        _section(StatisticsSpec, data.get("statistics", {})),
     )
 
 
@@ -221,6 +225,10 @@ def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
     })
     output = spec.output.model_copy(update={"directory": Path(resolve(spec.output.directory))})
     update: dict[str, Any] = {"inputs": inputs, "model": model, "output": output}
+    zones = spec.statistics.zones
+    if zones is not None:
+        update["statistics"] = spec.statistics.model_copy(
+            update={"zones": zones.model_copy(update={"path": Path(resolve(zones.path))})})
     if spec.evaluation is not None:
         update["evaluation"] = spec.evaluation.model_copy(
             update={"reference": Path(resolve(spec.evaluation.reference))})

@@ -8,36 +8,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from ..formats import FORMAT_NAMES, OUTPUT_NAMES, OUTPUTS, Kind, formats_for, outputs_for
-from ..storage.uri import SCHEMES, staging_dir_for, unknown_scheme, uri_scheme
+from ..formats import FORMAT_NAMES, OUTPUTS, Kind, formats_for
+from ..storage.uri import SCHEMES, unknown_scheme
+from .base import DicomWebSpec
+from .base import Frozen as _Frozen
+from .classes import ClassSpec
 from .inference import EvaluationSpec, InferenceSpec
-
-_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DicomWebSpec(_Frozen):
-    """A DICOMweb server (a PACS): its root URL (``http://host:8042/dicom-web`` for Orthanc) and,
-    for inputs, the QIDO-RS filters that find the series (``Modality: CT``, ``StudyDate:
-    20260101-``, ``SeriesDescription: "*AX*"``). Credentials: ``credentials_file`` (JSON with
-    ``user`` and ``password``), else the environment's ``GEOSEG_DICOMWEB_USER`` /
-    ``GEOSEG_DICOMWEB_PASSWORD``; never written anywhere."""
-
-    url: str
-    query: dict[str, str] = Field(default_factory=dict)
-    credentials_file: Path | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"url must be an http:// or https:// DICOMweb root, got {value!r}")
-        return value.rstrip("/")
+from .output import OutputSpec, StatisticsSpec
 
 
 class InputSpec(_Frozen):
@@ -390,76 +369,6 @@ class TilingSpec(_Frozen):
         return (size,) * self.spatial_dims
 
 
-def _output_name(value: str) -> str:
-    if value not in OUTPUT_NAMES:
-        raise ValueError(f"unknown output format, got {value!r}; use one of {list(OUTPUT_NAMES)}")
-    return value
-
-
-#: A name of :data:`geoseg_pipeline.formats.OUTPUTS`.
-_OutputName = Annotated[str, AfterValidator(_output_name)]
-
-
-class OutputSpec(_Frozen):
-    """Where and what to write.
-
-    ``formats`` name records of :data:`geoseg_pipeline.formats.OUTPUTS`. Rasters: ``cog``
-    (labels.tif), ``logits`` (blended float32 logits.tif); default ``[cog]``. Volumes: ``nifti``
-    (labels.nii.gz), ``zarr`` (labels.zarr, OME-Zarr); default ``[nifti]``.
-    """
-
-    directory: Path
-    """Where outputs are written. Given as ``s3://bucket/prefix``, it becomes a local staging
-    folder (under ``staging``) from which each finished item is published to ``remote``."""
-    formats: Annotated[tuple[_OutputName, ...], Field(min_length=1)] | None = None
-    remote: str | None = None
-    """``s3://bucket/prefix`` when the outputs go to an object store (set from ``directory``)."""
-    staging: Path = Path("~/.cache/geoseg/outputs")
-    """Local staging folders of ``s3://`` output directories (one per URI, kept between runs)."""
-    identifiers: bool = True
-    """DICOM inputs: the patient and study identifiers (PatientID, StudyInstanceUID, StudyDate) in
-    ``stats.json``, the reports, the cohort tables and the ledger; ``false`` leaves them out
-    everywhere (Modality and SeriesDescription stay)."""
-    dicomweb: DicomWebSpec | None = None
-    """Store each item's DICOM SEG on this DICOMweb server (STOW-RS) once the item is complete."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _object_store(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not isinstance(data.get("directory"), str):
-            return data
-        uri = data["directory"]
-        scheme = uri_scheme(uri)
-        if scheme in (None, "file"):
-            return data
-        if scheme != "s3" or not uri[5:].strip("/"):
-            raise ValueError(f"directory {uri!r}: outputs go to a local path or s3://bucket/prefix")
-
-        base = Path(data.get("staging") or cls.model_fields["staging"].default).expanduser()
-        return {**data, "remote": uri.rstrip("/"), "directory": staging_dir_for(uri, base), "staging": base}
-
-    @model_validator(mode="after")
-    def _stow_needs_a_seg(self) -> OutputSpec:
-        if self.dicomweb is not None and "dicom-seg" not in (self.formats or ()):
-            raise ValueError("dicomweb stores each item's DICOM SEG: add dicom-seg to formats")
-        return self
-
-    @field_validator("formats")
-    @classmethod
-    def _once_each(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is not None and len(set(value)) != len(value):
-            raise ValueError(f"{list(value)} names a format twice")
-        return value
-
-    def resolved_formats(self, spatial_dims: int) -> tuple[str, ...]:
-        """The formats to write for a job of ``spatial_dims`` (the default when none is set)."""
-        if self.formats is not None:
-            return self.formats
-        return tuple(o.name for o in outputs_for("volume" if spatial_dims == 3 else "raster"))
-    overview_resampling: Literal["nearest", "mode"] = "nearest"
-    compression: Literal["deflate", "lzw", "zstd"] = "deflate"
-
-
 class ResourceSpec(_Frozen):
     """Ray actors: how many, and what each holds. ``workers: null`` means one per CPU slot."""
 
@@ -469,7 +378,8 @@ class ResourceSpec(_Frozen):
     max_tasks_in_flight: Annotated[int, Field(ge=1)] = 2
     gdal_cache_mb: Annotated[int, Field(ge=8, le=65536)] = 64
     max_restarts: Annotated[int, Field(ge=0)] = 3
-    """An actor whose process dies is restarted this many times; its tasks in flight are retried."""
+    """An actor whose process dies is restarted this many times (on another node when its node is
+    gone and another has room); the bands it held run again on the actors that serve."""
     read_retries: Annotated[int, Field(ge=0, le=10)] = 3
     """A window read that fails with an I/O error is retried this many times, with backoff."""
     placement_timeout_s: Annotated[float, Field(gt=0)] = 120.0
@@ -480,46 +390,6 @@ class ResourceSpec(_Frozen):
     """Where tile tasks run: ``ray`` actors (a local Ray, or the cluster given by ``--address``),
     or ``local`` threads of the job's own process (no Ray start-up; no actor restarts).
     ``auto``: local for a job of one item on this machine, Ray otherwise."""
-
-
-class StatisticsSpec(_Frozen):
-    """Volumes: which classes are lesion classes (connected components get counted and measured)."""
-
-    lesion_classes: tuple[Annotated[int, Field(ge=1)], ...] = ()
-    connectivity: Literal[6, 18, 26] = 26
-    min_lesion_voxels: Annotated[int, Field(ge=1)] = 1
-
-
-class DicomCode(_Frozen):
-    """A coded concept: coding scheme (``SCT`` for SNOMED CT), code value and meaning."""
-
-    scheme: Annotated[str, Field(min_length=1, max_length=16)]
-    value: Annotated[str, Field(min_length=1, max_length=64)]
-    meaning: Annotated[str, Field(min_length=1, max_length=64)]
-
-
-class DicomClassCodes(_Frozen):
-    """What a class is in DICOM terms (a DICOM SEG segment's property category and type), e.g.
-    category ``SCT 123037004 Anatomical Structure``, type ``SCT 10200004 Liver``."""
-
-    category: DicomCode
-    type: DicomCode
-
-
-class ClassSpec(_Frozen):
-    """One output class: its name, display colour (``#rrggbb``) and, for DICOM SEG outputs, its
-    codes (default: SNOMED CT "Tissue")."""
-
-    name: Annotated[str, Field(min_length=1)]
-    colour: str | None = None  # None: a distinct palette colour (sinks.legend.default_colours)
-    dicom: DicomClassCodes | None = None
-
-    @field_validator("colour")
-    @classmethod
-    def _hex(cls, value: str | None) -> str | None:
-        if value is not None and not _HEX.match(value):
-            raise ValueError(f"colour must look like #rrggbb, got {value!r}")
-        return None if value is None else value.lower()
 
 
 class WorkflowSpec(_Frozen):
@@ -541,11 +411,7 @@ class WorkflowSpec(_Frozen):
     @model_validator(mode="after")
     def _cross_checks(self) -> WorkflowSpec:
         problems = cross_check(self.model, self.preprocessing, self.tiling, self.classes, self.output,
-                               self.inference)
-        if self.inputs.format != "auto" and not formats_for(self.tiling.kind, self.inputs.format):
-            usable = ", ".join(f.name for f in formats_for(self.tiling.kind))
-            problems.append(("inputs.format", f"{self.inputs.format!r} holds no {self.tiling.kind}s (tiling.roi_size "
-                                              f"has {self.tiling.spatial_dims} numbers); use auto or {usable}"))
+                               self.inference, self.inputs, self.statistics)
         if problems:
             raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
         return self
@@ -558,6 +424,8 @@ def cross_check(
     classes: tuple[ClassSpec, ...] | None,
     output: OutputSpec | None = None,
     inference: InferenceSpec | None = None,
+    inputs: InputSpec | None = None,
+    statistics: StatisticsSpec | None = None,
 ) -> list[tuple[str, str]]:
     """Problems between sections, as ``(field path, message)``; sections that did not validate
     on their own are passed as ``None`` and skipped."""
@@ -600,4 +468,13 @@ def cross_check(
             "tiling.block_size",
             f"must be at least the roi size ({max(tiling.roi_size)}), got {tiling.block_shape[0]}",
         ))
+    if tiling is not None and inputs is not None and inputs.format != "auto" and not formats_for(tiling.kind,
+                                                                                                  inputs.format):
+        usable = ", ".join(f.name for f in formats_for(tiling.kind))
+        problems.append(("inputs.format", f"{inputs.format!r} holds no {tiling.kind}s (tiling.roi_size "
+                                          f"has {tiling.spatial_dims} numbers); use auto or {usable}"))
+    if tiling is not None and output is not None and output.min_mapping_unit is not None and tiling.kind == "volume":
+        problems.append(("output.min_mapping_unit", "applies to rasters only (tiling.roi_size has 3 numbers)"))
+    if tiling is not None and statistics is not None and statistics.zones is not None and tiling.kind == "volume":
+        problems.append(("statistics.zones", "applies to rasters only (tiling.roi_size has 3 numbers)"))
     return problems

@@ -13,6 +13,7 @@ from ..geometry import Window
 from ..stitching.consumer import LabelBlock
 from .area import PixelAreas
 from .lesions import Lesion
+from .zones import ZoneStats
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -63,6 +64,8 @@ class ItemStats:
     lesions: tuple[Lesion, ...] = ()
     #: a DICOM item's study attributes, ``(name, value)`` pairs (``VolumeItem``'s ``study_fields``)
     study: tuple[tuple[str, str], ...] = ()
+    #: class areas per zone (``statistics.zones``)
+    zones: tuple[ZoneStats, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (the run ledger keeps one per finished item)."""
@@ -89,7 +92,11 @@ class ItemStats:
             study = tuple((str(k), str(v)) for k, v in doc.get("study") or ())
         except (TypeError, ValueError) as exc:
             raise ValueError(f"not an item's statistics: study {exc}") from exc
-        return _build(cls, {**doc, "classes": classes, "lesions": lesions, "study": study})
+        try:
+            zones = tuple(_build(ZoneStats, z) for z in doc.get("zones") or ())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not an item's statistics: zones {exc}") from exc
+        return _build(cls, {**doc, "classes": classes, "lesions": lesions, "study": study, "zones": zones})
 
 
 def _build(cls: type[_T], doc: Mapping[str, Any]) -> _T:

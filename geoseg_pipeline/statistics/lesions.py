@@ -34,9 +34,6 @@ from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
-from scipy.spatial import ConvexHull
-from scipy.spatial.distance import pdist
 
 from ..geometry import Window
 from ..stitching.consumer import LabelBlock
@@ -113,6 +110,8 @@ class _Geometry:
         if len(hull) < 2:
             return 0.0
         mm = hull.astype(np.float64) @ self.affine[:3, list(self.plane_axes)].T
+        from scipy.spatial.distance import pdist  # scipy is imported only when lesions are measured
+
         return float(pdist(mm).max())
 
     def world(self, index: Sequence[float]) -> tuple[float, float, float]:
@@ -133,6 +132,8 @@ def _hull(points: IntArray) -> IntArray:
     d = pts[1:] - pts[0]
     if not np.any(d[0, 0] * d[:, 1] - d[0, 1] * d[:, 0]):  # exact integer collinearity test
         return pts[[0, -1]]  # on a line, lexicographic order is order along the line
+    from scipy.spatial import ConvexHull
+
     vertices: IntArray = np.sort(ConvexHull(pts.astype(np.float64)).vertices)
     return pts[vertices]
 
@@ -187,6 +188,8 @@ def _structure(connectivity: int, min_voxels: int, min_volume_ml: float) -> npt.
         raise ValueError(f"min_voxels must be >= 1, got {min_voxels}")
     if not min_volume_ml >= 0:
         raise ValueError(f"min_volume_ml must be >= 0, got {min_volume_ml}")
+    from scipy import ndimage
+
     return np.asarray(ndimage.generate_binary_structure(3, _RANK[connectivity]), dtype=bool)
 
 
@@ -360,7 +363,7 @@ class LesionTracker:
         ids = np.zeros(labels.shape, dtype=np.int64)
         base = self._next_id
         for c in self._classes:
-            lab, n = ndimage.label(labels == c, structure=self._structure)
+            lab, n = _label(labels == c, self._structure)
             if n:
                 inside = lab > 0
                 ids[inside] = lab[inside] + (self._next_id - 1)
@@ -436,6 +439,8 @@ def label_volume_reference(
     geometry = _Geometry.of(affine, volume.shape)
     components = []
     for c in dict.fromkeys(int(k) for k in lesion_classes):
+        from scipy import ndimage
+
         lab, _ = ndimage.label(volume == c, structure=structure)
         for k, box in enumerate(ndimage.find_objects(lab), start=1):
             if box is not None:
@@ -464,3 +469,10 @@ def summarize(lesions: Iterable[Lesion], classes: Sequence[int] = ()) -> dict[in
         entry["lesions"] += 1
         entry["burden_ml"] += lesion.volume_ml
     return dict(sorted(out.items()))
+
+
+def _label(mask: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
+    from scipy import ndimage  # imported only when lesions are measured
+
+    lab, n = ndimage.label(mask, structure=structure)
+    return lab, int(n)

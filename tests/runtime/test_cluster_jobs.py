@@ -4,12 +4,7 @@ the work runs on both nodes, each tile task once, and the outputs equal a local 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,79 +13,19 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
+from ray_nodes import BIN, Cluster
 
 from geoseg_pipeline.tiling import plan_tiles
 
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
-
-
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--disable-usage-stats", *args],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    # each node in its own process group: `ray stop` would stop every Ray on the machine
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture()
 def two_nodes(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A head (1 CPU, dashboard and Jobs API) and a second node (1 CPU) joining it."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this venv's
-    gcs, dash, client, *agent = _ports(11)
-    head = _start(["--head", f"--port={gcs}", "--num-cpus=1", "--include-dashboard=true",
-                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
-                   f"--dashboard-agent-listen-port={agent[0]}", f"--dashboard-agent-grpc-port={agent[1]}",
-                   f"--metrics-export-port={agent[2]}", f"--runtime-env-agent-port={agent[3]}"],
-                  tmp_path / "head.log", env)
-    nodes = [head]
-    try:
-        url = f"http://127.0.0.1:{dash}"
-        auth = {**env, "RAY_AUTH_MODE": "token"}
-        _wait_for(lambda: subprocess.run([str(BIN / "ray"), "status", f"--address=127.0.0.1:{gcs}"],
-                                         capture_output=True, env=auth, timeout=60).returncode == 0, head, tmp_path)
-        nodes.append(_start([f"--address=127.0.0.1:{gcs}", "--num-cpus=1",
-                             f"--dashboard-agent-listen-port={agent[4]}", f"--dashboard-agent-grpc-port={agent[5]}",
-                             f"--metrics-export-port={agent[6]}", f"--runtime-env-agent-port={agent[7]}"],
-                            tmp_path / "node2.log", auth))
-
-        def two_alive() -> bool:
-            out = subprocess.run([str(BIN / "ray"), "status", f"--address=127.0.0.1:{gcs}"], capture_output=True,
-                                 text=True, env=auth, timeout=60).stdout
-            return out.count("node_") >= 2
-        _wait_for(two_alive, nodes[1], tmp_path)
-        yield url, env
-    finally:
-        for proc in reversed(nodes):
-            _stop(proc)
-
-
-def _wait_for(ready: Callable[[], bool], proc: subprocess.Popen[bytes], tmp: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        assert proc.poll() is None, "\n".join(p.read_text() for p in tmp.glob("*.log"))
-        time.sleep(1)
-    raise AssertionError("the cluster did not come up:\n" + "\n".join(p.read_text() for p in tmp.glob("*.log")))
+    """A head (1 CPU, dashboard and Jobs API) and a second node (1 CPU) joining it, token auth on."""
+    with Cluster(tmp_path, head_cpus=1, dashboard=True) as cluster:
+        cluster.add_worker(cpus=1)
+        yield cluster.dashboard, cluster.env
 
 
 def _submit(tmp: Path, url: str, env: dict[str, str], scenes: list[Path],

@@ -14,7 +14,7 @@ import numpy as np
 import psutil
 import pytest
 import rasterio
-import torch
+from heavy import heavy_model
 
 from geoseg_pipeline.api import predict
 
@@ -34,20 +34,11 @@ def _actor_processes() -> list[psutil.Process]:
     return procs
 
 
-def _heavy_model(path: Path) -> Path:
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 48, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.Conv2d(48, 48, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.Conv2d(48, 4, 3, padding=1)).eval()
-    torch.jit.script(net).save(str(path))
-    return path
-
-
 def test_killed_actor_is_replaced_and_outputs_are_identical(
     tmp_path: Path, write_raster: Callable[..., Path]
 ) -> None:
     scene = write_raster("scene.tif", np.random.default_rng(0).integers(1, 255, (3, 1024, 1280)).astype("uint8"))
-    model = _heavy_model(tmp_path / "heavy.pt")
+    model = heavy_model(tmp_path / "heavy.pt")
 
     def job(out: Path) -> object:
         return predict([scene], str(model), out, roi_size=64, overlap=0.5, workers=2, progress=False)

@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import geopandas
 import nibabel as nib
 import numpy as np
 import pytest
 import rasterio
+import shapely
 import yaml
 
 from geoseg_pipeline.api import ledger_rows
@@ -44,14 +46,14 @@ SLOW_MODEL = textwrap.dedent("""
 
 
 def _workflow(tmp: Path, inputs: list[Path], out: Path, roi: list[int], block: int, delay: float,
-              **resources: object) -> Path:
+              formats: list[str] | None = None, **resources: object) -> Path:
     (tmp / "slowmodel.py").write_text(SLOW_MODEL)
     wf = {
         "inputs": {"paths": [str(p) for p in inputs]},
         "model": {"type": "python", "import_path": "slowmodel:Slow", "args": {"delay": delay}, "trust_code": True,
                   "in_channels": 1 if len(roi) == 3 else 3},
         "tiling": {"roi_size": roi, "overlap": 0.25, "block_size": block, "batch_size": 2},
-        "output": {"directory": str(out)},
+        "output": {"directory": str(out), "formats": formats},
         "resources": resources,
     }
     if len(roi) == 3:
@@ -118,7 +120,8 @@ def test_killed_driver_resumes_a_raster_from_its_committed_blocks(
     data = rng.integers(1, 255, (3, 640, 576)).astype("uint8")
     scene = write_raster("scene.tif", data)
     out = tmp_path / "out"
-    wf = _workflow(tmp_path, [scene], out, [64, 64], 128, 0.03, workers=1)
+    formats = ["cog", "geoparquet"]  # the polygons, too, are made of resumed and new blocks
+    wf = _workflow(tmp_path, [scene], out, [64, 64], 128, 0.03, formats, workers=1)
     total_blocks = 5 * 5
 
     proc = _geoseg(tmp_path, "run", str(wf))
@@ -141,12 +144,15 @@ def test_killed_driver_resumes_a_raster_from_its_committed_blocks(
 
     # the same labels and statistics as a run never disturbed
     calm = tmp_path / "calm"
-    _run(tmp_path, _workflow(tmp_path, [scene], calm, [64, 64], 128, 0.0, workers=1))
+    _run(tmp_path, _workflow(tmp_path, [scene], calm, [64, 64], 128, 0.0, formats, workers=1))
     with rasterio.open(out / "scene" / "labels.tif") as a, rasterio.open(calm / "scene" / "labels.tif") as b:
         assert np.array_equal(a.read(1), b.read(1))
         assert a.profile == b.profile
     calm_stats = json.loads((calm / "scene" / "stats.json").read_text())
     assert stats["classes"] == calm_stats["classes"]
+    frames = [geopandas.read_parquet(d / "scene" / "labels.parquet") for d in (out, calm)]
+    polygons = [sorted(shapely.normalize(g).wkt for g in frame.geometry) for frame in frames]
+    assert polygons[0] == polygons[1] and len(polygons[0]) > 1
 
 
 def test_killed_driver_resumes_a_volume_with_exact_lesions(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from geoseg_pipeline.geometry import Window
 from geoseg_pipeline.sinks import ClassLegend
 from geoseg_pipeline.sinks.dicom_seg import DicomSegSink
 from geoseg_pipeline.sources.dicom_series import find_series, scan_folder
-from geoseg_pipeline.spec.model import DicomClassCodes, DicomCode
+from geoseg_pipeline.spec.classes import DicomClassCodes, DicomCode
 from geoseg_pipeline.volumes import VolumeGrid
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarning")

@@ -19,6 +19,7 @@ from pyproj import CRS
 from geoseg_pipeline.geometry import Grid
 from geoseg_pipeline.sinks import ClassLegend, CogLabelSink, LogitsSink, NiftiLabelSink, StagedSink, ZarrLabelSink
 from geoseg_pipeline.sinks.dicom_seg import DicomSegSink
+from geoseg_pipeline.sinks.vector import GeoParquetSink, GpkgSink
 from geoseg_pipeline.sources.dicom_series import scan_folder
 from geoseg_pipeline.volumes import VolumeGrid
 
@@ -146,3 +147,44 @@ class TestDicomSegSink(contract.LabelSinkContract):
     def read_labels(self, main: Path) -> np.ndarray:
         labels, _ = read_seg(main, list(_series()[1]))
         return labels
+
+
+def rasterized(frame: Any) -> np.ndarray:
+    """Polygons read back (a GeoDataFrame) burned onto ``GRID`` by class: the label map again."""
+    from rasterio import features
+
+    assert CRS.from_user_input(frame.crs) == CRS.from_user_input(GRID.crs)
+    return features.rasterize(zip(frame.geometry, frame.class_index, strict=True), out_shape=GRID.shape,
+                              transform=GRID.transform, fill=255, dtype="uint8")
+
+
+class TestGeoParquetSink(contract.LabelSinkContract):
+    """``labels.parquet``: its label map is its polygons, rasterized."""
+
+    block = (16, 16)
+    main_name = "labels.parquet"
+    output_names = frozenset({"labels.parquet"})
+
+    def make_sink(self, out_dir: Path) -> StagedSink:
+        return GeoParquetSink(out_dir, GRID, LEGEND, 255)
+
+    def label_map(self) -> np.ndarray:
+        return raster_labels()
+
+    def read_labels(self, main: Path) -> np.ndarray:
+        import geopandas
+
+        return rasterized(geopandas.read_parquet(main))
+
+
+class TestGpkgSink(TestGeoParquetSink):
+    main_name = "labels.gpkg"
+    output_names = frozenset({"labels.gpkg"})
+
+    def make_sink(self, out_dir: Path) -> StagedSink:
+        return GpkgSink(out_dir, GRID, LEGEND, 255)
+
+    def read_labels(self, main: Path) -> np.ndarray:
+        import geopandas
+
+        return rasterized(geopandas.read_file(main, layer="labels"))

@@ -272,3 +272,22 @@ def test_output_formats_follow_the_kind_of_job(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="spacing must be 3 positive"):
         parse_workflow({**base, "tiling": {"roi_size": [32, 32, 16]}, "preprocessing": {"spacing": [1, 0, 2]},
                         "output": {"directory": "o"}}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("update", "path", "fragment"),
+    [
+        ({"inputs": {"paths": ["a.tif"], "format": "nifti"}}, "inputs.format", "holds no rasters"),
+        ({"tiling": {"roi_size": [16, 16, 16]}, "statistics": {"zones": {"path": "d.gpkg", "id_field": "N"}}},
+         "statistics.zones", "applies to rasters only"),
+        ({"tiling": {"roi_size": [16, 16, 16]}, "output": {"directory": "o", "min_mapping_unit": 5}},
+         "output.min_mapping_unit", "applies to rasters only"),
+        ({"output": {"directory": "o", "min_mapping_unit": "5 acres"}}, "output.min_mapping_unit",
+         "give pixels (25) or an area"),
+    ],
+)
+def test_problems_between_input_statistics_and_tiling_are_named(update: dict[str, Any], path: str,
+                                                               fragment: str) -> None:
+    """Problems found only by comparing sections reach the message with their path."""
+    problems = _problems({**_minimal(), **update})
+    assert list(problems) == [path] and fragment in problems[path]
