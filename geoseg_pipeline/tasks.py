@@ -97,6 +97,7 @@ class ItemFacts:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     case: CaseGeometry | None = None  # nnU-Net: the preprocessed array (at data_path) in the case
+    retries: tuple[tuple[str, int], ...] = ()  # remote calls retried while preparing, by kind
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class BandResult:
     windows_run: int
     windows_skipped: int
     halo_windows: int
+    retries: tuple[tuple[str, int], ...] = ()  # remote calls retried since the last part, by kind
 
     @property
     def nbytes(self) -> int:

@@ -36,6 +36,7 @@ from ..preprocess import to_model_input, valid_mask
 from ..resampling import ResampledVolume
 from ..sources import RasterSource, SourceOptions, VolumeSource, open_source, stage_item
 from ..storage import S3Config, is_transient
+from ..storage.retry import TALLY, backoff
 from ..tasks import ItemFacts, ItemJob
 from ..tiling import TileTask
 
@@ -256,15 +257,15 @@ class ItemReader:
         :class:`TransientSourceError` (object store 5xx or throttling, a timeout, a dropped
         connection, a network file system hiccup) or a bare ``OSError`` that
         :func:`~geoseg_pipeline.storage.is_transient` says is one. A failed read is retried
-        ``job.read_retries`` times, after :data:`READ_RETRY_DELAY` seconds, then twice as long
-        each time, the item reopened each time. Any other error (a corrupt tile, access denied,
+        ``job.read_retries`` times, after about :data:`READ_RETRY_DELAY` seconds, then twice as long
+        each time (with jitter: :func:`~geoseg_pipeline.storage.retry.backoff`), the item reopened
+        each time; each retry is counted for the item. Any other error (a corrupt tile, access denied,
         content that cannot be segmented) is raised at once.
 
         Raises:
             SourceError: the read failed ``read_retries + 1`` times (the message says how many
                 and gives the last error), or failed in a way retrying cannot mend.
         """
-        delay = READ_RETRY_DELAY
         for attempt in range(job.read_retries + 1):
             try:
                 return self.source(job).read(window, channels)
@@ -281,9 +282,10 @@ class ItemReader:
                     f"{job.path}: reading {window} failed {attempt + 1} time(s) (read_retries={job.read_retries}); "
                     f"last error: {error}"
                 ) from error
+            delay = backoff(attempt + 1, first=READ_RETRY_DELAY)
             log.warning("%s: read of %s failed (%s); retrying in %.1f s", job.path, window, error, delay)
+            TALLY.add("read", job.path)
             time.sleep(delay)
-            delay *= 2
             self._close_here(job.path)
         raise AssertionError("unreachable")
 

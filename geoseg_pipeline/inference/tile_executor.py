@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..statistics.classes import row_class_counts
 from ..stitching.blocks import BlockStitcher
 from ..stitching.weights import importance_map
 from ..storage import S3Config
+from ..storage.retry import TALLY
 from ..tasks import BandResult, FinishedLabels, ItemFacts, ItemJob, ModelInfo, TileResult
 from ..tiling import BandTask, TileTask
 from .band_stitcher import DeviceBandStitcher
@@ -63,7 +65,9 @@ class TileExecutor:
 
     def prepare_item(self, job: ItemJob) -> ItemFacts:
         """Stage the item and compute its intensity statistics (see :meth:`ItemReader.prepare_item`)."""
-        return self.reader.prepare_item(job)
+        facts = self.reader.prepare_item(job)
+        retries = _retries(job)
+        return replace(facts, retries=retries) if retries else facts
 
     def release(self, path: str) -> None:
         """Close ``path`` if it is open, and drop its own staged copy (after its item is done)."""
@@ -111,12 +115,13 @@ class TileExecutor:
                 if finished:
                     parts = tuple(FinishedLabels(b.index, b.labels, _logits_out(job, b.logits),
                                                  _counts(job, b.labels, b.valid)) for b in finished)
-                    yield BandResult(band.index, parts, own, skipped, halo)
+                    yield BandResult(band.index, parts, own, skipped, halo, _retries(job))
                     own = halo = skipped = 0
             if not stitcher.done:  # cannot happen for a plan's band: every block gets its tasks
                 raise RuntimeError(f"{job.name}: band {band.rows} left blocks unfinished")
-            if own or halo or skipped:
-                yield BandResult(band.index, (), own, skipped, halo)
+            retries = _retries(job)
+            if own or halo or skipped or retries:
+                yield BandResult(band.index, (), own, skipped, halo, retries)
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -160,6 +165,12 @@ class TileExecutor:
             windows_run=len(prepared.runnable),
             windows_skipped=len(prepared.task.windows) - len(prepared.runnable),
         )
+
+
+def _retries(job: ItemJob) -> tuple[tuple[str, int], ...]:
+    """The remote calls this process retried for ``job``'s item since it was last asked, by kind
+    (see :mod:`geoseg_pipeline.storage.retry`): they travel back to the driver's count."""
+    return tuple(sorted(TALLY.take(job.path).items()))
 
 
 def _logits_out(job: ItemJob, logits: np.ndarray | None) -> np.ndarray | None:

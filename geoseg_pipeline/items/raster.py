@@ -35,7 +35,7 @@ class RasterItem(OpenItem):
                  s3: S3Config | None = None, zones: ItemZones | None = None) -> None:
         super().__init__()
         fmt = detect(item.path, "raster", spec.inputs.format)
-        src = open_source(fmt, item.path, SourceOptions(s3=s3))
+        src = open_source(fmt, item.path, SourceOptions(s3=s3, max_pixels=spec.inputs.max_pixels))
         assert isinstance(src, RasterSource)
         try:
             grid, count, file_nodata = src.grid, src.band_count, src.nodata

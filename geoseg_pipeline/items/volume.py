@@ -70,7 +70,8 @@ class VolumeItem(OpenItem):
         study attributes. Returns the format and the open source (the caller closes it)."""
         fmt = detect(item.path, "volume", spec.inputs.format)
         dicomweb = from_spec(spec.inputs.dicomweb) if spec.inputs.dicomweb is not None else None
-        self.options = SourceOptions(s3=s3, channel_axis=spec.inputs.channel_axis, dicomweb=dicomweb)
+        self.options = SourceOptions(s3=s3, channel_axis=spec.inputs.channel_axis, dicomweb=dicomweb,
+                                     max_pixels=spec.inputs.max_pixels)
         self.format = fmt
         src = open_metadata(fmt, item.path, self.options)
         assert isinstance(src, VolumeSource)
@@ -178,7 +179,7 @@ class VolumeItem(OpenItem):
 
     def _report(self, outputs: list[Path], meta: dict[str, Any]) -> tuple[ItemStats, list[Path]]:
         if self.stow is not None:  # first: a refusal takes back the published outputs, before any report
-            store(self.stow, outputs[0].parent / SEG_NAME)
+            store(self.stow, outputs[0].parent / SEG_NAME, key=outputs[0].parent.name)
         lesions = tuple(self.lesions.finish()) if self.lesions is not None else ()
         stats = replace(self.tally.finish(), lesions=lesions, study=self.study)
         meta = {"shape": list(self.grid.shape), "affine": self.grid.affine.tolist(),

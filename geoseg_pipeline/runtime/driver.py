@@ -12,6 +12,8 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from ..sinks.publish import OutputLocation, Publisher
 from ..sources.discovery import Inputs, discover
 from ..spec import WorkflowSpec
 from ..storage import S3Config, needs_s3, rasterio_env
+from ..storage.retry import KINDS, TALLY
 from .book import Book
 from .pool import worker_pool
 from .progress import make_progress
@@ -152,6 +155,8 @@ def _run_locked(
         # bands handed out again because their actor was lost (its process or node died), and the
         # actors still lost when the job ended
         "bands_rerun": scheduler.bands_rerun if scheduler else 0,
+        # remote calls tried again (window reads, uploads, DICOMweb), by kind: the items' and the job's own
+        "retries": retry_totals(outcomes),
         "actors_lost": len(scheduler.lost) if scheduler else 0,
         "kind": spec.tiling.kind,
         "lesion_classes": list(spec.statistics.lesion_classes),
@@ -165,6 +170,15 @@ def _run_locked(
             raise JobError(f"the items are published, but not the job's summary and ledger: {exc}") from exc
         log.info("outputs published to %s", publisher.location.uri)
     return JobResult(tuple(outcomes), out_dir, tuple(paths), time.monotonic() - started)
+
+
+def retry_totals(outcomes: Sequence[ItemOutcome]) -> dict[str, int]:
+    """Retries of remote calls, by kind: the items' (ok ones: a failed item's are in its log
+    lines) and those of the job's own calls (listing, the write check, the ledger)."""
+    total: Counter[str] = Counter(TALLY.take("job"))
+    for o in outcomes:
+        total.update(o.extra.get("retries", {}))
+    return {kind: total[kind] for kind in KINDS}
 
 
 def _publisher(spec: WorkflowSpec, out_dir: Path) -> Publisher | None:

@@ -9,10 +9,12 @@ The workers finish the blocks (blend, argmax): the driver receives labels, one b
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,16 +22,19 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SinkError, TransientSourceError
 from ..items import OpenItem, open_item
 from ..ledger import ItemKey
 from ..report import ItemOutcome
 from ..sinks import ClassLegend
+from ..sinks.base import disk_note
 from ..sinks.publish import Publisher
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
 from ..statistics import ItemZones
 from ..stitching import BlockJournal, FinishedBlock, journal_key
-from ..storage import S3Config
+from ..storage import S3Config, is_s3, is_transient
+from ..storage.retry import TALLY, retrying
 from ..tasks import BandResult, ItemFacts, ItemJob, ModelInfo, StitchSettings
 from ..tiling import BandTask
 
@@ -58,6 +63,7 @@ class ItemRun:
     bytes_received: int = 0
     failed: str | None = None
     again: list[BandTask] = field(default_factory=list)
+    retries: Counter[str] = field(default_factory=Counter)
     bands_rerun: int = 0
     windows_redone: int = 0
 
@@ -76,14 +82,19 @@ class ItemRun:
         """
         item_dir = spec.output.directory / item.name
         clear_leftovers(item_dir)
-        opened = open_item(item, spec, info, legend, s3, {"model_version": key.model_hash[:16]}, zones)
+        provenance = {"model_version": key.model_hash[:16]}
+        opened = retrying(lambda: open_item(item, spec, info, legend, s3, provenance, zones),
+                          what=f"{item.path}: open", kind="read", key=item.path, attempts=OPEN_ATTEMPTS,
+                          transient=lambda e: _may_pass(e, item.path))
+        facts: list[ItemFacts] = []
         if opened.job.nnunet is not None:
             # planned on the case a worker preprocesses (the nonzero crop needs its pixels)
             if prepare is None:
                 opened.abort()
                 raise ValueError(f"{item.path}: an nnU-Net item must be preprocessed by a worker; none was given")
             try:
-                opened.planned(opened.job.prepared(prepare(opened.job)))  # type: ignore[attr-defined]
+                facts.append(prepare(opened.job))
+                opened.planned(opened.job.prepared(facts[-1]))  # type: ignore[attr-defined]
             except BaseException:
                 opened.abort()
                 raise
@@ -108,7 +119,8 @@ class ItemRun:
             if prepare is None:
                 raise ValueError(f"{item.path}: the item must be prepared by a worker and no worker was given")
             try:
-                opened.job = opened.job.prepared(prepare(opened.job))
+                facts.append(prepare(opened.job))
+                opened.job = opened.job.prepared(facts[-1])
             except BaseException:
                 opened.abort()
                 journal.release()
@@ -121,8 +133,11 @@ class ItemRun:
                  windows, len(needed))
         stitch = StitchSettings(info.num_classes, opened.nodata_label, opened.label_dtype, opened.keep_logits)
         job = replace(opened.job, plan=plan, stitch=stitch)
-        return cls(opened, job, iter(needed), journal, len(needed), windows, set(done), blocks_resumed=len(done),
-                   bands=len(cut))
+        run = cls(opened, job, iter(needed), journal, len(needed), windows, set(done), blocks_resumed=len(done),
+                  bands=len(cut))
+        for f in facts:
+            run.retries.update(dict(f.retries))
+        return run
 
     @property
     def item(self) -> Item:
@@ -165,6 +180,7 @@ class ItemRun:
         self.windows_skipped += result.windows_skipped
         self.halo_windows += result.halo_windows
         self.bytes_received += result.nbytes
+        self.retries.update(dict(result.retries))
         for part in result.blocks:
             if part.index in self.done:
                 continue
@@ -172,9 +188,19 @@ class ItemRun:
             valid = np.ones(part.labels.shape, bool) if nodata is None else part.labels != nodata
             block = FinishedBlock(plan.block_window(part.index), part.labels, valid, part.logits,
                                   row_counts=part.row_counts, index=part.index)
-            self.opened.write(block)
-            self.journal.save(block)
+            try:
+                self.opened.write(block)
+                self.journal.save(block)
+            except SinkError:
+                raise
+            except OSError as exc:  # the journal's, or a file system's, failure: name the folder
+                raise write_error(self.journal.folder.parent, f"cannot write block {part.index}", exc) from exc
             self.done.add(part.index)
+
+    def put_back(self, band: BandTask) -> None:
+        """``band`` was taken by :meth:`next_task` but not handed out: it is the next again."""
+        self.again.append(band)
+        self.submitted -= 1
 
     def run_again(self, band: BandTask, windows_run: int, windows_skipped: int, halo_windows: int) -> None:
         """Hand ``band`` out again: its worker was lost after sending parts of it that counted
@@ -207,14 +233,36 @@ class ItemRun:
                                 "padded_to_roi": self.opened.small,
                                 "blocks_resumed": self.blocks_resumed, "bytes_from_workers": self.bytes_received,
                                 "bands_rerun_lost_worker": self.bands_rerun, "windows_redone": self.windows_redone}
-        stats, paths = self.opened.commit(meta)
+        try:
+            stats, paths = self.opened.commit(meta)
+        except OSError as exc:
+            if isinstance(exc, SinkError):
+                raise
+            raise write_error(out_root / self.item.name, "cannot finish the outputs", exc) from exc
         outputs = tuple(str(p) for p in paths)
         if publisher is not None:
             outputs = publisher.publish_item(out_root / self.item.name, self.item.name)
+        # what this process retried for the item: its open, uploads, DICOMweb calls
+        self.retries.update(TALLY.take(self.item.path, self.item.name))
         return ItemOutcome(self.item.name, self.item.path, "ok", stats=stats, outputs=outputs,
                            seconds=time.monotonic() - self.started, windows=self.windows_run,
                            extra={"bytes_from_workers": self.bytes_received, "halo_windows": self.halo_windows,
-                                  "bands_rerun": self.bands_rerun, "blocks_resumed": self.blocks_resumed})
+                                  "bands_rerun": self.bands_rerun, "blocks_resumed": self.blocks_resumed,
+                                  "retries": dict(sorted(self.retries.items()))})
+
+
+def write_error(folder: Path, what: str, exc: OSError) -> SinkError:
+    """``FOLDER: WHAT: the error``, with how full its file system is when it is (nearly) full."""
+    note = disk_note(folder) or (" (no space left on device)" if exc.errno == errno.ENOSPC else "")
+    return SinkError(f"{folder}: {what}: {exc}{note}")
+
+
+#: Tries to open an item whose open fails in a way that may pass (a remote object, a network disk).
+OPEN_ATTEMPTS = 4
+
+
+def _may_pass(exc: BaseException, path: str) -> bool:
+    return isinstance(exc, TransientSourceError) or (isinstance(exc, OSError) and is_transient(exc, remote=is_s3(path)))
 
 
 def clear_leftovers(item_dir: Path) -> None:

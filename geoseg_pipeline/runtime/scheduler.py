@@ -35,6 +35,11 @@ log = logging.getLogger("geoseg")
 #: Seconds between two questions to a lost actor whether it serves again.
 PROBE_EVERY_S = 2.0
 
+#: A band whose actor was lost runs again alone on an actor (nothing else given to it meanwhile);
+#: a band whose actor dies this many times while it runs alone is taken for the cause (a crash of
+#: a decoder or of the model on that input), and its item fails.
+MAX_SOLO_LOSSES = 2
+
 
 @dataclass
 class Flight:
@@ -46,6 +51,7 @@ class Flight:
     windows_run: int = 0
     windows_skipped: int = 0
     halo_windows: int = 0
+    alone: bool = False  # run alone on its actor: a band lost before, under suspicion
 
 
 def legend_for(spec: WorkflowSpec, num_classes: int) -> ClassLegend:
@@ -92,6 +98,9 @@ class Scheduler:
         self.probes: dict[int, tuple[Any, float]] = {}
         self.all_lost_since: float | None = None
         self.bands_rerun = 0
+        # bands lost with their actor (to run again alone), and the losses of each while alone
+        self.suspects: set[tuple[int, int]] = set()
+        self.solo_losses: Counter[tuple[int, int]] = Counter()
         self.actor_load: dict[int, int] = {}
         self.finalizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geoseg-commit")
         # items are opened (headers read, planned, prepared by a worker) here, ahead of need, not in the loop
@@ -240,15 +249,24 @@ class Scheduler:
             self._ask_lost()
             live = [a for a in self.actor_load if a not in self.lost]
             while live and len(self.inflight) < len(live) * per_actor:
-                nxt = self._next_task()
+                open_to = [a for a in live if not self._isolated(a)]  # an actor running a suspect takes nothing else
+                nxt = self._next_task() if open_to else None
                 if nxt is None:
                     break
                 state, task = nxt
-                actor = min(live, key=lambda a: self.actor_load[a])
+                alone = (id(state), task.index) in self.suspects
+                if alone:
+                    idle = [a for a in open_to if self.actor_load[a] == 0]
+                    if not idle:  # wait until an actor is free (those running drain meanwhile)
+                        state.put_back(task)
+                        break
+                    actor = idle[0]
+                else:
+                    actor = min(open_to, key=lambda a: self.actor_load[a])
                 ref = self.pool.submit(actor, state.job, task)
                 if self.first_submit is None:
                     self.first_submit = time.monotonic()
-                self.inflight[ref] = Flight(state, actor, task)
+                self.inflight[ref] = Flight(state, actor, task, alone=alone)
                 self.actor_load[actor] += 1
                 self.actor_tasks[actor] += 1
                 state.inflight += 1
@@ -324,12 +342,25 @@ class Scheduler:
             if len(self.lost) == len(self.actor_load):
                 self.all_lost_since = now
         state = flight.state
+        key = (id(state), flight.band.index)
+        self.suspects.add(key)
+        if flight.alone:
+            self.solo_losses[key] += 1
+        if self.solo_losses[key] >= MAX_SOLO_LOSSES and not state.failed:
+            rows = " to ".join(map(str, flight.band.rows))
+            state.fail(f"{state.item.path}: the inference worker died {self.solo_losses[key]} times while it ran block "
+                       f"rows {rows} of this item alone (a crash of a decoder or of the model on this input?); "
+                       "the item is given up")
         if state.failed:
             self._maybe_retire(state)
             return
         state.run_again(flight.band, flight.windows_run, flight.windows_skipped, flight.halo_windows)
         self.progress.windows_undone(flight.windows_run + flight.windows_skipped)
         self.bands_rerun += 1
+
+    def _isolated(self, actor: int) -> bool:
+        """Whether ``actor`` runs a suspect band (lost before), which runs alone."""
+        return any(f.alone and f.actor == actor for f in self.inflight.values())
 
     def _ask_lost(self) -> None:
         """Ask each lost actor (now and then) whether it serves again: restarted on its node,

@@ -40,13 +40,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import SinkError
-from ..storage import S3Config, describe_store_error, is_s3, split_s3, staging_dir_for, uri_scheme
+from ..storage import S3Config, describe_store_error, is_s3, is_transient, split_s3, staging_dir_for, uri_scheme
+from ..storage.retry import retrying
 
 #: The completion marker of an item: uploaded last (see the module docstring).
 STATS_NAME = "stats.json"
@@ -56,6 +57,9 @@ MARKER_NAME = ".geoseg-write-check"
 
 #: Files uploaded at the same time (each file under 100 MB is held in memory while it uploads).
 UPLOAD_CONCURRENCY = 8
+
+#: Tries of one store operation whose failure may pass (more when ``AWS_MAX_ATTEMPTS`` says so).
+STORE_ATTEMPTS = 5
 
 _T = TypeVar("_T")
 
@@ -157,15 +161,15 @@ class Publisher:
             raise SinkError(f"{prefix}: cannot publish {local_item_dir}: not a folder")
         files = _visible_files(local_item_dir)
         data = [rel for rel in files if rel != STATS_NAME]
-        fs = self.config.filesystem()
+        fs = self._fs()
         old_stats = _path(f"{prefix}/{STATS_NAME}")
-        self._call(prefix, "delete the old stats.json before publishing", lambda: fs.rm_file(old_stats))
+        self._call(prefix, "delete the old stats.json before publishing", lambda: fs.rm_file(old_stats), item)
         for folder in sorted({rel.split("/", 1)[0] for rel in data if "/" in rel}):
-            self._delete_stale(f"{prefix}/{folder}", {f"{prefix}/{rel}" for rel in data})
+            self._delete_stale(f"{prefix}/{folder}", {f"{prefix}/{rel}" for rel in data}, item)
         if data:
             self._call(prefix, f"upload {len(data)} files", lambda: fs.put(
                 [str(local_item_dir / rel) for rel in data], [_path(f"{prefix}/{rel}") for rel in data],
-                batch_size=UPLOAD_CONCURRENCY))
+                batch_size=UPLOAD_CONCURRENCY), item)
         uris = [f"{prefix}/{rel}" for rel in data]
         if STATS_NAME in files:
             uris.append(self.publish_file(local_item_dir / STATS_NAME, f"{item}/{STATS_NAME}"))
@@ -184,8 +188,9 @@ class Publisher:
         uri = self.location.uri_for(rel)
         if not path.is_file():
             raise SinkError(f"{uri}: cannot upload {path}: not a file")
-        fs = self.config.filesystem()
-        self._call(uri, "upload", lambda: fs.put_file(str(path), _path(uri)))
+        fs = self._fs()
+        key = rel.split("/")[0] if "/" in rel else "job"  # an item's file counts for the item
+        self._call(uri, "upload", lambda: fs.put_file(str(path), _path(uri)), key)
         return uri
 
     def fetch_file(self, rel: str, dest: Path) -> bool:
@@ -200,7 +205,7 @@ class Publisher:
                 ``dest`` cannot be written.
         """
         uri = self.location.uri_for(rel)
-        fs = self.config.filesystem()
+        fs = self._fs()
         tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -225,7 +230,7 @@ class Publisher:
             ValueError: ``uri`` is not an ``s3://`` URI.
         """
         split_s3(uri)
-        fs = self.config.filesystem()
+        fs = self._fs()
         try:
             self._call(uri, "check", lambda: fs.info(_path(uri)))
         except SinkError as exc:
@@ -243,34 +248,43 @@ class Publisher:
         """
         uri = self.location.uri
         marker = _path(self.location.uri_for(MARKER_NAME))
-        fs = self.config.filesystem()
+        fs = self._fs()
         self._call(uri, "write", lambda: fs.pipe_file(marker, b"geoseg write check\n"))
         self._call(uri, "delete", lambda: fs.rm_file(marker))
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _delete_stale(self, folder_uri: str, keep: set[str]) -> None:
+    def _delete_stale(self, folder_uri: str, keep: set[str], key: str) -> None:
         """Delete the visible objects under ``folder_uri`` that are not in ``keep``."""
-        fs = self.config.filesystem()
+        fs = self._fs()
         bucket, _ = split_s3(folder_uri)
-        found: list[str] = self._call(folder_uri, "list", lambda: fs.find(_path(folder_uri)))
+        found: list[str] = self._call(folder_uri, "list", lambda: fs.find(_path(folder_uri)), key)
         base = len(_path(folder_uri)) + 1
         stale = [p.split("/", 1)[1] for p in found
                  if f"s3://{p}" not in keep and not any(n.startswith(".") for n in p[base:].split("/"))]
         for start in range(0, len(stale), 1000):  # DeleteObjects takes up to 1000 keys
             batch = {"Objects": [{"Key": key} for key in stale[start:start + 1000]], "Quiet": True}
             out: dict[str, Any] = self._call(folder_uri, "delete stale objects",
-                                             partial(fs.call_s3, "delete_objects", Bucket=bucket, Delete=batch))
+                                             partial(fs.call_s3, "delete_objects", Bucket=bucket, Delete=batch), key)
             if out.get("Errors"):
                 err = out["Errors"][0]
                 denied = "access denied; check the credentials and the policy" if err.get("Code") == "AccessDenied" \
                     else f"{err.get('Code')}: {err.get('Message')}"
                 raise SinkError(f"s3://{bucket}/{err.get('Key')}: cannot delete a stale object: {denied}")
 
-    def _call(self, uri: str, action: str, fn: Callable[[], _T]) -> _T:
-        """Run one store operation; a failure becomes a one-line :class:`SinkError` naming ``uri``."""
+    def _fs(self) -> Any:
+        """The store's filesystem, without botocore's own retries: :meth:`_call` retries, and
+        counts what it retries."""
+        return replace(self.config, max_attempts=1).filesystem()
+
+    def _call(self, uri: str, action: str, fn: Callable[[], _T], key: str = "job") -> _T:
+        """Run one store operation, tried again (:data:`STORE_ATTEMPTS` times at most, with
+        backoff and jitter) while it fails in a way that may pass; each retry is counted for
+        ``key`` (an item's name). A failure becomes a one-line :class:`SinkError` naming ``uri``."""
         try:
-            return fn()
+            return retrying(fn, what=f"{uri}: {action}", kind="upload", key=key,
+                            attempts=max(self.config.max_attempts, STORE_ATTEMPTS),
+                            transient=lambda e: is_transient(e, remote=True))
         except SinkError:
             raise
         except Exception as exc:  # s3fs/botocore raise OSError subclasses and their own types alike

@@ -4,6 +4,7 @@ item through the format registry (:mod:`geoseg_pipeline.formats`)."""
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,10 @@ SUPPORTED_DTYPES = frozenset(
 )
 
 
+#: The most pixels (voxels) an item may declare by default: see ``inputs.max_pixels``.
+MAX_PIXELS = 2**36
+
+
 @dataclass(frozen=True)
 class SourceOptions:
     """How to open an item, passed explicitly to every reader (readers read no environment).
@@ -33,12 +38,14 @@ class SourceOptions:
         channel_axis: volumes: the on-disk axis holding channels (``inputs.channel_axis``).
         data_path: a staged reader's local copy (see ``stage``); ``None``: read ``path`` itself.
         dicomweb: the DICOMweb server of ``dicomweb+`` series items (URL and credentials).
+        max_pixels: the most pixels (voxels) an item may declare (``inputs.max_pixels``).
     """
 
     s3: S3Config | None = None
     channel_axis: int | None = None
     data_path: str | None = None
     dicomweb: Any = None
+    max_pixels: int = MAX_PIXELS
 
 
 @runtime_checkable
@@ -174,6 +181,17 @@ def open_source(fmt: InputFormat, path: str, options: SourceOptions = SourceOpti
     if fmt.staged and is_s3(path) and options.data_path is None:
         raise SourceError(f"{path}: an s3:// {fmt.name} item is read from a local copy; stage it first")
     source: Source = reader_class(fmt).open(path, options)
+    shape = tuple(int(n) for n in source.grid.shape)
+    if min(shape) < 1:
+        source.close()
+        raise InputDataError(f"{path}: declares an empty image ({' x '.join(map(str, shape))})")
+    if math.prod(shape) > options.max_pixels:
+        source.close()
+        raise InputDataError(
+            f"{path}: declares {' x '.join(map(str, shape))} = {math.prod(shape):,} "
+            f"{'pixels' if fmt.kind == 'raster' else 'voxels'}, more than inputs.max_pixels ({options.max_pixels:,}); "
+            "a damaged header? (raise inputs.max_pixels for an image this large)"
+        )
     if fmt.kind == "raster" and source.dtype not in SUPPORTED_DTYPES:
         source.close()
         raise SourceError(

@@ -281,9 +281,13 @@ def _read_header(path: str) -> Any:
             return None
         if "SOPClassUID" not in ds:
             return None
-    except (OSError, ValueError, EOFError, AttributeError, KeyError, TypeError):
+    except Exception:  # pydicom raises many unrelated types (its own among them) for a damaged file
         return None
     return ds
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).strip().splitlines()[0][:300]
 
 
 def _scan(folder: str, files: Sequence[tuple[str, int, int]]) -> FolderScan:
@@ -294,12 +298,18 @@ def _scan(folder: str, files: Sequence[tuple[str, int, int]]) -> FolderScan:
         if ds is None:
             scan.skipped.append(Unusable(path, "not a DICOM file", skipped=True))
             continue
-        sop = str(ds.get("SOPClassUID", ""))
-        if not sop or sop.startswith(NON_IMAGE_PREFIXES) or "Rows" not in ds or "SeriesInstanceUID" not in ds:
+        try:  # pydicom decodes values when they are read: a damaged element fails here, in many ways
+            sop = str(ds.get("SOPClassUID", ""))
+            image = bool(sop) and not sop.startswith(NON_IMAGE_PREFIXES) and "Rows" in ds and "SeriesInstanceUID" in ds
             kind = str(ds.get("Modality", "")) or "object"
+            uid = str(ds.SeriesInstanceUID) if image else ""
+        except Exception as exc:
+            scan.refused.append(Unusable(path, f"{path}: damaged DICOM header: {_first_line(exc)}"))
+            continue
+        if not image:
             scan.skipped.append(Unusable(path, f"not an image ({kind}, SOP class {sop or 'missing'})", skipped=True))
             continue
-        groups.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
+        groups.setdefault(uid, []).append((path, ds))
     for uid, members in groups.items():
         paths = [p for p, _ in members]
         home = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else folder
@@ -307,6 +317,9 @@ def _scan(folder: str, files: Sequence[tuple[str, int, int]]) -> FolderScan:
             scan.series.append(_series(home, uid, members))
         except InputDataError as exc:
             scan.refused.append(Unusable(series_path(home, uid), str(exc)))
+        except Exception as exc:  # a damaged element pydicom fails to decode (see above)
+            scan.refused.append(Unusable(series_path(home, uid),
+                                         f"{series_path(home, uid)}: damaged DICOM header: {_first_line(exc)}"))
     scan.series.sort(key=lambda s: s.path)
     return scan
 

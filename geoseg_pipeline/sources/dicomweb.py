@@ -23,6 +23,8 @@ from typing import Any
 
 from ..errors import SourceError
 from ..formats import SERIES_MARK
+from ..storage.retry import retrying
+from ..storage.transient import TRANSIENT_HTTP_STATUS
 
 PREFIX = "dicomweb+"
 
@@ -133,13 +135,33 @@ def describe_error(exc: BaseException, url: str) -> str:
     return f"the DICOMweb server at {url}: {type(exc).__name__}: {exc}"
 
 
-def _call(config: DicomWebConfig, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+#: Tries of one DICOMweb request whose failure may pass (429, 5xx, a dropped connection, a timeout).
+ATTEMPTS = 5
+
+
+def may_pass(exc: BaseException) -> bool:
+    """Whether a failed DICOMweb request may succeed if tried again."""
+    import requests
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code in TRANSIENT_HTTP_STATUS
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+
+
+def _call(config: DicomWebConfig, what: str, fn: Any, *args: Any, key: str = "job", **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, tried again while it fails in a way that may pass (each retry
+    counted for ``key``, an item's path or name); any failure becomes a :class:`SourceError`."""
     import requests
 
     try:
-        return fn(*args, **kwargs)
+        return retrying(lambda: fn(*args, **kwargs), what=what, kind="dicomweb", key=key, attempts=ATTEMPTS,
+                        transient=may_pass)
     except (requests.RequestException, OSError, ValueError) as exc:
         raise SourceError(f"{what}: {describe_error(exc, config.url)}") from None
+
+
+class _WriteError(Exception):
+    """A fetched instance could not be written: not the server's failure, never retried."""
 
 
 def _value(attrs: Mapping[str, Any], tag: str) -> str:
@@ -178,7 +200,7 @@ def series_headers(path: str, config: DicomWebConfig) -> list[tuple[str, Any]]:
 
     url, study, series = parse(path)
     client = config.client()
-    docs = _call(config, path, client.retrieve_series_metadata, study, series)
+    docs = _call(config, path, client.retrieve_series_metadata, study, series, key=path)
     out = []
     for doc in docs:
         ds = Dataset.from_json(doc, bulk_data_uri_handler=lambda *_: b"")
@@ -208,24 +230,32 @@ def fetch_series(path: str, config: DicomWebConfig, folder: Path) -> Path:
     _, study, series = parse(path)
     client = config.client()
     folder.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for ds in _call(config, path, client.iter_series, study, series):
-        target = folder / f"{ds.SOPInstanceUID}.dcm"
-        part = folder / f".{target.name}.part"
-        try:
-            ds.save_as(part, enforce_file_format=True)
-            os.replace(part, target)
-        except OSError as exc:
-            part.unlink(missing_ok=True)
-            raise SourceError(f"{path}: cannot write the fetched instances in {folder}: {exc}") from exc
-        count += 1
+
+    def fetch_all() -> int:  # the instances arrive while the generator is read: a retry starts over
+        count = 0
+        for ds in client.iter_series(study, series):
+            target = folder / f"{ds.SOPInstanceUID}.dcm"
+            part = folder / f".{target.name}.part"
+            try:
+                ds.save_as(part, enforce_file_format=True)
+                os.replace(part, target)
+            except OSError as exc:
+                part.unlink(missing_ok=True)
+                raise _WriteError(f"{path}: cannot write the fetched instances in {folder}: {exc}") from exc
+            count += 1
+        return count
+
+    try:
+        count = _call(config, path, fetch_all, key=path)
+    except _WriteError as exc:
+        raise SourceError(str(exc)) from exc.__cause__
     if count == 0:
         raise SourceError(f"{path}: WADO-RS returned no instance")
     return folder
 
 
-def store(config: DicomWebConfig, dataset_path: Path) -> None:
-    """Store one DICOM file on the server with STOW-RS.
+def store(config: DicomWebConfig, dataset_path: Path, key: str = "job") -> None:
+    """Store one DICOM file on the server with STOW-RS (retries counted for ``key``, the item's name).
 
     Raises:
         SourceError: the server cannot be reached, or refuses or fails the instance.
@@ -234,7 +264,7 @@ def store(config: DicomWebConfig, dataset_path: Path) -> None:
 
     ds = pydicom.dcmread(dataset_path)
     client = config.client()
-    response = _call(config, f"STOW-RS of {dataset_path}", client.store_instances, [ds])
+    response = _call(config, f"STOW-RS of {dataset_path}", client.store_instances, [ds], key=key)
     failed = response.get("FailedSOPSequence") if response is not None else None
     if failed:
         reason = failed[0].get("FailureReason", "?")

@@ -11,7 +11,7 @@ from rasterio.windows import Window as RioWindow
 
 from ..errors import SourceError
 from ..geometry import Grid, Window
-from ..storage.transient import read_error
+from ..storage.transient import open_error, read_error
 from .base import SourceOptions, check_window, checked_indices
 
 
@@ -23,7 +23,7 @@ class RasterioSource:
         try:
             self._ds = rasterio.open(path)
         except RasterioError as exc:
-            raise SourceError(f"{path}: cannot open as a raster: {exc}") from exc
+            raise open_error(f"{path}: cannot open as a raster: {exc}", exc, path) from exc
         if self._ds.count < 1:
             self._ds.close()
             raise SourceError(f"{path}: the raster has no bands")

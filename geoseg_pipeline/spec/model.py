@@ -49,6 +49,11 @@ class InputSpec(_Frozen):
     nodata: float | None = Field(
         default=None, description="Override the items' nodata value (use .nan for NaN)."
     )
+    max_pixels: Annotated[int, Field(ge=1)] = Field(
+        default=2**36, description="The most pixels (rasters) or voxels (volumes) an item may declare; "
+        "a larger one is refused before anything is allocated (a damaged header, most likely). "
+        "The default, 2^36, is a 262144 x 262144 raster or a 4096 x 4096 x 4096 volume."
+    )
 
     @field_validator("paths")
     @classmethod

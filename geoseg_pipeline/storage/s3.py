@@ -67,7 +67,8 @@ class S3Config:
             custom endpoint and virtual hosting for AWS.
         unsigned: anonymous requests (public buckets).
         connect_timeout, read_timeout: seconds.
-        max_attempts: tries per request (1 = no retry).
+        max_attempts: tries per request of botocore (s3fs: Zarr inputs, listings; 1 = no
+            retry). GDAL reads are tried once: geoseg retries them (``resources.read_retries``).
     """
 
     endpoint_url: str | None = None
@@ -131,8 +132,9 @@ class S3Config:
             "AWS_VIRTUAL_HOSTING": "FALSE" if self.uses_path_style else "TRUE",
             "GDAL_HTTP_CONNECTTIMEOUT": str(round(self.connect_timeout)),
             "GDAL_HTTP_TIMEOUT": str(round(self.read_timeout)),
-            "GDAL_HTTP_MAX_RETRY": str(self.max_attempts - 1),
-            "GDAL_HTTP_RETRY_DELAY": "0.5",
+            # one try per request: geoseg retries window reads and opens itself (resources.read_retries,
+            # with jitter) and counts each retry in summary.json; GDAL's own retries would be unseen
+            "GDAL_HTTP_MAX_RETRY": "0",
             # no listing of the object's prefix on open (sidecar files): one GET per open
             "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         }

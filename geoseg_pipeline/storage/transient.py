@@ -127,6 +127,29 @@ def read_error(message: str, exc: BaseException, path: str) -> SourceError:
     return kind(message)
 
 
+#: What GDAL says when opening a network object failed for a reason that trying again cannot
+#: mend: the object is missing, refused, or not a raster.
+_PERMANENT_OPEN = re.compile(
+    r"not recognized as|not a supported|No such file|does not exist|Access ?Denied|Forbidden|NoSuch(?:Key|Bucket)"
+    r"|InvalidAccessKeyId|SignatureDoesNotMatch|InvalidBucketName|HTTP (?:response|error) code:? ?40[0134]\b",
+    re.IGNORECASE,
+)
+
+
+def open_error(message: str, exc: BaseException, path: str) -> SourceError:
+    """The error a reader raises (``from exc``) when opening ``path`` failed with ``exc``: as
+    :func:`read_error`, and for a network object also transient whenever the failure does not say
+    the object is missing, refused or not a raster. GDAL reports an object store's error answer
+    to an open by its message alone (``Please reduce your request rate.``), without the HTTP
+    status that would tell a throttled request from a refused one."""
+    remote = _remote(path)
+    if is_transient(exc, remote=remote):
+        return TransientSourceError(message)
+    if remote and not any(_PERMANENT_OPEN.search(str(e)) for e in _chain(exc)):
+        return TransientSourceError(message)
+    return SourceError(message)
+
+
 def _remote(path: str) -> bool:
     return _NETWORK_PATH.search(path) is not None
 

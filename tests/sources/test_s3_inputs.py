@@ -111,7 +111,7 @@ def test_config_from_the_gdal_style_environment() -> None:
     assert cfg.endpoint_url == "http://minio:9000" and cfg.uses_path_style and cfg.region == "eu-west-3"
     assert "secret" not in repr(cfg)
     opts = cfg.gdal_options()
-    assert (opts["AWS_HTTPS"], opts["AWS_VIRTUAL_HOSTING"], opts["GDAL_HTTP_MAX_RETRY"]) == ("NO", "FALSE", "1")
+    assert (opts["AWS_HTTPS"], opts["AWS_VIRTUAL_HOSTING"], opts["GDAL_HTTP_MAX_RETRY"]) == ("NO", "FALSE", "0")
     so = cfg.storage_options()
     assert so["endpoint_url"] == "http://minio:9000" and so["key"] == "id" and so["secret"] == "secret"
     assert so["config_kwargs"]["s3"] == {"addressing_style": "path"}
