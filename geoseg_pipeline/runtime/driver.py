@@ -155,9 +155,9 @@ def _run_locked(
         # bands handed out again because their actor was lost (its process or node died), and the
         # actors still lost when the job ended
         "bands_rerun": scheduler.bands_rerun if scheduler else 0,
+        "actors_lost": len(scheduler.lost) if scheduler else 0,
         # remote calls tried again (window reads, uploads, DICOMweb), by kind: the items' and the job's own
         "retries": retry_totals(outcomes),
-        "actors_lost": len(scheduler.lost) if scheduler else 0,
         "kind": spec.tiling.kind,
         "lesion_classes": list(spec.statistics.lesion_classes),
     }

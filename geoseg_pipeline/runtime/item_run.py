@@ -33,8 +33,9 @@ from ..sources.discovery import Item
 from ..spec import WorkflowSpec
 from ..statistics import ItemZones
 from ..stitching import BlockJournal, FinishedBlock, journal_key
-from ..storage import S3Config, is_s3, is_transient
+from ..storage import S3Config, is_transient
 from ..storage.retry import TALLY, retrying
+from ..storage.transient import is_network_path
 from ..tasks import BandResult, ItemFacts, ItemJob, ModelInfo, StitchSettings
 from ..tiling import BandTask
 
@@ -206,8 +207,7 @@ class ItemRun:
         """Hand ``band`` out again: its worker was lost after sending parts of it that counted
         these windows. The blocks of those parts stay written (the re-run skips them); their
         windows are taken back out of the counts, so that each window counts once."""
-        self.again.append(band)
-        self.submitted -= 1
+        self.put_back(band)
         self.bands_rerun += 1
         self.windows_run -= windows_run
         self.windows_skipped -= windows_skipped
@@ -262,7 +262,8 @@ OPEN_ATTEMPTS = 4
 
 
 def _may_pass(exc: BaseException, path: str) -> bool:
-    return isinstance(exc, TransientSourceError) or (isinstance(exc, OSError) and is_transient(exc, remote=is_s3(path)))
+    return isinstance(exc, TransientSourceError) or (
+        isinstance(exc, OSError) and is_transient(exc, remote=is_network_path(path)))
 
 
 def clear_leftovers(item_dir: Path) -> None:

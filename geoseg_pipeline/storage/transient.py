@@ -123,7 +123,7 @@ def read_error(message: str, exc: BaseException, path: str) -> SourceError:
             (``/vsis3/...``, ``/vsicurl/...``) makes a short read transient (see the module
             docstring); a local path does not.
     """
-    kind = TransientSourceError if is_transient(exc, remote=_remote(path)) else SourceError
+    kind = TransientSourceError if is_transient(exc, remote=is_network_path(path)) else SourceError
     return kind(message)
 
 
@@ -142,7 +142,7 @@ def open_error(message: str, exc: BaseException, path: str) -> SourceError:
     the object is missing, refused or not a raster. GDAL reports an object store's error answer
     to an open by its message alone (``Please reduce your request rate.``), without the HTTP
     status that would tell a throttled request from a refused one."""
-    remote = _remote(path)
+    remote = is_network_path(path)
     if is_transient(exc, remote=remote):
         return TransientSourceError(message)
     if remote and not any(_PERMANENT_OPEN.search(str(e)) for e in _chain(exc)):
@@ -150,7 +150,9 @@ def open_error(message: str, exc: BaseException, path: str) -> SourceError:
     return SourceError(message)
 
 
-def _remote(path: str) -> bool:
+def is_network_path(path: str) -> bool:
+    """Whether ``path`` is read over the network: a URI other than ``file://``, or a GDAL
+    network file system (``/vsis3/``, ``/vsicurl/``, ...)."""
     return _NETWORK_PATH.search(path) is not None
 
 
