@@ -44,12 +44,17 @@ ratios <= 1.3; the extra growth <= 32 MiB (a tolerance for the sampler: PSS is r
 ``--pss-every`` seconds; repeats of one contender differ by up to about 100 MiB).
 
 The model is far cheaper than a real one, so the ratios are an upper bound: with a real model the
-same extra work is a smaller share of the job. Run it on a quiet machine (each run's 1-minute load
-average is recorded) and no edits to the package meanwhile (the commit and changed files at the
-start and end are recorded). About 7 min on a 2-core machine for the defaults, plus some 15 s to
-generate the scenes the first time::
+same extra work is a smaller share of the job. ``--model unet`` measures that: the same label map
+(the prototype logits) with a MONAI ``UNet(2, 4, 10, channels=(16, 32, 64, 128), strides=(2, 2,
+2), num_res_units=2)`` of random weights run on every window and added with weight zero, so the
+job pays a small real segmentation network's compute and writes the same polygons and zones.
 
-    .venv/bin/python benchmarks/products_bench.py [--sizes 4096,8192] [--repeats 3] \\
+Run it on a quiet machine (each run's 1-minute load average is recorded) and no edits to the
+package meanwhile (the commit and changed files at the start and end are recorded). About 7 min
+on a 2-core machine for the defaults (8 min for ``--sizes 8192 --repeats 2 --model unet``), plus
+some 15 s to generate the scenes the first time::
+
+    .venv/bin/python benchmarks/products_bench.py [--sizes 4096,8192] [--repeats 3] [--model prototypes|unet] \\
         [--report docs/bench/products-2026-12-04.json] [--out bench-output/products]
 
 Prints a Markdown table; writes the raw results (machine, configuration, every run, medians,
@@ -121,8 +126,11 @@ def prototypes() -> tuple[list[str], np.ndarray]:
     return names, np.array(protos)
 
 
-def make_model(path: Path) -> Path:
-    """The nearest-prototype TorchScript model (see the module doc); written once."""
+def make_model(path: Path, unet: bool = False) -> Path:
+    """The nearest-prototype TorchScript model (see the module doc); written once. With ``unet``,
+    the same map at the cost of a real segmentation network: a MONAI UNet (channels 16-32-64-128,
+    strides 2, two residual units) runs on every window too and its logits are added with weight
+    zero, so the label map, the polygons and the zones stay those of the cheap model."""
     if path.exists():
         return path
     import torch
@@ -143,8 +151,22 @@ def make_model(path: Path) -> Path:
                                                count_include_pad=False)
             return self.conv(x)
 
+    class WithUnet(torch.nn.Module):
+        def __init__(self, cheap: torch.nn.Module, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.cheap, self.net = cheap, net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.cheap(x) + 0.0 * self.net(x * 1e-4)
+
     p = torch.tensor(protos, dtype=torch.float32)
-    model = Prototypes(2.0 * p / TEMPERATURE, -(p * p).sum(dim=1) / TEMPERATURE, SMOOTH).eval()
+    model: torch.nn.Module = Prototypes(2.0 * p / TEMPERATURE, -(p * p).sum(dim=1) / TEMPERATURE, SMOOTH).eval()
+    if unet:
+        from monai.networks.nets import UNet
+
+        torch.manual_seed(SEED)
+        net = UNet(2, 4, CLASSES, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
+        model = WithUnet(model, net).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.jit.script(model).save(str(tmp))
@@ -239,7 +261,8 @@ class Bench:
 
     def prepare(self) -> None:
         data = self.out / "data"
-        self.model = make_model(self.out / "models" / f"prototypes{CLASSES}.pt")
+        unet = self.args.model == "unet"
+        self.model = make_model(self.out / "models" / f"prototypes{CLASSES}{'_unet' if unet else ''}.pt", unet)
         self.scenes = {s: ensure_scene(data / f"scene_{s}.tif", s) for s in self.args.sizes}
         self.zones = {s: make_zones(data / f"districts_{s}.gpkg", self.scenes[s]) for s in self.args.sizes}
 
@@ -400,7 +423,8 @@ class Bench:
             "code": {"start": self.git_start, "end": git_state()},
             "config": {"sizes": sizes, "repeats": self.args.repeats, "roi": ROI, "overlap": OVERLAP, "batch": BATCH,
                        "block": BLOCK, "workers": WORKERS, "backend": "local", "classes": CLASSES,
-                       "class_names": self.names, "model": f"nearest prototype, {SMOOTH}x{SMOOTH} mean, 1x1 conv",
+                       "class_names": self.names, "model": f"nearest prototype, {SMOOTH}x{SMOOTH} mean, 1x1 conv"
+                       + (" + 0 x MONAI UNet 16-32-64-128 (2 residual units)" if self.args.model == "unet" else ""),
                        "zones": {"count": ZONE_GRID[0] * ZONE_GRID[1], "grid": ZONE_GRID, "jitter": ZONE_JITTER,
                                  "crs": "EPSG:4326", "id_field": "NAME"},
                        "scene_seed": f"{SEED} + size", "pss_every_s": self.args.pss_every,
@@ -470,6 +494,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="4096,8192", help="scene sides, comma-separated (ascending)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--model", choices=("prototypes", "unet"), default="prototypes",
+                   help="prototypes: next to no model time (the worst case); unet: the same map at the cost of a "
+                        "MONAI UNet 16-32-64-128 on every window")
     p.add_argument("--report", type=Path, default=None, help="also write the JSON here")
     p.add_argument("--out", type=Path, default=Path("bench-output/products"),
                    help="scenes, model, zones (cached), workflows, outputs, logs, results")

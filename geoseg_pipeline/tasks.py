@@ -3,7 +3,7 @@ so that the driver process never imports torch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,15 +26,59 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class RegionSettings:
+    """How a worker cuts each finished raster block into its connected regions of one class for
+    the polygon outputs (:func:`geoseg_pipeline.sinks.regions.block_regions`): 4- or
+    8-connectivity, the label that is no region, and the ground area of one pixel per row of the
+    image (``None``: no areas)."""
+
+    connectivity: int
+    ignore: int | None
+    row_area_m2: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class StitchSettings:
     """How a worker finishes an item's blocks: the model's classes, the label written where no
-    input is valid (``None``: every voxel is valid), the label type, and whether the blended
-    logits come back too (``output.formats: [..., logits]``)."""
+    input is valid (``None``: every voxel is valid), the label type, whether the blended logits
+    come back too (``output.formats: [..., logits]``), and whether each block's connected regions
+    do (polygon outputs)."""
 
     num_classes: int
     nodata_label: int | None
     label_dtype: str
     keep_logits: bool = False
+    regions: RegionSettings | None = None
+
+
+@dataclass(frozen=True)
+class BlockRegions:
+    """One block's connected regions of one class, numbered 1..n within the block, as a worker
+    found them: each region's class, pixels and ground area (``None``: no areas), the region
+    numbers along the block's four edges (top row, bottom row, left column, right column; 0: no
+    region), and GDAL's polygons in pixel space relative to the block's corner as ragged arrays
+    (shapely's layout: vertices, ring ends, polygon ends), ``keys`` the region of each polygon."""
+
+    classes: np.ndarray
+    pixels: np.ndarray
+    areas: np.ndarray | None
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    keys: np.ndarray
+    coords: np.ndarray
+    ring_ends: np.ndarray
+    polygon_ends: np.ndarray
+
+    @property
+    def count(self) -> int:
+        """How many regions the block holds."""
+        return len(self.classes)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays."""
+        arrays = (self.classes, self.pixels, self.areas, *self.edges, self.keys, self.coords, self.ring_ends,
+                  self.polygon_ends)
+        return sum(a.nbytes for a in arrays if a is not None)
 
 
 @dataclass(frozen=True)
@@ -122,12 +166,14 @@ class TileResult:
 class FinishedLabels:
     """One block a worker finished: its labels (the nodata label where no input is valid, so
     that the valid mask needs no bytes of its own), when asked for its blended logits, and for a
-    raster its valid pixels per (row, class) when they are small (the class tally's input)."""
+    raster its valid pixels per (row, class) when they are small (the class tally's input) and,
+    for polygon outputs, its connected regions (:class:`BlockRegions`)."""
 
     index: tuple[int, ...]
     labels: np.ndarray
     logits: np.ndarray | None = None
     row_counts: np.ndarray | None = None
+    regions: BlockRegions | None = None
 
 
 @dataclass(frozen=True)
@@ -146,5 +192,5 @@ class BandResult:
     @property
     def nbytes(self) -> int:
         """Bytes of pixel data returned (labels, logits and counts)."""
-        return sum(b.labels.nbytes + sum(a.nbytes for a in (b.logits, b.row_counts) if a is not None)
+        return sum(b.labels.nbytes + sum(a.nbytes for a in (b.logits, b.row_counts, b.regions) if a is not None)
                    for b in self.blocks)

@@ -20,13 +20,15 @@ import numpy as np
 import torch
 
 from ..geometry import Window
+from ..sinks.regions import block_regions
 from ..spec import InferenceSpec, ModelSpec
 from ..statistics.classes import row_class_counts
+from ..stitching import FinishedBlock
 from ..stitching.blocks import BlockStitcher
 from ..stitching.weights import importance_map
 from ..storage import S3Config
 from ..storage.retry import TALLY
-from ..tasks import BandResult, FinishedLabels, ItemFacts, ItemJob, ModelInfo, TileResult
+from ..tasks import BandResult, BlockRegions, FinishedLabels, ItemFacts, ItemJob, ModelInfo, TileResult
 from ..tiling import BandTask, TileTask
 from .band_stitcher import DeviceBandStitcher
 from .predictor import Predictor
@@ -114,7 +116,7 @@ class TileExecutor:
                     finished = stitcher.add(self._predict(job, prepared))
                 if finished:
                     parts = tuple(FinishedLabels(b.index, b.labels, _logits_out(job, b.logits),
-                                                 _counts(job, b.labels, b.valid)) for b in finished)
+                                                 _counts(job, b.labels, b.valid), _regions(job, b)) for b in finished)
                     yield BandResult(band.index, parts, own, skipped, halo, _retries(job))
                     own = halo = skipped = 0
             if not stitcher.done:  # cannot happen for a plan's band: every block gets its tasks
@@ -193,3 +195,16 @@ def _counts(job: ItemJob, labels: np.ndarray, valid: np.ndarray | None) -> np.nd
     mask = valid if valid is not None else np.ones(labels.shape, bool)
     return row_class_counts(labels, mask, classes).astype(np.uint16)
 
+
+
+def _regions(job: ItemJob, block: FinishedBlock) -> BlockRegions | None:
+    """A raster block's connected regions, found here rather than in the driver, when the item
+    writes polygons (``StitchSettings.regions``): the driver then only joins them across blocks."""
+    assert job.stitch is not None
+    settings = job.stitch.regions
+    if settings is None:
+        return None
+    (r0, _), (h, _) = block.window.start, block.window.size
+    rows = settings.row_area_m2[r0:r0 + h] if settings.row_area_m2 is not None else None
+    return block_regions(block.labels, None, connectivity=settings.connectivity, ignore=settings.ignore,
+                         row_area_m2=rows)

@@ -19,7 +19,7 @@ from ..sources.discovery import Item
 from ..spec import WorkflowSpec
 from ..statistics import ItemStats
 from ..stitching import BlockConsumer, LabelBlock
-from ..tasks import ItemJob, ModelInfo
+from ..tasks import ItemJob, ModelInfo, RegionSettings
 from ..tiling import TilePlan
 
 
@@ -38,6 +38,8 @@ class OpenItem(ABC):
     scratch: Path | None = None
     #: whether finished blocks must carry their blended logits
     keep_logits: bool = False
+    #: how the workers find each finished block's connected regions (``None``: they do not)
+    regions: RegionSettings | None = None
 
     def __init__(self) -> None:
         self.sinks: list[StagedSink] = []

@@ -15,6 +15,7 @@ from ..preprocess import Preprocessing
 from ..report import write_item_stats, write_zones
 from ..report.landcover import write_item_report
 from ..sinks import ClassLegend, SinkTarget, make_sinks
+from ..sinks.vector import VectorSink
 from ..sources import RasterSource, SourceOptions, open_source
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
@@ -23,7 +24,7 @@ from ..statistics import ClassTally, ItemStats, ItemZones, PixelAreas, ZoneTally
 from ..stitching import LabelBlock
 from ..stitching.sieve import MappingUnitSieve, unit_in_pixels
 from ..storage import S3Config
-from ..tasks import ModelInfo
+from ..tasks import ModelInfo, RegionSettings
 from ..tiling import plan_tiles
 from .base import OpenItem, band_selection, item_job
 
@@ -71,6 +72,10 @@ class RasterItem(OpenItem):
         unit = spec.output.min_mapping_unit
         if unit is not None:
             self.sieve = self._sieve(unit, areas, spec.output.connectivity, spec.output.directory / item.name)
+        if self.sieve is None and any(isinstance(sink, VectorSink) for sink in self.sinks):
+            # the workers find each block's regions; the polygon sinks only join them (a sieved
+            # map's blocks are the sieve's, made here: the sinks find their regions themselves)
+            self.regions = RegionSettings(spec.output.connectivity, self.nodata_label, areas.row_area_m2)
 
     def _sieve(self, unit: MappingUnit, areas: PixelAreas, connectivity: int, out_dir: Path) -> MappingUnitSieve:
         """The item's minimum mapping unit in pixels, and the sieve that applies it."""

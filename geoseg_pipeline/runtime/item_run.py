@@ -132,7 +132,8 @@ class ItemRun:
                      item.name, len(done), math.prod(plan.block_grid), len(needed), len(cut))
         log.info("%s: %s, %d windows in %d band(s)", item.name, " x ".join(map(str, plan.image_shape)),
                  windows, len(needed))
-        stitch = StitchSettings(info.num_classes, opened.nodata_label, opened.label_dtype, opened.keep_logits)
+        stitch = StitchSettings(info.num_classes, opened.nodata_label, opened.label_dtype, opened.keep_logits,
+                                opened.regions)
         job = replace(opened.job, plan=plan, stitch=stitch)
         run = cls(opened, job, iter(needed), journal, len(needed), windows, set(done), blocks_resumed=len(done),
                   bands=len(cut))
@@ -188,7 +189,7 @@ class ItemRun:
             # the valid mask travels inside the labels: the nodata label where no input was valid
             valid = np.ones(part.labels.shape, bool) if nodata is None else part.labels != nodata
             block = FinishedBlock(plan.block_window(part.index), part.labels, valid, part.logits,
-                                  row_counts=part.row_counts, index=part.index)
+                                  row_counts=part.row_counts, regions=part.regions, index=part.index)
             try:
                 self.opened.write(block)
                 self.journal.save(block)

@@ -134,9 +134,12 @@ class StagedSink(ABC):
         Raises:
             SinkError: after commit or abort, or a block the sink refuses (named).
         """
+        self._check_open()
+        self._write(window, labels, logits)
+
+    def _check_open(self) -> None:
         if self._state != "open":
             raise SinkError(f"{self.out_dir}: write after commit() or abort()")
-        self._write(window, labels, logits)
 
     def add(self, block: LabelBlock) -> None:
         """The block-consumer side: write ``block``."""

@@ -1,9 +1,10 @@
 """Connected regions of a label map that arrives block by block, as polygons equal to
 polygonizing the whole map at once (GDAL's ``GDALPolygonize``, 4- or 8-connected).
 
-:class:`RegionTracker` labels each block's regions of equal class when the block arrives and
-polygonizes them with GDAL on the block (pixel space: a region's polygon has integer vertices,
-so every later step is exact). A region that touches a block side whose neighbour has not arrived
+:func:`block_regions` labels one block's regions of equal class and polygonizes them with GDAL
+on the block (pixel space: a region's polygon has integer vertices, so every later step is
+exact); a worker runs it on each block it finishes, and :class:`RegionTracker` on the blocks it
+gets without. A region that touches a block side whose neighbour has not arrived
 yet is held, with that side's row or column of region ids; when the neighbour arrives, regions of
 the same class that meet across the side are joined (union–find) and the side is dropped. A
 region whose sides are all settled is complete: its pieces are unioned, the vertices the block
@@ -17,15 +18,15 @@ in any way, provided they do not overlap.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
-from affine import Affine
 from rasterio import features
 from scipy import ndimage
 
 from ..geometry import Window
+from ..tasks import BlockRegions
 
 Connectivity = Literal[4, 8]
 _SIDES = ("top", "bottom", "left", "right")
@@ -94,7 +95,6 @@ class RegionTracker:
         self.connectivity = connectivity
         self.ignore = ignore
         self.row_area_m2 = row_area_m2
-        self._structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
         self._next_id = 1
         self._parent: dict[int, int] = {}
         self._pieces: dict[int, _Piece] = {}
@@ -105,8 +105,11 @@ class RegionTracker:
         """Regions held until a neighbouring block arrives."""
         return sum(1 for k, v in self._parent.items() if k == v)
 
-    def add(self, window: Window, labels: np.ndarray, valid: np.ndarray | None = None) -> list[Region]:
-        """Take one block; returns the regions it completed.
+    def add(self, window: Window, labels: np.ndarray, valid: np.ndarray | None = None,
+            regions: BlockRegions | None = None) -> list[Region]:
+        """Take one block; returns the regions it completed. ``regions``: the block's regions as
+        :func:`block_regions` found them elsewhere (a worker), with this tracker's settings;
+        ``None``: found here.
 
         Raises:
             ValueError: the block does not lie inside the map, or its labels do not fit it.
@@ -116,8 +119,14 @@ class RegionTracker:
             raise ValueError(f"block {window} does not lie inside the map {self.shape}")
         if labels.shape != (h, w):
             raise ValueError(f"block {window} got labels of shape {labels.shape}")
-        ids = self._label(window, labels, valid)
-        block = _Block(window, self._sides(window, ids))
+        if regions is None:
+            rows = self.row_area_m2[r0:r0 + h] if self.row_area_m2 is not None else None
+            regions = block_regions(labels, valid, connectivity=self.connectivity, ignore=self.ignore,
+                                    row_area_m2=rows)
+        elif regions.edges[0].shape != (w,) or regions.edges[2].shape != (h,):
+            raise ValueError(f"block {window} got regions of a {len(regions.edges[2])} x {len(regions.edges[0])} block")
+        edges = self._adopt(window, regions)
+        block = _Block(window, self._sides(window, edges))
         done: list[int] = []
         for other in list(self._blocks):
             if _touch(other.window, window, self.connectivity):
@@ -128,68 +137,53 @@ class RegionTracker:
                 self._pieces[self._find(int(gid))].open_sides += 1
         done.extend(self._settle(block))
         # regions of this block that touch no open side are complete at once
-        first = int(ids.max(initial=0))
-        done.extend(g for g in range(self._next_id, first + 1) if self._parent.get(g) == g
+        last = self._next_id + regions.count
+        done.extend(g for g in range(self._next_id, last) if self._parent.get(g) == g
                     and self._pieces[g].open_sides == 0)
-        self._next_id = max(self._next_id, first + 1)
+        self._next_id = last
         if any(s for s in block.sides.values()):
             self._blocks.append(block)
-        return [self._emit(root) for root in dict.fromkeys(self._find(g) for g in done) if root in self._pieces
-                and self._pieces[root].open_sides == 0]
+        return self._emit_all([root for root in dict.fromkeys(self._find(g) for g in done) if root in self._pieces
+                               and self._pieces[root].open_sides == 0])
 
     def finish(self) -> list[Region]:
         """Every block was added: the regions still held (those along sides no block covers)."""
         roots = [g for g, p in self._parent.items() if g == p]
         self._blocks.clear()
-        return [self._emit(root) for root in roots]
+        return self._emit_all(roots)
 
     # -- labelling ---------------------------------------------------------------------------
 
-    def _label(self, window: Window, labels: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-        """Global region ids of the block (0: none) and, for each new id, its piece."""
-        mask = np.ones(labels.shape, bool) if valid is None else valid.astype(bool, copy=False)
-        if self.ignore is not None:
-            mask &= labels != self.ignore
-        ids = np.zeros(labels.shape, np.int64)
-        classes: list[int] = []
-        n = 0
-        for c in np.unique(labels[mask]).tolist():
-            lab, k = ndimage.label(mask & (labels == c), self._structure)
-            ids[lab > 0] = lab[lab > 0] + n
-            classes.extend([int(c)] * k)
-            n += k
-        if n == 0:
-            return ids
+    def _adopt(self, window: Window, regions: BlockRegions) -> tuple[np.ndarray, ...]:
+        """A piece for each of the block's regions, under new global ids; returns the block's
+        four edges in those ids (0: no region)."""
         base = self._next_id - 1
-        (r0, c0), (h, w) = window.start, window.size
-        flat = ids.ravel()
-        pixels = np.bincount(flat, minlength=n + 1)
-        areas = (np.bincount(flat, weights=np.repeat(self.row_area_m2[r0:r0 + h], w), minlength=n + 1)
-                 if self.row_area_m2 is not None else np.zeros(n + 1))
-        shapes = _polygons(ids, self.connectivity, Affine.translation(c0, r0))
-        for local in range(1, n + 1):
+        shapes = _geometries(regions, window.start, self.connectivity)
+        areas = regions.areas if regions.areas is not None else np.zeros(regions.count)
+        for local, (klass, pixels, area) in enumerate(zip(regions.classes.tolist(), regions.pixels.tolist(),
+                                                          areas.tolist(), strict=True), start=1):
             gid = base + local
             self._parent[gid] = gid
-            self._pieces[gid] = _Piece(classes[local - 1], int(pixels[local]), float(areas[local]),
-                                       shapes[local], members=[gid])
-        ids[ids > 0] += base
-        return ids
+            self._pieces[gid] = _Piece(klass, pixels, area, shapes[local], members=[gid])
+        return tuple(np.where(edge > 0, edge.astype(np.int64) + base, 0) for edge in regions.edges)
 
-    def _sides(self, window: Window, ids: np.ndarray) -> dict[str, _Side]:
-        """The block's sides that face map pixels (not the map's border), with their strips."""
+    def _sides(self, window: Window, edges: tuple[np.ndarray, ...]) -> dict[str, _Side]:
+        """The block's sides that face map pixels (not the map's border), with their strips;
+        ``edges``: the region ids of its top row, bottom row, left and right columns."""
         (r0, c0), (h, w) = window.start, window.size
+        top, bottom, left, right = edges
         rows, cols = self.shape
         e = 1 if self.connectivity == 8 else 0
         span = (max(c0 - e, 0), min(c0 + w + e, cols))
         sides: dict[str, _Side] = {}
         if r0 > 0:
-            sides["top"] = _Side(ids[0].copy(), (r0 - 1, r0), span)
+            sides["top"] = _Side(top, (r0 - 1, r0), span)
         if r0 + h < rows:
-            sides["bottom"] = _Side(ids[-1].copy(), (r0 + h, r0 + h + 1), span)
+            sides["bottom"] = _Side(bottom, (r0 + h, r0 + h + 1), span)
         if c0 > 0:
-            sides["left"] = _Side(ids[:, 0].copy(), (r0, r0 + h), (c0 - 1, c0))
+            sides["left"] = _Side(left, (r0, r0 + h), (c0 - 1, c0))
         if c0 + w < cols:
-            sides["right"] = _Side(ids[:, -1].copy(), (r0, r0 + h), (c0 + w, c0 + w + 1))
+            sides["right"] = _Side(right, (r0, r0 + h), (c0 + w, c0 + w + 1))
         return sides
 
     # -- joining -----------------------------------------------------------------------------
@@ -272,59 +266,131 @@ class RegionTracker:
         if not block.sides and block in self._blocks:
             self._blocks.remove(block)
 
-    def _emit(self, root: int) -> Region:
+    def _emit_all(self, roots: Iterable[int]) -> list[Region]:
+        """Hand out the regions of ``roots``: their pieces joined into one geometry each."""
         import shapely  # the vector extra: only the vector sinks make a tracker
 
-        piece = self._pieces.pop(root)
-        for gid in piece.members:
-            del self._parent[gid]
-        parts = _parts(piece.geometry)
-        if len(parts) == 1 and self.connectivity == 4:
-            geometry = parts[0]
-        else:
-            # The pieces share edges along block seams and overlap nowhere: with a vertex at every
-            # pixel corner (segmentize; rounded, as it interpolates in floats) the shared edges
-            # match vertex for vertex, which makes the pieces a polygon coverage, and a coverage
-            # union only drops the shared edges (exact in pixel space, and far cheaper than an
-            # overlay). Douglas-Peucker with tolerance 0 then removes the vertices on straight
-            # edges (GDAL has none there): on rings of axis-parallel edges it removes exactly
-            # those, so the point set and validity are kept without the slow topology check.
-            noded = shapely.transform(shapely.segmentize(parts, 1.0), np.rint)
-            geometry = shapely.simplify(shapely.coverage_union_all(noded), 0, preserve_topology=False)
-            if self.connectivity == 8:
-                geometry = shapely.multipolygons(shapely.get_parts(geometry))
-        area = piece.area if self.row_area_m2 is not None else None
-        return Region(piece.class_index, piece.pixels, area, geometry)
+        regions: list[Region] = []
+        joined: list[int] = []  # which of ``regions`` were joined from several pieces
+        for root in roots:
+            piece = self._pieces.pop(root)
+            for gid in piece.members:
+                del self._parent[gid]
+            parts = _parts(piece.geometry)
+            if len(parts) == 1 and self.connectivity == 4:
+                geometry = parts[0]
+            else:
+                # The pieces share edges along block seams and overlap nowhere: with a vertex at
+                # every pixel corner (segmentize; rounded, as it interpolates in floats) the shared
+                # edges match vertex for vertex, which makes the pieces a polygon coverage, and a
+                # coverage union only drops the shared edges (exact in pixel space, and far cheaper
+                # than an overlay). The vertices that leaves on straight edges are removed below.
+                noded = shapely.transform(shapely.segmentize(parts, 1.0), np.rint)
+                geometry = shapely.coverage_union_all(noded)
+                joined.append(len(regions))
+            area = piece.area if self.row_area_m2 is not None else None
+            regions.append(Region(piece.class_index, piece.pixels, area, geometry))
+        if joined:
+            straight = _without_straight_vertices(np.array([regions[i].geometry for i in joined], dtype=object))
+            if self.connectivity == 4:  # a region joined across edges is one polygon
+                straight = shapely.get_geometry(straight, 0) if straight[0].geom_type == "MultiPolygon" else straight
+            for i, geometry in zip(joined, straight, strict=True):
+                regions[i] = replace(regions[i], geometry=geometry)
+        if self.connectivity == 8:
+            for i, region in enumerate(regions):
+                if region.geometry.geom_type != "MultiPolygon":
+                    regions[i] = replace(region, geometry=shapely.multipolygons(shapely.get_parts(region.geometry)))
+        return regions
+
+
+def _without_straight_vertices(geometries: np.ndarray) -> np.ndarray:
+    """``geometries`` (polygons or multipolygons in pixel space, every edge axis-parallel; as
+    multipolygons when any is one) without the vertices that lie between two collinear edges: GDAL's polygons have
+    none there, and a vertex whose neighbours share its column or its row is exactly such a one.
+    All rings at once, on shapely's ragged arrays."""
+    import shapely
+
+    kind, coords, (ring_ends, *outer_ends) = shapely.to_ragged_array(geometries)
+    start, stop = ring_ends[:-1].astype(np.int64), ring_ends[1:].astype(np.int64) - 1  # open rings
+    size = stop - start
+    ring = np.repeat(np.arange(len(size)), size)
+    index = np.arange(len(ring)) - np.repeat(np.cumsum(size) - size, size) + np.repeat(start, size)
+    prev = np.where(index == np.repeat(start, size), np.repeat(stop - 1, size), index - 1)
+    nxt = np.where(index == np.repeat(stop - 1, size), np.repeat(start, size), index + 1)
+    here, before, after = coords[index], coords[prev], coords[nxt]
+    straight = ((before[:, 0] == here[:, 0]) & (after[:, 0] == here[:, 0])) \
+        | ((before[:, 1] == here[:, 1]) & (after[:, 1] == here[:, 1]))
+    keep = index[~straight]
+    kept_ring = ring[~straight]
+    counts = np.bincount(kept_ring, minlength=len(size))
+    firsts = np.cumsum(counts) - counts
+    # close each ring again with its first kept vertex
+    closed = np.insert(keep, np.cumsum(counts), keep[firsts])
+    new_ends = np.concatenate([[0], np.cumsum(counts + 1)])
+    out: np.ndarray = shapely.from_ragged_array(kind, coords[closed], (new_ends, *outer_ends))
+    return out
 
 
 def _parts(geometry: Any) -> list[Any]:
     return geometry if isinstance(geometry, list) else [geometry]
 
 
-def _polygons(ids: np.ndarray, connectivity: Connectivity, transform: Affine) -> dict[int, Any]:
-    """GDAL's polygon of every region id of a block, in pixel space (``transform``: the block's
-    offset). An 8-connected region whose pixels meet only at corners is made valid (GDAL gives
-    one ring that touches itself)."""
+def block_regions(labels: np.ndarray, valid: np.ndarray | None = None, *, connectivity: int = 4,
+                  ignore: int | None = None, row_area_m2: np.ndarray | None = None) -> BlockRegions:
+    """One block's connected regions of one class (pure: a worker runs it on the blocks it
+    finishes, a :class:`RegionTracker` on those it is given bare). ``valid``: pixels that belong
+    to a region at all (``None``: all but ``ignore``); ``row_area_m2``: the ground area of a pixel
+    of each of the block's rows (``None``: no areas)."""
+    structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    mask = np.ones(labels.shape, bool) if valid is None else valid.astype(bool, copy=False)
+    if ignore is not None:
+        mask &= labels != ignore
+    ids = np.zeros(labels.shape, np.int32)
+    classes: list[int] = []
+    n = 0
+    for c in np.unique(labels[mask]).tolist():
+        region = mask & (labels == c)
+        lab, k = ndimage.label(region, structure, output=np.int32)
+        ids[region] = lab[region] + n
+        classes.extend([int(c)] * k)
+        n += k
+    flat = ids.ravel()
+    pixels = np.bincount(flat, minlength=n + 1)[1:]
+    areas = (np.bincount(flat, weights=np.repeat(row_area_m2, labels.shape[1]), minlength=n + 1)[1:]
+             if row_area_m2 is not None else None)
+    # vertices relative to the block's corner: two bytes each up to 65,535 pixels a side
+    vertex = np.uint16 if max(labels.shape) <= np.iinfo(np.uint16).max else np.int32
+    keys: list[int] = []
+    rings: list[np.ndarray] = [np.empty((0, 2), vertex)]
+    ring_ends: list[int] = [0]
+    polygon_ends: list[int] = [0]
+    if n:
+        for geom, value in features.shapes(ids, mask=ids > 0, connectivity=connectivity):
+            keys.append(int(value))
+            for ring in geom["coordinates"]:
+                rings.append(np.asarray(ring, dtype=vertex))
+                ring_ends.append(ring_ends[-1] + len(ring))
+            polygon_ends.append(len(ring_ends) - 1)
+    return BlockRegions(np.array(classes, np.int32), pixels.astype(np.int64), areas,
+                        (ids[0].copy(), ids[-1].copy(), ids[:, 0].copy(), ids[:, -1].copy()),
+                        np.array(keys, np.int32), np.concatenate(rings), np.array(ring_ends, np.int64),
+                        np.array(polygon_ends, np.int64))
+
+
+def _geometries(regions: BlockRegions, start: tuple[int, ...], connectivity: int) -> dict[int, Any]:
+    """The polygon of each of ``regions`` (by local id) in the map's pixel space (``start``: the
+    block's corner). An 8-connected region whose pixels meet only at corners is made valid (GDAL
+    gives one ring that touches itself)."""
     import shapely
 
-    values = ids.astype(np.int32)
-    keys: list[int] = []
-    rings: list[np.ndarray] = []
-    ring_ends: list[int] = []
-    polygon_ends: list[int] = []
-    for geom, value in features.shapes(values, mask=values > 0, connectivity=connectivity, transform=transform):
-        keys.append(int(value))
-        for ring in geom["coordinates"]:
-            rings.append(np.asarray(ring, dtype=np.float64))
-            ring_ends.append(ring_ends[-1] + len(ring) if ring_ends else len(ring))
-        polygon_ends.append(len(ring_ends))
-    if not keys:
+    if not len(regions.keys):
         return {}
     # one call builds every polygon of the block (shapely's shape() per dict costs far more)
-    polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, np.concatenate(rings),
-                                         (np.array([0, *ring_ends]), np.array([0, *polygon_ends])))
+    coords = regions.coords.astype(np.float64) + np.array([start[1], start[0]], np.float64)
+    polygons = shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords,
+                                         (regions.ring_ends, regions.polygon_ends))
     out: dict[int, Any] = {}
-    for key, polygon in zip(keys, polygons, strict=True):
+    for key, polygon in zip(regions.keys.tolist(), polygons, strict=True):
         out[key] = polygon if key not in out else shapely.union(out[key], polygon)
     if connectivity == 8:
         out = {k: v if v.is_valid else shapely.make_valid(v, method="structure") for k, v in out.items()}
@@ -360,4 +426,4 @@ def regions_of(labels: np.ndarray, blocks: Iterable[Window], **options: Any) -> 
     return out
 
 
-__all__ = ["Connectivity", "Region", "RegionTracker", "regions_of"]
+__all__ = ["Connectivity", "Region", "RegionTracker", "block_regions", "regions_of"]

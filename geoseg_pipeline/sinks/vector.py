@@ -31,6 +31,8 @@ from affine import Affine
 
 from ..errors import SinkError
 from ..geometry import Grid, Window
+from ..stitching import LabelBlock
+from ..tasks import BlockRegions
 from .base import SinkTarget, StagedSink
 from .legend import ClassLegend
 from .regions import Connectivity, Region, RegionTracker
@@ -91,12 +93,21 @@ class VectorSink(StagedSink):
         return cls(out_dir, target.grid, target.legend, target.nodata_label, row_area_m2=target.row_area_m2,
                    connectivity=out.connectivity, simplify=out.simplify)
 
+    def add(self, block: LabelBlock) -> None:
+        """The block-consumer side: write ``block``, joining the regions a worker found in it
+        (``block.regions``) rather than finding them again."""
+        self._check_open()
+        self._track(block.window, block.labels, block.regions)
+
     def _write(self, window: Window, labels: np.ndarray, logits: np.ndarray | None) -> None:
+        self._track(window, labels, None)
+
+    def _track(self, window: Window, labels: np.ndarray, regions: BlockRegions | None) -> None:
         try:
-            regions = self.tracker.add(window, labels)
+            found = self.tracker.add(window, labels, regions=regions)
         except ValueError as exc:
             raise SinkError(f"{self.out_dir}: {exc}") from exc
-        self._take(regions)
+        self._take(found)
 
     def _take(self, regions: list[Region]) -> None:
         self._batch.extend(regions)

@@ -187,7 +187,9 @@ class ZoneTally:
         for geom in self.exact:
             shapely.prepare(geom)
         # where the reprojected border may be off: a pixel on either side of it
-        self.borders = [] if self.same_crs else [shapely.buffer(g.boundary, 1.0) for g in self.zones]
+        # (mitred joins: a few vertices per corner, and they contain the round ones)
+        self.borders = [] if self.same_crs else [shapely.buffer(g.boundary, 1.0, join_style="mitre")
+                                                 for g in self.zones]
         self.to_zones = None if self.same_crs else Transformer.from_crs(
             CRS.from_user_input(grid.crs), CRS.from_user_input(layer.crs), always_xy=True)
         others = [_to_pixels(np.array([f.polygon], dtype=object), f.crs, grid)[0] for f in earlier]
@@ -211,8 +213,7 @@ class ZoneTally:
         hit = self.tree.query(shapely.box(c0 - m, r0 - m, c0 + w + m, r0 + h + m))
         if not len(hit):
             return
-        covered = (_burn(self.earlier, block.window) if self.earlier is not None
-                   else np.zeros(labels.shape, bool))
+        covered = _burn(self.earlier, block.window) if self.earlier is not None else None
         for z in hit.tolist():
             # only the part of the block under the zone's bounding box is burnt
             x0, y0, x1, y1 = self.bounds[z]
@@ -226,21 +227,25 @@ class ZoneTally:
                 continue
             counts = self._counts(z)
             span = counts.shape[1]
-            base = (np.arange(sr0, sr1) - self.first_row[z]) * self.num_classes
-            codes = (labels[part].astype(np.int64) + base[:, None])[inside]
-            own = ~covered[part][inside]
+            base = (np.arange(sr0, sr1, dtype=np.int64) - self.first_row[z]) * self.num_classes
+            codes = labels[part][inside] + np.broadcast_to(base[:, None], inside.shape)[inside]
             size = span * self.num_classes
-            counts[0] += np.bincount(codes, minlength=size).reshape(span, self.num_classes)
-            counts[1] += np.bincount(codes[own], minlength=size).reshape(span, self.num_classes)
+            found = np.bincount(codes, minlength=size).reshape(span, self.num_classes)
+            counts[0] += found
+            # the pixels no earlier item covers: all of them when there is none
+            counts[1] += found if covered is None else \
+                np.bincount(codes[~covered[part][inside]], minlength=size).reshape(span, self.num_classes)
 
     def _inside(self, z: int, window: Window) -> np.ndarray:
         """The pixels of ``window`` whose centre lies in zone ``z``."""
-        inside = _burn(self.zones[z], window)
         if self.to_zones is None:
-            return inside
+            return _burn(self.zones[z], window)
         import shapely
 
-        near = np.nonzero(_burn(self.borders[z], window))
+        # one pass burns both: 1 inside the projected zone, 2 near its border (burnt last)
+        burnt = _burn(self.zones[z], window, self.borders[z])
+        inside: np.ndarray = burnt == 1
+        near = np.nonzero(burnt == 2)
         if near[0].size:
             rows, cols = near[0] + window.start[0] + 0.5, near[1] + window.start[1] + 0.5
             t = self.grid.transform
@@ -308,12 +313,21 @@ def _apply(t: Affine, xy: np.ndarray) -> np.ndarray:
     return np.column_stack([t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f])
 
 
-def _burn(polygon: Any, window: Window) -> np.ndarray:
-    """Pixels of ``window`` whose centre lies in ``polygon`` (pixel space), as GDAL rasterizes."""
+def _burn(polygon: Any, window: Window, *more: Any) -> np.ndarray:
+    """Pixels of ``window`` whose centre lies in ``polygon`` (pixel space), as GDAL rasterizes;
+    with ``more`` polygons, burnt after it with the values 2, 3, ... (uint8), else a mask."""
+    import shapely
+
     (r0, c0), (h, w) = window.start, window.size
-    burnt: np.ndarray = features.rasterize([(polygon, 1)], out_shape=(h, w), transform=Affine.translation(c0, r0),
-                                           fill=0, dtype="uint8")
-    return burnt.astype(bool)
+    # only the part over the window goes to GDAL (a zone spans many blocks; each vertex handed over
+    # costs a Python object): the cut runs along pixel edges, never through a pixel's centre
+    parts = [(part, value) for value, part in enumerate(shapely.clip_by_rect([polygon, *more], c0, r0, c0 + w, r0 + h),
+                                                        start=1) if not part.is_empty]
+    if not parts:
+        return np.zeros((h, w), np.uint8 if more else bool)
+    burnt: np.ndarray = features.rasterize(parts, out_shape=(h, w), transform=Affine.translation(c0, r0), fill=0,
+                                           dtype="uint8")
+    return burnt if more else burnt.view(bool)  # zeros and ones
 
 
 __all__ = ["Footprint", "ItemZones", "ZoneLayer", "ZoneStats", "ZoneTally", "read_zones"]

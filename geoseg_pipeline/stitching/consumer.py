@@ -9,6 +9,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from ..geometry import Window
+from ..tasks import BlockRegions
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -20,7 +21,8 @@ class LabelBlock:
     ``labels``: class index per pixel (the nodata label where invalid); ``valid``: pixels with
     a prediction (``None``: all); ``logits``: blended logits ``(classes, *block)``, when kept;
     ``row_counts``: valid pixels per (row, class), when the worker that finished the block
-    counted them already (:func:`~geoseg_pipeline.statistics.classes.row_class_counts`).
+    counted them already (:func:`~geoseg_pipeline.statistics.classes.row_class_counts`);
+    ``regions``: its connected regions, when that worker found them for the polygon outputs.
     """
 
     window: Window
@@ -28,6 +30,7 @@ class LabelBlock:
     valid: np.ndarray | None = None
     logits: np.ndarray | None = None
     row_counts: np.ndarray | None = None
+    regions: BlockRegions | None = None
 
 
 @runtime_checkable

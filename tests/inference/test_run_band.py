@@ -3,6 +3,7 @@ blend of every task of the item, whatever the number of bands, in 2D with nodata
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -14,9 +15,10 @@ from rasterio.transform import from_origin
 
 from geoseg_pipeline.inference.tile_executor import TileExecutor
 from geoseg_pipeline.preprocess import Preprocessing
+from geoseg_pipeline.sinks.regions import block_regions
 from geoseg_pipeline.spec import ModelSpec
 from geoseg_pipeline.stitching import BlockStitcher
-from geoseg_pipeline.tasks import BandResult, ItemJob, StitchSettings
+from geoseg_pipeline.tasks import BandResult, ItemJob, RegionSettings, StitchSettings
 from geoseg_pipeline.tiling import BandTask, plan_tiles
 
 
@@ -128,3 +130,35 @@ def test_a_resumed_band_runs_only_what_its_open_blocks_need(tmp_path: Path) -> N
         assert result.windows_run + result.windows_skipped == own < plan.band_window_count(full[band.index])[0]
         assert result.halo_windows == halo
     executor.close()
+
+
+def test_a_band_of_an_item_with_polygons_sends_each_blocks_regions(tmp_path: Path) -> None:
+    """With ``StitchSettings.regions`` each finished block comes back with its connected regions,
+    found on the worker exactly as the polygon sink would find them (rows' ground areas included);
+    without it, none."""
+    data = np.random.default_rng(4).normal(size=(1, 96, 80)).astype(np.float32)
+    data[:, 10:30, 5:40] = -9999.0
+    with rasterio.open(tmp_path / "s.tif", "w", driver="GTiff", width=80, height=96, count=1, dtype="float32",
+                       nodata=-9999.0, crs="EPSG:32633", transform=from_origin(500000, 5200000, 10, 10)) as ds:
+        ds.write(data)
+    plan = plan_tiles((96, 80), (32, 32), 0.25, (32, 48))
+    row_area = np.linspace(90.0, 110.0, 96)
+    for connectivity in (4, 8):
+        regions = RegionSettings(connectivity, 255, row_area)
+        job = ItemJob("s", str(tmp_path / "s.tif"), "geotiff", Preprocessing((1,), nodata=-9999.0), (32, 32),
+                      "gaussian", 0.125, 4, plan=plan, stitch=StitchSettings(3, 255, "uint8", regions=regions))
+        executor = _executor(tmp_path)
+        blocks = [b for band in plan.bands(2) for b in _whole(executor, job, band).blocks]
+        assert {b.index for b in blocks} == set(plan.blocks())
+        for block in blocks:
+            window = plan.block_window(block.index)
+            rows = row_area[window.start[0]:window.stop[0]]
+            expected = block_regions(block.labels, connectivity=connectivity, ignore=255, row_area_m2=rows)
+            assert block.regions is not None and block.regions.count == expected.count > 0
+            for name in ("classes", "pixels", "areas", "keys", "coords", "ring_ends", "polygon_ends"):
+                np.testing.assert_array_equal(getattr(block.regions, name), getattr(expected, name))
+            for got, want in zip(block.regions.edges, expected.edges, strict=True):
+                np.testing.assert_array_equal(got, want)
+        plain = replace(job, stitch=StitchSettings(3, 255, "uint8"))
+        assert all(b.regions is None for band in plan.bands(1) for b in _whole(executor, plain, band).blocks)
+        executor.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import numpy as np
@@ -13,7 +14,7 @@ from rasterio import features
 from shapely.geometry import shape
 
 from geoseg_pipeline.geometry import Window
-from geoseg_pipeline.sinks.regions import Region, RegionTracker, regions_of
+from geoseg_pipeline.sinks.regions import Region, RegionTracker, block_regions, regions_of
 
 
 def gdal_regions(labels: np.ndarray, connectivity: int, ignore: int | None) -> list[tuple[int, object]]:
@@ -150,3 +151,37 @@ def test_valid_mask_and_bad_blocks() -> None:
         tracker.add(Window((0, 0), (2, 2)), labels)
     with pytest.raises(ValueError, match="connectivity"):
         RegionTracker((4, 4), connectivity=6)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=maps(), connectivity=st.sampled_from([4, 8]), ignore=st.sampled_from([None, 0]))
+def test_regions_a_worker_found_join_into_the_same_polygons(case: tuple[np.ndarray, list[Window]], connectivity: int,
+                                                            ignore: int | None) -> None:
+    """Each block's regions found apart (as a worker does, sent back pickled) and only joined by the
+    tracker: the same polygons, pixels and areas as the tracker finding them itself, and GDAL's."""
+    labels, blocks = case
+    row_area = np.linspace(1.0, 2.0, labels.shape[0])
+    here = RegionTracker(labels.shape, connectivity=connectivity, ignore=ignore, row_area_m2=row_area)  # type: ignore[arg-type]
+    joined = RegionTracker(labels.shape, connectivity=connectivity, ignore=ignore, row_area_m2=row_area)  # type: ignore[arg-type]
+    ours, theirs = [], []
+    for window in blocks:
+        block = labels[window.slices()]
+        found = block_regions(block, connectivity=connectivity, ignore=ignore,
+                              row_area_m2=row_area[window.start[0]:window.stop[0]])
+        theirs.extend(joined.add(window, block, regions=pickle.loads(pickle.dumps(found))))
+        ours.extend(here.add(window, block))
+    ours.extend(here.finish())
+    theirs.extend(joined.finish())
+    assert_same(theirs, labels, connectivity, ignore)
+
+    def key(r: Region) -> tuple[int, int, float, str]:
+        return r.class_index, r.pixels, round(r.area_m2 or 0.0, 9), normal(r.geometry)
+
+    assert sorted(map(key, theirs)) == sorted(map(key, ours))
+
+
+def test_regions_of_another_block_size_are_refused() -> None:
+    labels = np.zeros((8, 8), np.uint8)
+    found = block_regions(labels[:4, :4])
+    with pytest.raises(ValueError, match="regions of a 4 x 4 block"):
+        RegionTracker(labels.shape).add(Window((0, 0), (8, 8)), labels, regions=found)
