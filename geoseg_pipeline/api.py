@@ -13,6 +13,7 @@ from .ledger import LEDGER_NAME, Ledger, LedgerRow
 from .nnunet.folder import is_nnunet_folder
 from .runtime import JobResult, run_job
 from .spec import WorkflowSpec, load_workflow, parse_workflow
+from .spec.model import is_pretrained_folder
 
 if TYPE_CHECKING:
     from .evaluation import EvaluationResult
@@ -73,7 +74,8 @@ def model_section(model: str) -> dict[str, Any]:
 
     ``landcover-demo`` or ``builtin:NAME``: a built-in model; ``*.onnx``: an ONNX file; a folder
     with ``configs/inference.json|yaml``: a MONAI bundle; a folder with ``plans.json``,
-    ``dataset.json`` and ``fold_<k>/``: an nnU-Net trained model; ``*.yaml`` / ``*.yml``: a file holding
+    ``dataset.json`` and ``fold_<k>/``: an nnU-Net trained model; a folder with ``config.json``
+    and weights: a Hugging Face transformers model (``save_pretrained``); ``*.yaml`` / ``*.yml``: a file holding
     a whole model section (for MONAI networks and the other types, see ``docs/models.md``);
     anything else: a TorchScript file.
     """
@@ -87,6 +89,8 @@ def model_section(model: str) -> dict[str, Any]:
         return {"type": "bundle", "bundle": model}
     if is_nnunet_folder(path):
         return {"type": "nnunet", "path": model}
+    if is_pretrained_folder(path):
+        return {"type": "huggingface", "path": model}
     if path.suffix.lower() == ".onnx":
         return {"type": "onnx", "path": model}
     if path.suffix.lower() in (".yaml", ".yml"):

@@ -269,10 +269,12 @@ def _validate(path: Path) -> int:
                  if i.error is None and not is_s3(i.path) and not Path(i.path).exists()]
     # an nnU-Net model's path is a folder and its checkpoint a name inside each fold: the spec
     # read the folder already
-    for field in () if spec.model.type == "nnunet" else ("path", "checkpoint"):
+    for field in () if spec.model.type in ("nnunet", "huggingface") else ("path", "checkpoint"):
         file = getattr(spec.model, field)
         if file is not None and not file.is_file():
             problems.append((f"model.{field}", f"{file}: no such file"))
+    if spec.model.type == "huggingface" and spec.model.path is not None and not spec.model.path.is_dir():
+        problems.append(("model.path", f"{spec.model.path}: no such folder"))
     zones = spec.statistics.zones
     if zones is not None:
         from .statistics import read_zones

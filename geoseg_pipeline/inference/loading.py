@@ -1,8 +1,9 @@
 """Load a model from its spec, and probe it with one window before any data is read.
 
 Model types: built-in demo models, TorchScript, ONNX (onnxruntime), MONAI networks by name,
-MONAI bundles and Python classes by import path (the last two may run code only when the
-workflow says ``trust_code: true``). Checkpoints are read as tensors only.
+MONAI bundles, Python classes by import path, nnU-Net folders and Hugging Face transformers
+folders (bundles, Python classes and code shipped with a model run only when the workflow says
+``trust_code: true``). Checkpoints are read as tensors only.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ def _load_nnunet(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
     return load_ensemble(model_from_spec(spec), device, trust_code=spec.trust_code)
 
 
+def _load_huggingface(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
+    from .sources_huggingface import load_huggingface
+
+    return load_huggingface(Path(spec.path or ""), trust_code=spec.trust_code, trust_pickle=spec.trust_pickle)
+
+
 _LOADERS: dict[str, Callable[[ModelSpec, torch.device], torch.nn.Module]] = {
     "builtin": _load_builtin,
     "torchscript": _load_torchscript,
@@ -101,6 +108,7 @@ _LOADERS: dict[str, Callable[[ModelSpec, torch.device], torch.nn.Module]] = {
     "bundle": _load_bundle,
     "python": _load_python,
     "nnunet": _load_nnunet,
+    "huggingface": _load_huggingface,
 }
 
 

@@ -22,6 +22,7 @@ from ..sinks.legend import default_colours
 from ..sinks.publish import Publisher
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
+from ..spec.model import pretrained_label_names
 from ..storage import rasterio_env
 from ..tiling import BandTask
 from .book import Book
@@ -65,6 +66,10 @@ def legend_for(spec: WorkflowSpec, num_classes: int) -> ClassLegend:
 
         names = model_from_spec(spec.model).label_names
         return ClassLegend(names, default_colours(len(names)))
+    if spec.model.type == "huggingface" and spec.classes is None and spec.model.path is not None:
+        labelled = pretrained_label_names(spec.model.path, num_classes)  # the model's id2label
+        if labelled is not None:
+            return ClassLegend(labelled, default_colours(num_classes))
     if spec.classes is not None:
         if len(spec.classes) != num_classes:
             raise ModelError(f"the model predicts {num_classes} classes but the workflow lists {len(spec.classes)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import math
 import re
 from pathlib import Path
@@ -103,6 +104,7 @@ _MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "bundle": ("bundle", "checkpoint", "trust_code", "trust_pickle"),
     "python": ("import_path", "args", "checkpoint", "trust_code", "trust_pickle"),
     "nnunet": ("path", "folds", "checkpoint", "configuration", "mirroring", "trust_code"),
+    "huggingface": ("path", "trust_code", "trust_pickle"),
 }
 
 #: What each model type cannot do without, and a hint.
@@ -115,7 +117,33 @@ _MODEL_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
     "bundle": (("bundle", "the MONAI bundle folder, holding configs/inference.json and models/model.pt"),),
     "python": (("import_path", "package.module:ClassName"),),
     "nnunet": (("path", "the trained model folder <Trainer>__<Plans>__<configuration>"),),
+    "huggingface": (("path", "a folder saved with save_pretrained: config.json, model.safetensors, "
+                     "preprocessor_config.json"),),
 }
+
+#: A Hugging Face folder's weights: safetensors (read as tensors), or pickle (may run code).
+HF_SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+HF_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def is_pretrained_folder(path: Path) -> bool:
+    """Whether ``path`` looks like a folder saved with transformers' ``save_pretrained``: a
+    ``config.json`` beside weights."""
+    return path.is_dir() and (path / "config.json").is_file() and any(
+        (path / name).is_file() for name in (*HF_SAFE_WEIGHTS, *HF_PICKLE_WEIGHTS))
+
+
+def pretrained_label_names(path: Path, num_classes: int) -> tuple[str, ...] | None:
+    """The class names of a ``save_pretrained`` folder (``config.json``'s ``id2label``), when it
+    names each of ``num_classes`` classes; else ``None``."""
+    try:
+        labels = json.loads((path / "config.json").read_text(encoding="utf-8")).get("id2label") or {}
+        names = tuple(str(labels[str(i)]) for i in range(num_classes))
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    # transformers' placeholders (LABEL_0, ...) name nothing
+    return None if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
+
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _MONAI_NETS = "monai.networks.nets."
@@ -141,6 +169,11 @@ class ModelSpec(_Frozen):
       ``checkpoint_final.pth``), ``mirroring`` (default true, as ``nnUNetv2_predict``); run as
       nnU-Net's predictor runs it (preprocessing, tiles, gaussian, export). Needs
       ``pip install 'geoseg-pipeline[nnunet]'``.
+    - ``huggingface``: a transformers segmentation model folder saved with ``save_pretrained``,
+      ``path`` (SegFormer, UperNet, DPT, BEiT, MobileViT, Mask2Former, MaskFormer, ...): each
+      window normalized by its image processor, logits at the window's size as transformers'
+      post-processing makes them. Safetensors weights only unless ``trust_pickle``; code in the
+      folder only with ``trust_code``. Needs ``pip install 'geoseg-pipeline[huggingface]'``.
 
     Checkpoints are read as tensors only (``torch.load(weights_only=True)``); a pickled model
     object needs ``trust_pickle: true``. A bundle's ``network_def`` may name classes of
@@ -149,7 +182,7 @@ class ModelSpec(_Frozen):
     data is read.
     """
 
-    type: Literal["builtin", "torchscript", "onnx", "monai", "bundle", "python", "nnunet"]
+    type: Literal["builtin", "torchscript", "onnx", "monai", "bundle", "python", "nnunet", "huggingface"]
     name: str | None = None
     path: Path | None = None
     network: str | None = None
@@ -221,6 +254,8 @@ class ModelSpec(_Frozen):
             return f"bundle {self.bundle}"
         if self.type == "nnunet":
             return f"nnU-Net model {self.path}"
+        if self.type == "huggingface":
+            return f"Hugging Face model {self.path}"
         what = {"monai": f"MONAI {self.network}", "python": str(self.import_path)}.get(self.type)
         if what is None:
             return str(self.path)

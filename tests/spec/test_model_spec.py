@@ -51,7 +51,7 @@ def test_valid_models(model: dict[str, Any]) -> None:
      ["'checkpoint' is not used by type 'torchscript' (it goes with monai, bundle, python, nnunet)"]),
     ({"type": "builtin", "name": "ct-demo", "trust_code": True}, ["'trust_code' is not used by type 'builtin'"]),
     ({"type": "monai", "network": "UNet", "checkpoint": "w.pt", "trust_code": True},
-     ["'trust_code' is not used by type 'monai' (it goes with bundle, python, nnunet)"]),
+     ["'trust_code' is not used by type 'monai' (it goes with bundle, python, nnunet, huggingface)"]),
     ({"type": "onnx", "path": "m.onnx", "name": "x", "args": {}}, ["'args' is not used", "'name' is not used"]),
     ({"type": "onnx", "path": "m.onnx", "mirroring": False}, ["'mirroring' is not used by type 'onnx'"]),
 ])
