@@ -71,7 +71,11 @@ class DicomWebConfig:
         session = requests.Session()
         if self.user is not None:
             session.auth = (self.user, self.password or "")
-        return DICOMwebClient(self.url, session=session, timeout=self.timeout)
+        client = DICOMwebClient(self.url, session=session, timeout=self.timeout)
+        # one retry layer, ours (_call): dicomweb-client's own retries every failed request (any
+        # exception, with waits of 2 to 16 s) inside each of ours, 25 tries and minutes per call
+        client.set_http_retry_params(retry=False)
+        return client
 
 
 def required(path: str, config: DicomWebConfig | None) -> DicomWebConfig:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,12 @@ def test_an_unreachable_or_refusing_server_fails_clearly(tmp_path: Path, pacs: P
         run_workflow(_workflow(tmp_path, pacs, {}, None), progress=False)
     assert "not-the-password" not in str(refused.value)
     dead = Pacs(f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}/dicom-web", "u", "p")
+    started = time.monotonic()
     with pytest.raises(JobError, match=r"cannot reach the DICOMweb server at http://127\.0\.0\.1"):
         run_workflow(_workflow(tmp_path, dead, {}, None), progress=False)
+    # our 5 tries with backoff (under 8 s of waits), not dicomweb-client's retries inside each of
+    # them as well (25 tries, 155 s)
+    assert time.monotonic() - started < 30
 
 
 def test_a_refused_stow_fails_the_item_and_leaves_no_seg(tmp_path: Path, credentials: Pacs) -> None:
