@@ -43,9 +43,10 @@ class HuggingFaceSegmenter(torch.nn.Module):
         processor: its image processor (normalization and, for mask-classification models,
             post-processing).
         source: the folder, for messages.
+        mask_head: a mask-classification model (built by ``AutoModelForUniversalSegmentation``).
     """
 
-    def __init__(self, model: Any, processor: Any, source: Path) -> None:
+    def __init__(self, model: Any, processor: Any, source: Path, mask_head: bool = False) -> None:
         super().__init__()
         self.model = model
         self.processor = processor
@@ -59,8 +60,8 @@ class HuggingFaceSegmenter(torch.nn.Module):
         self.std: torch.Tensor | None
         self.register_buffer("mean", None if mean is None else mean[None, :, None, None], persistent=False)
         self.register_buffer("std", None if std is None else std[None, :, None, None], persistent=False)
-        #: ``mask``: class x mask probabilities (Mask2Former, MaskFormer); ``pixel``: per-pixel logits
-        self.head = "mask" if "Mask" in type(model).__name__ and "Former" in type(model).__name__ else "pixel"
+        #: class x mask probabilities (Mask2Former, MaskFormer), else per-pixel logits
+        self.mask_head = mask_head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of windows at their own size."""
@@ -73,7 +74,7 @@ class HuggingFaceSegmenter(torch.nn.Module):
             x = (x - self.mean) / self.std
         size = tuple(int(n) for n in x.shape[2:])
         outputs = self.model(pixel_values=x)
-        if self.head == "pixel":
+        if not self.mask_head:
             logits: torch.Tensor = torch.nn.functional.interpolate(outputs.logits, size=size, mode="bilinear",
                                                                    align_corners=False)
             return logits
@@ -130,7 +131,8 @@ def load_huggingface(folder: Path, *, trust_code: bool = False, trust_pickle: bo
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"{folder}: transformers cannot load it: {first}") from exc
-    return HuggingFaceSegmenter(model.eval(), processor, folder)
+    return HuggingFaceSegmenter(model.eval(), processor, folder,
+                                mask_head=auto is transformers.AutoModelForUniversalSegmentation)
 
 
 def _auto_class(transformers: Any, config: dict[str, Any], folder: Path) -> Any:

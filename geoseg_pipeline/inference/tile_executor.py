@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..geometry import Window
-from ..sinks.regions import block_regions
+from ..sinks.regions import regions_in_block
 from ..spec import InferenceSpec, ModelSpec
 from ..statistics.classes import row_class_counts
 from ..stitching import FinishedBlock
@@ -196,15 +196,9 @@ def _counts(job: ItemJob, labels: np.ndarray, valid: np.ndarray | None) -> np.nd
     return row_class_counts(labels, mask, classes).astype(np.uint16)
 
 
-
 def _regions(job: ItemJob, block: FinishedBlock) -> BlockRegions | None:
     """A raster block's connected regions, found here rather than in the driver, when the item
     writes polygons (``StitchSettings.regions``): the driver then only joins them across blocks."""
     assert job.stitch is not None
     settings = job.stitch.regions
-    if settings is None:
-        return None
-    (r0, _), (h, _) = block.window.start, block.window.size
-    rows = settings.row_area_m2[r0:r0 + h] if settings.row_area_m2 is not None else None
-    return block_regions(block.labels, None, connectivity=settings.connectivity, ignore=settings.ignore,
-                         row_area_m2=rows)
+    return None if settings is None else regions_in_block(settings, block.window, block.labels)

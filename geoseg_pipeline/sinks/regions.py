@@ -26,7 +26,7 @@ from rasterio import features
 from scipy import ndimage
 
 from ..geometry import Window
-from ..tasks import BlockRegions
+from ..tasks import BlockRegions, RegionSettings
 
 Connectivity = Literal[4, 8]
 _SIDES = ("top", "bottom", "left", "right")
@@ -92,8 +92,8 @@ class RegionTracker:
         if connectivity not in (4, 8):
             raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
         self.shape = shape
-        self.connectivity = connectivity
-        self.ignore = ignore
+        self.settings = RegionSettings(connectivity, ignore, row_area_m2)
+        self.connectivity: Connectivity = connectivity
         self.row_area_m2 = row_area_m2
         self._next_id = 1
         self._parent: dict[int, int] = {}
@@ -120,9 +120,7 @@ class RegionTracker:
         if labels.shape != (h, w):
             raise ValueError(f"block {window} got labels of shape {labels.shape}")
         if regions is None:
-            rows = self.row_area_m2[r0:r0 + h] if self.row_area_m2 is not None else None
-            regions = block_regions(labels, valid, connectivity=self.connectivity, ignore=self.ignore,
-                                    row_area_m2=rows)
+            regions = regions_in_block(self.settings, window, labels, valid)
         elif regions.edges[0].shape != (w,) or regions.edges[2].shape != (h,):
             raise ValueError(f"block {window} got regions of a {len(regions.edges[2])} x {len(regions.edges[0])} block")
         edges = self._adopt(window, regions)
@@ -377,6 +375,15 @@ def block_regions(labels: np.ndarray, valid: np.ndarray | None = None, *, connec
                         np.array(polygon_ends, np.int64))
 
 
+def regions_in_block(settings: RegionSettings, window: Window, labels: np.ndarray,
+                     valid: np.ndarray | None = None) -> BlockRegions:
+    """:func:`block_regions` of the block at ``window`` of a map, with ``settings`` (its rows'
+    ground areas taken from the map's)."""
+    (r0, _), (h, _) = window.start, window.size
+    rows = settings.row_area_m2[r0:r0 + h] if settings.row_area_m2 is not None else None
+    return block_regions(labels, valid, connectivity=settings.connectivity, ignore=settings.ignore, row_area_m2=rows)
+
+
 def _geometries(regions: BlockRegions, start: tuple[int, ...], connectivity: int) -> dict[int, Any]:
     """The polygon of each of ``regions`` (by local id) in the map's pixel space (``start``: the
     block's corner). An 8-connected region whose pixels meet only at corners is made valid (GDAL
@@ -426,4 +433,4 @@ def regions_of(labels: np.ndarray, blocks: Iterable[Window], **options: Any) -> 
     return out
 
 
-__all__ = ["Connectivity", "Region", "RegionTracker", "block_regions", "regions_of"]
+__all__ = ["Connectivity", "Region", "RegionTracker", "block_regions", "regions_in_block", "regions_of"]

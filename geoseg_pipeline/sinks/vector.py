@@ -127,16 +127,19 @@ class VectorSink(StagedSink):
         geoms = shapely.orient_polygons(geoms, exterior_cw=False)
         if self.multipolygons:
             geoms = np.array([shapely.multipolygons(shapely.get_parts(g)) for g in geoms], dtype=object)
-        area = np.array([np.nan if r.area_m2 is None else r.area_m2 for r in regions])
-        fields = {
+        self._append(geoms, self._fields(regions))
+        self.features += len(regions)
+
+    def _fields(self, regions: list[Region]) -> dict[str, np.ndarray]:
+        """The features' fields (NaN areas: none)."""
+        area = np.array([np.nan if r.area_m2 is None else r.area_m2 for r in regions], np.float64)
+        return {
             "class_index": np.array([r.class_index for r in regions], np.int32),
             "class_name": np.array([self._name(r.class_index) for r in regions], dtype=object),
             "pixels": np.array([r.pixels for r in regions], np.int64),
             "area_m2": area,
             "area_ha": area / 10_000.0,
         }
-        self._append(geoms, fields)
-        self.features += len(regions)
 
     def _name(self, index: int) -> str:
         names = self.legend.names
@@ -245,10 +248,7 @@ class GpkgSink(VectorSink):
 
     def _close_file(self) -> None:
         if not self._started:  # no region at all: an empty layer, still with its fields
-            self._append(np.array([], dtype=object), {
-                "class_index": np.array([], np.int32), "class_name": np.array([], dtype=object),
-                "pixels": np.array([], np.int64), "area_m2": np.array([]), "area_ha": np.array([]),
-            })
+            self._append(np.array([], dtype=object), self._fields([]))
 
 
 def _to_crs(t: Affine) -> Any:
