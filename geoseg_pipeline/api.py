@@ -132,6 +132,8 @@ def predict(
     force: bool = False,
     folds: Sequence[str] | None = None,
     mirroring: bool = True,
+    assets: Sequence[str] | None = None,
+    mask: dict[str, Any] | None = None,
 ) -> JobResult:
     """Segment ``inputs`` with ``model`` into ``out`` without a workflow file.
 
@@ -139,7 +141,9 @@ def predict(
     select as ``nnUNetv2_predict``'s ``-f`` and ``--disable_tta``; the tiling is nnU-Net's.
 
     ``input_format`` is ``inputs.format``: ``dicom`` reads folders of DICOM files as one item
-    per image series.
+    per image series. With ``assets`` (asset keys in the model's channel order) the inputs are
+    STAC documents (``inputs.stac.catalog``: items, item collections, catalogs, STAC-GeoParquet);
+    ``mask`` is ``inputs.mask`` (``{"asset": "SCL", "invalid": [...]}``).
 
     A ``roi_size`` of three numbers makes the job a volume job (NIfTI or Zarr volumes);
     ``orientation`` (axis codes) and ``spacing`` (mm) then prepare each volume for the model.
@@ -149,9 +153,16 @@ def predict(
     tiling = {"roi_size": roi_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
               "block_size": block_size}
     preprocessing = {"orientation": orientation, "spacing": list(spacing) if spacing else None}
+    found: dict[str, Any] = {"paths": [str(p) for p in inputs], "format": input_format}
+    if assets:
+        found = {"stac": {"catalog": [str(p) for p in inputs], "assets": list(assets)},
+                 **({"mask": mask} if mask else {})}
+    elif mask:
+        raise SpecError("a quality mask names an asset of STAC items: give the assets too",
+                        [("inputs.mask", "needs inputs.stac.assets")])
     data: dict[str, Any] = {
         "name": "predict",
-        "inputs": {"paths": [str(p) for p in inputs], "format": input_format},
+        "inputs": found,
         "model": model_section(model),
         # only what was given: a key that is present counts as set (and wins over a bundle's)
         "tiling": {k: v for k, v in tiling.items() if v is not None},

@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--block-size", type=int, default=None, help="output block edge in voxels/pixels")
     pred.add_argument("--format", dest="input_format", choices=["auto", *FORMAT_NAMES], default="auto",
                       help="the inputs' format (inputs.format); dicom: folders of DICOM series, one item per series")
+    pred.add_argument("--assets", metavar="KEY[,KEY]",
+                      help="the inputs are STAC documents (items, item collections, catalogs, STAC-GeoParquet): "
+                           "these assets are the model's bands, in order (KEY:BAND for a band of a multi-band asset)")
+    pred.add_argument("--mask", metavar="ASSET:V[,V]|ASSET:bits=B[,B]",
+                      help="STAC inputs: a quality asset and its invalid values (SCL:0,1,3,8,9,10) or bit flags "
+                           "(QA_PIXEL:bits=1,3,4); those pixels are nodata")
     pred.add_argument("--address")
     pred.add_argument("--force", action="store_true", help="reprocess items the ledger records as done")
 
@@ -128,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="resample AFTER onto BEFORE's grid (nearest) when the grids differ (else refused)")
 
     demo = sub.add_parser("demo", help="run a built-in demo on generated data")
-    demo.add_argument("which", choices=["landcover", "ct"])
+    demo.add_argument("which", choices=["landcover", "ct", "stac"])
     demo.add_argument("--out", type=Path, default=Path("demo-output"))
     demo.add_argument("--address")
     demo.add_argument("--dicom", action="store_true",
@@ -206,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 orientation=args.orientation, spacing=args.spacing, block_size=args.block_size,
                 input_format=args.input_format, progress=progress, force=args.force,
                 folds=args.folds.split(",") if args.folds else None, mirroring=not args.no_mirroring,
+                assets=[a.strip() for a in args.assets.split(",") if a.strip()] if args.assets else None,
+                mask=_mask(args.mask) if args.mask else None,
             )
         else:
             from .demo.run import run_ct_demo, run_landcover_demo
@@ -213,7 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.which == "ct":
                 result = run_ct_demo(args.out, address=args.address, progress=progress, dicom=args.dicom)
             elif args.dicom:
-                raise SpecError("--dicom is for the ct demo", [("demo", "--dicom with landcover")])
+                raise SpecError("--dicom is for the ct demo", [("demo", f"--dicom with {args.which}")])
+            elif args.which == "stac":
+                from .demo.stac_demo import run_stac_demo
+
+                result = run_stac_demo(args.out, address=args.address, progress=progress)
             else:
                 result = run_landcover_demo(args.out, address=args.address, progress=progress)
     except SpecError as exc:
@@ -224,6 +236,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print("\n".join(report_lines(result, remote)))
     return 0 if result.ok else 1
+
+
+def _mask(text: str) -> dict[str, object]:
+    """``SCL:0,1,3`` -> ``{"asset": "SCL", "invalid": [0, 1, 3]}``; ``QA_PIXEL:bits=1,3`` ->
+    ``{"asset": "QA_PIXEL", "bits": [1, 3]}``.
+
+    Raises:
+        SpecError: not of that form.
+    """
+    asset, _, rule = text.rpartition(":")
+    bits = rule.startswith("bits=")
+    try:
+        values = [int(v) for v in rule.removeprefix("bits=").split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not asset or not values:
+        raise SpecError(f"--mask must be ASSET:V[,V] or ASSET:bits=B[,B], got {text!r}",
+                        [("--mask", "expected ASSET:V[,V] or ASSET:bits=B[,B]")])
+    return {"asset": asset, "bits" if bits else "invalid": values}
 
 
 def _formats(args: argparse.Namespace) -> tuple[str, ...] | None:

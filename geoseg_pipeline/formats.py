@@ -86,6 +86,8 @@ FORMATS: tuple[InputFormat, ...] = (
                 "GeoTIFF / COG (and any other raster GDAL reads)", fallback=True),
     InputFormat("zarr", "raster", (".zarr",), "zarr_source:ZarrRasterSource",
                 "a (bands, rows, cols) Zarr array with crs/transform attributes", markers=ZARR_MARKERS),
+    InputFormat("stac", "raster", (), "stac_source:StacRasterSource",
+                "STAC items (inputs.stac): listed assets as bands, brought onto one grid window by window"),
     InputFormat("nifti", "volume", (".nii", ".nii.gz"), "nifti_source:NiftiSource",
                 "NIfTI-1/2, plain or gzip-compressed (a worker inflates it once per machine)",
                 staged=True),

@@ -304,6 +304,23 @@ def fingerprint(path: str, s3: S3Config | None = None, dicomweb: Any = None) -> 
     return f"dir:{count}:{digest.hexdigest()[:32]}"
 
 
+def stac_fingerprint(ref: Any, s3: S3Config | None = None) -> str:
+    """A STAC item's fingerprint: its JSON's digest and every asset it reads (each asset's
+    :func:`fingerprint`: size and modification time, or size and ETag; an ``http(s)://`` asset
+    by its href alone), so that a changed band, mask or item document makes it a new input.
+
+    Raises:
+        OSError: an asset cannot be read.
+    """
+    from .storage import uri_scheme
+
+    digest = hashlib.sha256(ref.digest.encode())
+    for href in dict.fromkeys(b.href for b in ref.assets):
+        remote = uri_scheme(href) not in (None, "file", "s3")
+        digest.update(f"{href}\0{'' if remote else fingerprint(href, s3)}\n".encode())
+    return f"stac:{len(ref.assets)}:{digest.hexdigest()[:32]}"
+
+
 def _walk(root: str) -> Iterator[tuple[str, int, int]]:
     for dirpath, _, files in os.walk(root):
         for name in files:

@@ -107,6 +107,7 @@ class ItemJob:
     zscore_nonzero: bool = False  # mean/std of the nonzero voxels still to compute (by a worker)
     nnunet: NnunetModel | None = None  # an nnU-Net model: a worker preprocesses the case as nnU-Net does
     case: CaseGeometry | None = None  # ... and finds where its preprocessed array lies
+    stac: Any = None  # a STAC item's assets, resolved by discovery (sources.stac_items.StacItemRef)
 
     @property
     def needs_preparation(self) -> bool:

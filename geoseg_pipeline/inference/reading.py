@@ -187,7 +187,7 @@ class ItemReader:
         """The item opened with its format's reader as stored (volumes not reoriented or
         resampled), reading its staged copy (:meth:`staged_copy`)."""
         fmt = lookup(job.format, "volume" if job.kind == "volume" else "raster")
-        options = SourceOptions(s3=self.s3, channel_axis=job.channel_axis, dicomweb=job.dicomweb)
+        options = SourceOptions(s3=self.s3, channel_axis=job.channel_axis, dicomweb=job.dicomweb, stac=job.stac)
         if fmt.staged:
             options = replace(options, data_path=self.staged_copy(job))
         return open_source(fmt, job.path, options)

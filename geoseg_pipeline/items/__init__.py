@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from ..formats import detect
 from ..sinks import ClassLegend
 from ..sources import SourceOptions, probe_channels
 from ..sources.discovery import Item
@@ -11,7 +10,7 @@ from ..spec import WorkflowSpec
 from ..statistics import ItemZones
 from ..storage import S3Config
 from ..tasks import ModelInfo
-from .base import OpenItem
+from .base import OpenItem, item_format
 from .raster import RasterItem
 from .volume import RESAMPLE_SLAB, VolumeItem
 
@@ -33,8 +32,8 @@ def open_item(item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLege
 
 def channel_count(item: Item, spec: WorkflowSpec, s3: S3Config | None = None) -> int:
     """Bands (or channels) of ``item``, from its metadata."""
-    fmt = detect(item.path, spec.tiling.kind, spec.inputs.format)
-    return probe_channels(fmt, item.path, SourceOptions(s3=s3, channel_axis=spec.inputs.channel_axis))
+    options = SourceOptions(s3=s3, channel_axis=spec.inputs.channel_axis, stac=item.stac)
+    return probe_channels(item_format(item, spec), item.path, options)
 
 
-__all__ = ["RESAMPLE_SLAB", "OpenItem", "RasterItem", "VolumeItem", "channel_count", "open_item"]
+__all__ = ["RESAMPLE_SLAB", "OpenItem", "RasterItem", "VolumeItem", "channel_count", "item_format", "open_item"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputDataError
-from ..formats import InputFormat
+from ..formats import InputFormat, detect, lookup
 from ..preprocess import Preprocessing
 from ..sinks import StagedSink, commit_together, retract
 from ..sources.discovery import Item
@@ -77,6 +77,14 @@ class OpenItem(ABC):
             sink.abort()
 
 
+def item_format(item: Item, spec: WorkflowSpec) -> InputFormat:
+    """The format ``item`` is read as: a STAC item's (its assets came resolved with it), else the
+    one its path and ``inputs.format`` give."""
+    if item.stac is not None:
+        return lookup("stac", spec.tiling.kind)
+    return detect(item.path, spec.tiling.kind, spec.inputs.format)
+
+
 def band_selection(item: Item, spec: WorkflowSpec, count: int, info: ModelInfo, kind: str, what: str) -> Preprocessing:
     """Band (channel) selection and normalization, checked against the model and the item."""
     bands = spec.preprocessing.bands or tuple(range(1, count + 1))
@@ -102,4 +110,4 @@ def item_job(item: Item, spec: WorkflowSpec, fmt: InputFormat, prep: Preprocessi
                    t.batch_size, kind=fmt.kind, read_retries=spec.resources.read_retries, **extra)
 
 
-__all__ = ["OpenItem", "band_selection", "item_job"]
+__all__ = ["OpenItem", "band_selection", "item_format", "item_job"]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputDataError
-from ..formats import detect, outputs_for
+from ..formats import outputs_for
 from ..preprocess import Preprocessing
 from ..report import write_item_stats, write_zones
 from ..report.landcover import write_item_report
@@ -26,7 +26,7 @@ from ..stitching.sieve import MappingUnitSieve, unit_in_pixels
 from ..storage import S3Config
 from ..tasks import ModelInfo, RegionSettings
 from ..tiling import plan_tiles
-from .base import OpenItem, band_selection, item_job
+from .base import OpenItem, band_selection, item_format, item_job
 
 
 class RasterItem(OpenItem):
@@ -35,8 +35,8 @@ class RasterItem(OpenItem):
     def __init__(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend,
                  s3: S3Config | None = None, zones: ItemZones | None = None) -> None:
         super().__init__()
-        fmt = detect(item.path, "raster", spec.inputs.format)
-        src = open_source(fmt, item.path, SourceOptions(s3=s3, max_pixels=spec.inputs.max_pixels))
+        fmt = item_format(item, spec)
+        src = open_source(fmt, item.path, SourceOptions(s3=s3, max_pixels=spec.inputs.max_pixels, stac=item.stac))
         assert isinstance(src, RasterSource)
         try:
             grid, count, file_nodata = src.grid, src.band_count, src.nodata
@@ -47,7 +47,7 @@ class RasterItem(OpenItem):
         prep = Preprocessing(prep.bands, prep.mean, prep.std, nodata)
         self.item, self.grid = item, grid
         self.plan = plan_tiles(grid.shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)
-        self.job = item_job(item, spec, fmt, prep)
+        self.job = item_job(item, spec, fmt, prep, stac=item.stac)
         self.small = any(n < r for n, r in zip(grid.shape, spec.tiling.roi_size, strict=True))
         self.nodata_label = 255 if info.num_classes <= 255 else 65535
         self.label_dtype = "uint8" if self.nodata_label <= 255 else "uint16"

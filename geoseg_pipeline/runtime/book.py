@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ..ledger import ItemKey, Ledger, config_hash, fingerprint, model_hash
+from ..ledger import ItemKey, Ledger, config_hash, fingerprint, model_hash, stac_fingerprint
 from ..report import ItemOutcome
 from ..sinks.publish import Publisher
 from ..sources.dicomweb import from_spec
@@ -34,7 +34,8 @@ class Book:
         key = self.keys.get(item.name)
         if key is None:
             try:
-                fp = fingerprint(item.path, self.s3, self.dicomweb)
+                fp = stac_fingerprint(item.stac, self.s3) if item.stac is not None else \
+                    fingerprint(item.path, self.s3, self.dicomweb)
             except OSError:
                 fp = "unreadable"
             key = self.keys[item.name] = ItemKey(fp, self.model_hash, self.config_hash)

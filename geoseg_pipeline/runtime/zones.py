@@ -8,7 +8,8 @@ import threading
 from collections.abc import Sequence
 
 from ..errors import GeosegError
-from ..sources import RasterSource, open_raster_source
+from ..items import item_format
+from ..sources import RasterSource, SourceOptions, open_source
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
 from ..statistics import Footprint, ItemZones, ZoneLayer, read_zones
@@ -56,7 +57,8 @@ class ZoneBook:
         with self._lock:
             if item.name not in self._footprints:
                 try:
-                    src = open_raster_source(item.path, self.spec.inputs.format, self.s3)
+                    src = open_source(item_format(item, self.spec), item.path,
+                                      SourceOptions(s3=self.s3, stac=item.stac))
                 except (GeosegError, OSError, ValueError):
                     self._footprints[item.name] = None  # the item fails on its own; it covers nothing
                 else:

@@ -39,6 +39,7 @@ class SourceOptions:
         data_path: a staged reader's local copy (see ``stage``); ``None``: read ``path`` itself.
         dicomweb: the DICOMweb server of ``dicomweb+`` series items (URL and credentials).
         max_pixels: the most pixels (voxels) an item may declare (``inputs.max_pixels``).
+        stac: a STAC item resolved by discovery (:class:`~.stac_items.StacItemRef`): its assets.
     """
 
     s3: S3Config | None = None
@@ -46,6 +47,7 @@ class SourceOptions:
     data_path: str | None = None
     dicomweb: Any = None
     max_pixels: int = MAX_PIXELS
+    stac: Any = None
 
 
 @runtime_checkable
@@ -165,6 +167,8 @@ def _check_exists(fmt: InputFormat, path: str) -> None:
     Raises:
         SourceError: naming the path.
     """
+    if fmt.name == "stac":  # the item's assets are checked when they are opened
+        return
     local = path.rpartition(SERIES_MARK)[0] if fmt.series else path
     if not is_s3(path) and not is_dicomweb(path) and not Path(local).exists():
         raise SourceError(f"{path}: no such file or directory")

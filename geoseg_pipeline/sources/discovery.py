@@ -54,6 +54,7 @@ from ..storage import (
     uri_scheme,
     walk_s3,
 )
+from .stac_items import StacItemRef, stac_items
 
 _MULTI_SUFFIXES = (".nii.gz", ".ome.zarr", ".tar.gz")
 
@@ -96,7 +97,8 @@ class Metadata(Mapping[str, str]):
 @dataclass(frozen=True)
 class Item:
     """One input: its output name, its path (or URI), metadata from a manifest, and, for an
-    input that cannot be an item (a bad manifest line, an unknown URI scheme), why.
+    input that cannot be an item (a bad manifest line, an unknown URI scheme), why. A STAC item
+    (``inputs.stac``) also carries its resolved assets (``stac``).
 
     An item with an ``error`` is never opened: the driver records it as failed with that reason.
     """
@@ -105,6 +107,7 @@ class Item:
     path: str
     metadata: Metadata = field(default_factory=Metadata)
     error: str | None = None
+    stac: StacItemRef | None = None
 
 
 @dataclass(frozen=True)
@@ -480,6 +483,8 @@ def discover(inputs: InputSpec, kind: Kind | None = None, s3: S3Config | None = 
         SpecError: the manifest cannot be read or has no location column.
         SourceError: an object store cannot be listed.
     """
+    if inputs.stac is not None:
+        return _stac_inputs(inputs, s3)
     if inputs.format == "dicom" or inputs.dicomweb is not None:  # one item per DICOM series
         from .dicom_discovery import dicom_items
 
@@ -507,6 +512,20 @@ def discover(inputs: InputSpec, kind: Kind | None = None, s3: S3Config | None = 
         what = unmatched or ["inputs.paths and inputs.manifest name nothing"]
         raise JobError("no input items: " + "; ".join(what) + "; check inputs.paths and inputs.manifest")
     return Inputs(unique_names(found), tuple(unmatched))
+
+
+def _stac_inputs(inputs: InputSpec, s3: S3Config | None) -> Inputs:
+    """The items of ``inputs.stac`` (see :func:`~.stac_items.stac_items`), named by their ids.
+
+    Raises:
+        JobError: no item at all (the error says which document or filter gave none).
+    """
+    assert inputs.stac is not None
+    found, unmatched = stac_items(inputs.stac, inputs.mask, s3)
+    items = [Item(f.name, f.where, error=f.error or _bad_name(f.name), stac=f.ref) for f in found]
+    if not items:
+        raise JobError("no input items: " + "; ".join(unmatched) + "; check inputs.stac")
+    return Inputs(unique_names(items), tuple(unmatched))
 
 
 def unique_names(items: Sequence[Item]) -> tuple[Item, ...]:

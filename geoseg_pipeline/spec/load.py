@@ -214,9 +214,12 @@ def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
     def resolve(p: str | Path) -> str:
         return _resolve(p, base_dir)
 
-    manifest = spec.inputs.manifest
-    inputs = spec.inputs.model_copy(update={"paths": tuple(resolve(p) for p in spec.inputs.paths),
-                                            "manifest": None if manifest is None else resolve(manifest)})
+    manifest, stac = spec.inputs.manifest, spec.inputs.stac
+    inputs = spec.inputs.model_copy(update={
+        "paths": tuple(resolve(p) for p in spec.inputs.paths),
+        "manifest": None if manifest is None else resolve(manifest),
+        "stac": None if stac is None else stac.model_copy(update={"catalog": tuple(map(resolve, stac.catalog))}),
+    })
     model = spec.model.model_copy(update={
         field: Path(resolve(value))
         # an nnU-Net checkpoint is a file name inside each fold folder

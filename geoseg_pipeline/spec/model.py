@@ -18,6 +18,7 @@ from .base import Frozen as _Frozen
 from .classes import ClassSpec
 from .inference import EvaluationSpec, InferenceSpec
 from .output import OutputSpec, StatisticsSpec
+from .stac import MaskSpec, StacSpec
 
 
 class InputSpec(_Frozen):
@@ -41,6 +42,9 @@ class InputSpec(_Frozen):
     manifest: str | None = Field(
         default=None, description="A CSV (uri/path column, optional item and metadata columns) or text list of items."
     )
+    stac: StacSpec | None = Field(
+        default=None, description="Items from STAC documents, their bands from separate assets (docs/stac.md)."
+    )
     paths: tuple[str, ...] = Field(default=(), validate_default=True)
     format: str = Field(default="auto", description="auto, or a format of geoseg_pipeline.formats: "
                         + ", ".join(FORMAT_NAMES) + ".")
@@ -49,6 +53,9 @@ class InputSpec(_Frozen):
     )
     nodata: float | None = Field(
         default=None, description="Override the items' nodata value (use .nan for NaN)."
+    )
+    mask: MaskSpec | None = Field(
+        default=None, description="A quality asset of each STAC item marking pixels to leave out (clouds, ...)."
     )
     max_pixels: Annotated[int, Field(ge=1)] = Field(
         default=2**36, description="The most pixels (rasters) or voxels (volumes) an item may declare; "
@@ -60,9 +67,11 @@ class InputSpec(_Frozen):
     @classmethod
     def _known_schemes(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         if not value and "manifest" in info.data and info.data["manifest"] is None \
-                and info.data.get("dicomweb") is None:  # (absent: itself invalid)
-            raise ValueError("needs at least 1 entry (a file, folder, glob or s3:// URI) unless a manifest or "
-                             "a dicomweb server is given")
+                and info.data.get("dicomweb") is None and "stac" in info.data and info.data["stac"] is None:
+            raise ValueError("needs at least 1 entry (a file, folder, glob or s3:// URI) unless a manifest, "
+                             "a dicomweb server or a STAC catalog is given")
+        if value and info.data.get("stac") is not None:
+            raise ValueError("inputs.stac.catalog names the items of a STAC job: leave paths out")
         bad = [p for p in value if not p.strip() or cls._unknown_scheme(p)]
         if bad:
             raise ValueError(f"{bad}: each entry must be a path, a glob or a URI with scheme "
@@ -73,6 +82,12 @@ class InputSpec(_Frozen):
     def _dicomweb_is_dicom(self) -> InputSpec:
         if self.dicomweb is not None and self.format not in ("auto", "dicom"):
             raise ValueError(f"dicomweb gives DICOM series: format must be auto or dicom, got {self.format!r}")
+        if self.stac is not None and (self.manifest is not None or self.dicomweb is not None):
+            raise ValueError("inputs.stac names the items of a STAC job: leave manifest and dicomweb out")
+        if self.stac is not None and self.format not in ("auto", "stac"):
+            raise ValueError(f"inputs.stac gives STAC items: format must be auto or stac, got {self.format!r}")
+        if self.mask is not None and self.stac is None:
+            raise ValueError("inputs.mask names an asset of STAC items: it needs inputs.stac")
         return self
 
     @field_validator("format")

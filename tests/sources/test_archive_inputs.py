@@ -286,7 +286,8 @@ def test_input_spec_takes_paths_a_manifest_or_both() -> None:
     assert InputSpec(manifest="list.csv").paths == ()
     assert InputSpec(paths=("s3://bucket/x/*.tif", "file:///data/a.tif")).paths[0] == "s3://bucket/x/*.tif"
     with pytest.raises(ValidationError,
-                       match=r"paths\n.*needs at least 1 entry .* unless a manifest or a dicomweb server is given"):
+                       match=r"paths\n.*needs at least 1 entry .* unless a manifest, a dicomweb server or a STAC "
+                             r"catalog is given"):
         InputSpec()
     with pytest.raises(ValidationError, match="needs at least 1 entry"):
         InputSpec(paths=(), manifest=None)

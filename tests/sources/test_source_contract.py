@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import rasterio
 import source_contract as contract
 from affine import Affine
 from dicom_files import orthonormal_affine, write_series
+from rasterio.warp import Resampling, reproject
 from test_raster_sources import write_geotiff
 from test_raster_sources import write_zarr as write_raster_zarr
 from test_volume_sources import write_nifti, write_ome_zarr
 from test_volume_sources import write_zarr as write_volume_zarr
 
+from geoseg_pipeline.formats import lookup
 from geoseg_pipeline.geometry import Window
-from geoseg_pipeline.sources.base import SourceOptions, VolumeSource
+from geoseg_pipeline.sources.base import SourceOptions, VolumeSource, open_source
 from geoseg_pipeline.sources.dicom_series import scan_folder
 from geoseg_pipeline.sources.dicom_source import DicomSeriesSource
 from geoseg_pipeline.sources.nifti_source import NiftiSource
 from geoseg_pipeline.sources.rasterio_source import RasterioSource
+from geoseg_pipeline.sources.stac_items import AssetBand, StacItemRef
+from geoseg_pipeline.sources.stac_source import StacRasterSource
 from geoseg_pipeline.sources.zarr_source import ZarrRasterSource
 from geoseg_pipeline.sources.zarr_volume import ZarrVolumeSource
 
@@ -79,6 +84,39 @@ class TestZarrRaster(contract.RasterSourceContract):
         attrs = {"crs": "EPSG:32633", "transform": list(UTM)[:6], "nodata": 65535}
         path = write_raster_zarr(folder / "scene.zarr", data, attrs)
         return RasterItem(path, data, UTM, "EPSG:32633", 65535.0)
+
+
+class TestStacItem(contract.RasterSourceContract):
+    """A STAC item of three assets: a 10 m band, band 2 of a multi-band asset, and a 20 m band
+    that the reader warps onto the 10 m grid (expected: GDAL warping the whole band)."""
+
+    format_name = "stac"
+    reader = StacRasterSource
+    detected = False
+    refs: ClassVar[dict[str, StacItemRef]] = {}
+
+    def write_item(self, folder: Path) -> RasterItem:
+        fine = positional((1, *RASTER_SHAPE), np.int16)
+        fine[:, :5, :7] = -9999
+        visual = positional((3, *RASTER_SHAPE), np.int16) + 7
+        coarse_shape = ((RASTER_SHAPE[0] + 1) // 2, (RASTER_SHAPE[1] + 1) // 2)
+        coarse = positional((1, *coarse_shape), np.int16) + 3
+        coarse_t = Affine(20.0, 0.0, UTM.c, 0.0, -20.0, UTM.f)
+        files = {"B04": (fine, UTM), "visual": (visual, UTM), "B11": (coarse, coarse_t)}
+        for key, (data, transform) in files.items():
+            write_geotiff(folder / f"{key}.tif", data, -9999.0, "EPSG:32633", transform)
+        warped = np.zeros(RASTER_SHAPE, np.int16)
+        reproject(coarse[0], warped, src_transform=coarse_t, src_crs="EPSG:32633", dst_transform=UTM,
+                  dst_crs="EPSG:32633", resampling=Resampling.bilinear, src_nodata=-9999, dst_nodata=-9999)
+        bands = (AssetBand("B04", str(folder / "B04.tif")), AssetBand("visual", str(folder / "visual.tif"), 2),
+                 AssetBand("B11", str(folder / "B11.tif")))
+        ref = StacItemRef("item", str(folder / "item.json"), bands)
+        self.refs[ref.href] = ref
+        expected = np.stack([fine[0], visual[1], warped])
+        return RasterItem(Path(ref.href), expected, UTM, "EPSG:32633", -9999.0)
+
+    def open_item(self, item: Any, staging: Path) -> Any:
+        return open_source(lookup("stac", "raster"), str(item.path), SourceOptions(stac=self.refs[str(item.path)]))
 
 
 # --- volumes --------------------------------------------------------------------------------------

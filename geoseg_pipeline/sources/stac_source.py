@@ -1,0 +1,257 @@
+"""A STAC item read as one multiband raster: its listed assets, each a separate file on its own
+grid, brought window by window onto one output grid; its quality band masking pixels.
+
+An asset on the output grid is read as it is. Any other (a 20 m band under a 10 m grid, another
+CRS) is read through a GDAL warped VRT (:class:`rasterio.vrt.WarpedVRT`) onto the output grid
+with the workflow's resampling, so that every window holds what warping the whole band with GDAL
+gives, without reading the whole band. The quality band is warped with ``nearest``; pixels it
+marks invalid become nodata in every band, like the items' own nodata.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window as RioWindow
+
+from ..errors import InputDataError, SourceError
+from ..geometry import Grid, Window
+from ..storage.transient import open_error, read_error
+from .base import SourceOptions, check_window, checked_indices
+from .stac_items import AssetBand, StacItemRef
+
+
+def _same_grid(ds: Any, grid: Grid) -> bool:
+    """Whether a dataset lies exactly on ``grid`` (then it is read without warping)."""
+    return (ds.height, ds.width) == grid.shape and ds.crs is not None and grid.crs is not None and \
+        ds.crs == rasterio.crs.CRS.from_wkt(grid.crs) and ds.transform.almost_equals(grid.transform, 1e-9)
+
+
+def output_grid(ref: StacItemRef, datasets: dict[str, Any]) -> Grid:
+    """The item's output grid: the finest listed asset's (smallest pixel area; the first listed
+    of equals), the named asset's, or the finest asset's extent at the given pixel size.
+
+    Raises:
+        InputDataError: an asset has no CRS, or a pixel size is asked of a rotated grid.
+    """
+    for band in ref.bands:
+        if datasets[band.href].crs is None:
+            raise InputDataError(f"{ref.href}: asset {band.key!r} ({band.href}) has no CRS")
+    if isinstance(ref.grid, str) and ref.grid != "finest":
+        chosen = next(b for b in ref.bands if b.key == ref.grid)
+    else:
+        chosen = min(ref.bands, key=lambda b: _pixel_area(datasets[b.href], datasets[ref.bands[0].href].crs))
+    ds = datasets[chosen.href]
+    if isinstance(ref.grid, str):
+        return Grid((ds.height, ds.width), ds.transform, ds.crs.to_wkt())
+    size = float(ref.grid)
+    t = ds.transform
+    if t.b != 0 or t.d != 0:
+        raise InputDataError(f"{ref.href}: asset {chosen.key!r} has a rotated grid: give inputs.stac.grid as "
+                             "an asset key, not a pixel size")
+    left, bottom, right, top = ds.bounds
+    width, height = max(1, round((right - left) / size)), max(1, round((top - bottom) / size))
+    return Grid((height, width), Affine(size, 0.0, left, 0.0, -size, top), ds.crs.to_wkt())
+
+
+def _pixel_area(ds: Any, crs: Any) -> float:
+    """A dataset's mean pixel area in the units of ``crs`` (assets in other CRSs compare fairly)."""
+    if ds.crs == crs:
+        return float(abs(ds.transform.determinant))
+    left, bottom, right, top = transform_bounds(ds.crs, crs, *ds.bounds, densify_pts=21)
+    return float(abs((right - left) * (top - bottom)) / (ds.width * ds.height))
+
+
+def check_covers(ref: StacItemRef, band: AssetBand, ds: Any, grid: Grid, what: str) -> None:
+    """Refuse an asset whose extent does not cover the output grid, with the slack of half the
+    asset's pixel or one output pixel, whichever is more (bands of one item at 10 m and 20 m may
+    end half a 20 m pixel apart).
+
+    Raises:
+        InputDataError: naming the item, the asset and both extents.
+    """
+    h, w = grid.shape
+    t = grid.transform
+    corners_x = [t.c, t.c + t.a * w + t.b * h, t.c + t.a * w, t.c + t.b * h]
+    corners_y = [t.f, t.f + t.d * w + t.e * h, t.f + t.d * w, t.f + t.e * h]
+    bounds = (min(corners_x), min(corners_y), max(corners_x), max(corners_y))
+    left, bottom, right, top = transform_bounds(rasterio.crs.CRS.from_wkt(grid.crs), ds.crs, *bounds, densify_pts=21)
+    a = ds.transform
+    out_x, out_y = (right - left) / w, (top - bottom) / h  # an output pixel, in the asset's CRS
+    slack_x = max(abs(a.a) / 2 + abs(a.b) / 2, out_x)
+    slack_y = max(abs(a.e) / 2 + abs(a.d) / 2, out_y)
+    have = ds.bounds
+    if left < have.left - slack_x or right > have.right + slack_x or bottom < have.bottom - slack_y \
+            or top > have.top + slack_y:
+        raise InputDataError(
+            f"{ref.href}: {what} asset {band.key!r} ({band.href}) does not cover the output grid: it spans "
+            f"[{have.left:g}, {have.bottom:g}, {have.right:g}, {have.top:g}], the grid needs "
+            f"[{left:g}, {bottom:g}, {right:g}, {top:g}] (in the asset's CRS)")
+
+
+class StacRasterSource:
+    """One STAC item's listed assets as bands of one raster on the output grid
+    (:func:`output_grid`); see the module's docstring."""
+
+    def __init__(self, ref: StacItemRef) -> None:
+        self.path = ref.href
+        self.ref = ref
+        self._datasets: dict[str, Any] = {}
+        self._vrts: list[Any] = []
+        try:
+            for band in ref.assets:
+                if band.href not in self._datasets:
+                    self._datasets[band.href] = self._open(band)
+                ds = self._datasets[band.href]
+                if band.band > ds.count:
+                    raise SourceError(f"{ref.href}: asset {band.key!r} ({band.href}) has {ds.count} band(s), "
+                                      f"band {band.band} is listed")
+            self._grid = output_grid(ref, self._datasets)
+            self._readers = [self._reader(b, ref.resampling, "listed") for b in ref.bands]
+            self._mask = None if ref.mask is None else self._reader(ref.mask.band, "nearest", "mask")
+        except BaseException:
+            self.close()
+            raise
+        self._dtype, self._nodata = self._output_type()
+
+    @classmethod
+    def open(cls, path: str, options: SourceOptions) -> StacRasterSource:
+        """The registry's way in (:mod:`geoseg_pipeline.formats`): the item comes resolved with
+        the job (``options.stac``).
+
+        Raises:
+            SourceError: no resolved item came with the options.
+        """
+        if options.stac is None:
+            raise SourceError(f"{path}: a STAC item is read through its workflow's inputs.stac")
+        return cls(options.stac)
+
+    def _open(self, band: AssetBand) -> Any:
+        try:
+            with warnings.catch_warnings():  # a file without georeferencing: refused with the reason below
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                return rasterio.open(band.href)
+        except RasterioError as exc:
+            raise open_error(f"{self.ref.href}: asset {band.key!r}: cannot open {band.href}: {exc}", exc,
+                             band.href) from exc
+
+    def _reader(self, band: AssetBand, resampling: str, what: str) -> Any:
+        """The dataset itself when it lies on the output grid, else a warped VRT onto it."""
+        ds = self._datasets[band.href]
+        if _same_grid(ds, self._grid):
+            return ds
+        check_covers(self.ref, band, ds, self._grid, what)
+        nodata = band.nodata if band.nodata is not None else ds.nodata
+        vrt = WarpedVRT(ds, crs=rasterio.crs.CRS.from_wkt(self._grid.crs), transform=self._grid.transform,
+                        width=self._grid.width, height=self._grid.height, resampling=Resampling[resampling],
+                        **({"src_nodata": nodata, "nodata": nodata} if nodata is not None else {}))
+        self._vrts.append(vrt)
+        return vrt
+
+    def _band_nodata(self, band: AssetBand) -> float | None:
+        if band.nodata is not None:
+            return band.nodata
+        value = self._datasets[band.href].nodatavals[band.band - 1]
+        return None if value is None else float(value)
+
+    def _output_type(self) -> tuple[np.dtype, float | None]:
+        """The bands' common type and nodata: the stored type and the first band's nodata;
+        float32 and NaN where values are scaled, or a mask needs a nodata the bands lack."""
+        stored = np.result_type(*(np.dtype(self._datasets[b.href].dtypes[b.band - 1]) for b in self.ref.bands))
+        scaled = self.ref.scale_offset and any(b.scale != 1.0 or b.offset != 0.0 for b in self.ref.bands)
+        nodata = self._band_nodata(self.ref.bands[0])
+        if scaled or (self.ref.mask is not None and nodata is None):
+            return np.dtype(np.float64 if stored == np.float64 else np.float32), math.nan
+        if nodata is not None and np.issubdtype(stored, np.integer):
+            info = np.iinfo(stored)
+            if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
+                return np.dtype(np.float32), math.nan
+        return np.dtype(stored), nodata
+
+    @property
+    def grid(self) -> Grid:
+        """The output grid."""
+        return self._grid
+
+    @property
+    def band_count(self) -> int:
+        """The listed assets' bands (the mask is not one)."""
+        return len(self.ref.bands)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The bands' common pixel type (see :meth:`_output_type`)."""
+        return self._dtype
+
+    @property
+    def nodata(self) -> float | None:
+        """The value marking nodata (and masked) pixels in every band."""
+        return self._nodata
+
+    def _read_one(self, reader: Any, band: AssetBand, window: Window) -> np.ndarray:
+        (r0, c0), (h, w) = window.start, window.size
+        try:
+            return np.asarray(reader.read(band.band, window=RioWindow(c0, r0, w, h)))
+        except RasterioError as exc:
+            message = (f"{self.ref.href}: asset {band.key!r} ({band.href}): cannot read rows {r0}..{r0 + h}, "
+                       f"cols {c0}..{c0 + w}: {exc}")
+            raise read_error(message, exc, band.href) from exc
+
+    def read(self, window: Window, bands: Sequence[int]) -> np.ndarray:
+        """``bands`` (1-based, in ``inputs.stac.assets`` order) in ``window`` of the output grid,
+        masked pixels set to :attr:`nodata`."""
+        check_window(self.path, window, self._grid.shape)
+        indices = checked_indices(self.path, bands, self.band_count, first=1, what="bands")
+        out = np.empty((len(indices), *window.size), dtype=self._dtype)
+        fill = self._nodata
+        for i, k in enumerate(indices):
+            band = self.ref.bands[k]
+            raw = self._read_one(self._readers[k], band, window)
+            own = self._band_nodata(band)
+            missing = None if own is None else (np.isnan(raw) if math.isnan(own) else raw == own)
+            if self.ref.scale_offset and (band.scale != 1.0 or band.offset != 0.0):
+                out[i] = raw * band.scale + band.offset
+            else:
+                out[i] = raw
+            if missing is not None and fill is not None and own != fill:
+                out[i][missing] = fill
+        if self._mask is not None and fill is not None:
+            assert self.ref.mask is not None
+            invalid = self.invalid(self._read_one(self._mask, self.ref.mask.band, window))
+            out[:, invalid] = fill
+        return out
+
+    def invalid(self, quality: np.ndarray) -> np.ndarray:
+        """The pixels the quality band marks invalid: one of its ``invalid`` values, or any of its
+        ``bits`` set."""
+        mask = self.ref.mask
+        assert mask is not None
+        if mask.invalid is not None:
+            return np.isin(quality, np.asarray(mask.invalid))
+        flags = 0
+        for bit in mask.bits or ():
+            flags |= 1 << bit
+        found: np.ndarray = (quality.astype(np.uint64) & np.uint64(flags)) != 0
+        return found
+
+    def close(self) -> None:
+        """Release the warped views and the assets' datasets; may be called again."""
+        for vrt in self._vrts:
+            vrt.close()
+        self._vrts = []
+        for ds in self._datasets.values():
+            ds.close()
+        self._datasets = {}
+
+
+__all__ = ["StacRasterSource", "check_covers", "output_grid"]
