@@ -18,7 +18,7 @@ import pystac
 import pytest
 import rasterio
 from affine import Affine
-from jsonschema import Draft7Validator
+from jsonschema.validators import validator_for
 from jsonschema_specifications import REGISTRY as SPECIFICATIONS
 from pyproj import CRS, Transformer
 from pystac.extensions.classification import ClassificationExtension
@@ -77,14 +77,24 @@ def _errors(doc: dict[str, Any]) -> list[str]:
     out = []
     for url in [core, *doc.get("stac_extensions", [])]:
         schema = _registry().contents(url)
-        validator = Draft7Validator(schema, registry=_registry(), format_checker=Draft7Validator.FORMAT_CHECKER)
+        cls = validator_for(schema)  # the draft the schema declares (all draft-07 today)
+        validator = cls(schema, registry=_registry(), format_checker=cls.FORMAT_CHECKER)
         out += [f"{url}: {e.json_path}: {e.message}" for e in validator.iter_errors(doc)]
     return out
 
 
 def _assert_valid(path: Path) -> dict[str, Any]:
+    """The document, valid; its times RFC 3339 in UTC (jsonschema checks ``format: date-time``
+    only when rfc3339-validator is installed)."""
     doc: dict[str, Any] = json.loads(path.read_text("utf-8"))
     assert _errors(doc) == []
+    if doc["type"] == "Feature":
+        keys = ("datetime", "start_datetime", "end_datetime", "created", "processing:datetime")
+        times = [doc["properties"].get(k) for k in keys]
+    else:
+        times = doc["extent"]["temporal"]["interval"][0]
+    for t in filter(None, times):
+        assert t.endswith("Z") and datetime.fromisoformat(t[:-1] + "+00:00").tzinfo is not None, t
     return doc
 
 
@@ -237,7 +247,8 @@ def test_footprint_of_an_l_shape_with_a_hole(tmp_path: Path) -> None:
     corners = {(round(x), round(y)) for x, y in outer}
     expected = [transform * (c, r) for c, r in ((40, 50), (120, 50), (120, 180), (360, 180), (360, 250), (40, 250))]
     assert {(round(x), round(y)) for x, y in expected} <= corners
-    assert (round(transform.c + 120 * 20), round(transform.f - 100 * -20)) not in corners  # not a bbox
+    top_right = transform * (360, 50)  # the corner of the L's bbox, not of the L
+    assert (round(top_right[0]), round(top_right[1])) not in corners
 
 
 def test_all_nodata_map_has_null_geometry_and_no_bbox(tmp_path: Path) -> None:
@@ -248,6 +259,18 @@ def test_all_nodata_map_has_null_geometry_and_no_bbox(tmp_path: Path) -> None:
     assert doc["properties"]["datetime"] == "2026-12-05T05:00:00Z"  # no source time: the processing time
     assert any("bbox" in e for e in _errors({**doc, "bbox": [0, 0, 1, 1]}))  # the schema forbids it: checked
     pystac.Item.from_file(str(out / "item.json"))
+
+
+def test_sixteen_bit_map(tmp_path: Path) -> None:
+    out = tmp_path / "u16"
+    labels = np.full((40, 50), 65535, np.uint16)
+    labels[5:35, 5:45] = 2
+    _cog(out, labels, Affine(10.0, 0.0, 300000.0, 0.0, -10.0, 5e6), UTM33, nodata=65535)
+    doc = _assert_valid(write_item_stac(out, "u16", out / "labels.tif", LEGEND, 65535, _info()))
+    asset = doc["assets"]["labels"]
+    assert (asset["bands"][0]["data_type"], asset["bands"][0]["nodata"]) == ("uint16", 65535)
+    assert asset["classification:classes"][-1] == {"value": 65535, "name": "nodata", "title": "no data",
+                                                   "nodata": True}
 
 
 def test_geographic_map(tmp_path: Path) -> None:
@@ -320,7 +343,8 @@ def test_collection_lists_items_with_their_extent(tmp_path: Path,
     empty = root / "empty"
     _cog(empty, np.full((32, 32), 255, np.uint8), Affine(10.0, 0.0, 300000.0, 0.0, -10.0, 5e6), UTM33)
     write_item_stac(empty, "empty", empty / "labels.tif", LEGEND, 255, _info())
-    b_doc = json.loads((b / "item.json").read_text("utf-8"))
+    _assert_valid(a / "item.json")
+    b_doc = _assert_valid(b / "item.json")
     assert (b_doc["properties"]["datetime"], b_doc["properties"]["end_datetime"]) == (None, "2024-07-10T10:30:00Z")
 
     path = write_collection(root, "landcover-job", [a / "item.json", b / "item.json", empty / "item.json"], LEGEND,
