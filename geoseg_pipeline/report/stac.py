@@ -8,7 +8,9 @@ with ``nodata`` and ``data_type`` as common metadata; the raster extension adds
 ``raster:sampling`` and ``raster:spatial_resolution`` to them).
 
 The footprint is the label map's data (pixels other than the nodata label) read from an overview
-at most :data:`FOOTPRINT_PX` pixels a side, so it is exact to one pixel of that overview.
+at most :data:`FOOTPRINT_PX` pixels a side, so it is exact to one pixel of that overview (a patch
+of data smaller than that may be left out; a map whose overview shows no data at all is checked
+at full resolution, so that a little data never makes a null geometry).
 """
 
 from __future__ import annotations
@@ -232,6 +234,8 @@ def footprint(labels_tif: Path, nodata_label: int, max_px: int = FOOTPRINT_PX) -
         while True:
             rows, cols = read_shape(ds.height, ds.width, ds.overviews(1), max_px)
             valid = ds.read(1, out_shape=(rows, cols), resampling=Resampling.nearest) != nodata_label
+            if not valid.any() and (rows, cols) != (ds.height, ds.width):
+                valid = _any_valid(ds, nodata_label, rows, cols)
             if not valid.any():
                 return None
             transform = ds.transform * Affine.scale(ds.width / cols, ds.height / rows)
@@ -245,8 +249,18 @@ def footprint(labels_tif: Path, nodata_label: int, max_px: int = FOOTPRINT_PX) -
         local = ({"type": "Polygon", "coordinates": polygons[0]} if len(polygons) == 1
                  else {"type": "MultiPolygon", "coordinates": polygons})
         geometry = transform_geom(ds.crs, CRS.from_epsg(4326), local, precision=9)
-    plain: dict[str, Any] = _plain(dict(geometry))
+    plain: dict[str, Any] = json.loads(json.dumps(dict(geometry)))  # tuples as lists, as read back
     return plain
+
+
+def _any_valid(ds: Any, nodata_label: int, rows: int, cols: int) -> np.ndarray:
+    """The ``rows`` × ``cols`` cells that hold any valid pixel, from the full resolution block by
+    block: only for a map whose overview shows none, where small patches of data may hide."""
+    cells = np.zeros((rows, cols), bool)
+    for _, window in ds.block_windows(1):
+        r, c = np.nonzero(ds.read(1, window=window) != nodata_label)
+        cells[(r + window.row_off) * rows // ds.height, (c + window.col_off) * cols // ds.width] = True
+    return cells
 
 
 def read_shape(height: int, width: int, factors: Sequence[int], max_px: int) -> tuple[int, int]:
@@ -356,15 +370,6 @@ def _densify(ring: Sequence[Sequence[float]], step: float) -> list[tuple[float, 
         pieces = max(1, math.ceil(math.hypot(x1 - x0, y1 - y0) / step))
         out.extend((x0 + (x1 - x0) * k / pieces, y0 + (y1 - y0) * k / pieces) for k in range(1, pieces + 1))
     return out
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists and numpy scalars as floats, for JSON and for comparing with it."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return float(value) if isinstance(value, (np.floating, float)) else value
 
 
 def _rfc3339(moment: datetime) -> str:

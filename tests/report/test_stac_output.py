@@ -329,6 +329,27 @@ def test_a_speckled_mask_is_traced_from_a_coarser_read(tmp_path: Path) -> None:
     assert sum(len(ring) for polygon in geometry["coordinates"] for ring in polygon) < full_vertices
 
 
+def test_a_small_patch_of_data_is_not_lost_in_a_coarse_read(tmp_path: Path) -> None:
+    """A plain GeoTIFF without overviews read at 1/16: the 3 × 3 patch misses every sampled pixel,
+    so the cells are found at full resolution."""
+    labels = np.full((1024, 1024), 255, np.uint8)
+    labels[100:103, 201:204] = 1
+    transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5e6)
+    path = tmp_path / "labels.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=1024, height=1024, count=1, dtype="uint8", crs=UTM33,
+                       transform=transform, nodata=255, tiled=True) as ds:
+        ds.write(labels, 1)
+    with rasterio.open(path) as ds:
+        assert not (ds.read(1, out_shape=(64, 64)) != 255).any()
+    geometry = footprint(path, 255, max_px=64)
+    assert geometry is not None and geometry["type"] == "Polygon"
+    back = Transformer.from_crs("EPSG:4326", UTM33, always_xy=True)
+    ring = np.array(back.transform(*np.array(geometry["coordinates"][0]).T)).T
+    assert _shoelace(ring) == pytest.approx(160 * 160, abs=1.0)  # one cell of 16 × 16 pixels of 10 m
+    x, y = transform * (201, 100)
+    assert ring[:, 0].min() - 1e-3 <= x <= ring[:, 0].max() and ring[:, 1].min() <= y <= ring[:, 1].max() + 1e-3
+
+
 def test_collection_lists_items_with_their_extent(tmp_path: Path,
                                                   utm_item: tuple[Path, np.ndarray, Affine]) -> None:
     root = tmp_path / "OUT"
