@@ -27,7 +27,7 @@ def open_item(item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLege
         return NnunetItem(item, spec, info, legend, s3, provenance)
     if spec.tiling.kind == "volume":
         return VolumeItem(item, spec, info, legend, s3, provenance)
-    return RasterItem(item, spec, info, legend, s3, zones)
+    return RasterItem(item, spec, info, legend, s3, zones, provenance)
 
 
 def channel_count(item: Item, spec: WorkflowSpec, s3: S3Config | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,14 @@ from ..formats import outputs_for
 from ..preprocess import Preprocessing
 from ..report import write_item_stats, write_zones
 from ..report.landcover import write_item_report
+from ..report.stac import StacInfo, write_item_stac
 from ..sinks import ClassLegend, SinkTarget, make_sinks
 from ..sinks.vector import VectorSink
 from ..sources import RasterSource, SourceOptions, open_source
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
 from ..spec.output import MappingUnit
+from ..spec.stac import parse_interval
 from ..statistics import ClassTally, ItemStats, ItemZones, PixelAreas, ZoneTally, pixel_areas
 from ..stitching import LabelBlock
 from ..stitching.sieve import MappingUnitSieve, unit_in_pixels
@@ -33,8 +36,11 @@ class RasterItem(OpenItem):
     """A 2D raster: COG label map, per-class areas."""
 
     def __init__(self, item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLegend,
-                 s3: S3Config | None = None, zones: ItemZones | None = None) -> None:
+                 s3: S3Config | None = None, zones: ItemZones | None = None,
+                 provenance: dict[str, str] | None = None) -> None:
         super().__init__()
+        self.legend = legend
+        self.stac_info = stac_info(item, spec, provenance or {}) if spec.stac_outputs else None
         fmt = item_format(item, spec)
         src = open_source(fmt, item.path, SourceOptions(s3=s3, max_pixels=spec.inputs.max_pixels, stac=item.stac))
         assert isinstance(src, RasterSource)
@@ -140,7 +146,30 @@ class RasterItem(OpenItem):
         if self.zones is not None:
             written.append(write_zones(out_dir, stats))
         cog = out_dir / "labels.tif" if any(p.name == "labels.tif" for p in outputs) else None
-        return stats, [*written, write_item_report(out_dir, stats, cog, meta)]
+        written.append(write_item_report(out_dir, stats, cog, meta))
+        if self.stac_info is not None and cog is not None:  # last: it lists the files beside the map
+            assert self.nodata_label is not None
+            written.append(write_item_stac(out_dir, self.item.name, cog, self.legend, self.nodata_label,
+                                           self.stac_info))
+        return stats, written
 
 
-__all__ = ["RasterItem"]
+def stac_info(item: Item, spec: WorkflowSpec, provenance: dict[str, str]) -> StacInfo:
+    """What an item's STAC metadata says beyond its label map: the job's collection, the model,
+    the source (a STAC item: its document and acquisition time; a file: its path)."""
+    ref = item.stac
+
+    def when(text: str | None) -> datetime | None:
+        return None if text is None else parse_interval(text)[0]
+
+    source = ref.self_href if ref is not None else item.path
+    start, end = (when(ref.start_datetime), when(ref.end_datetime)) if ref is not None else (None, None)
+    if start is None or end is None:
+        start = end = None
+    return StacInfo(collection_id=spec.name, model_hash=provenance.get("model_hash", ""),
+                    model_name=spec.model.name or (str(spec.model.path) if spec.model.path else spec.model.type),
+                    source_href=source, source_datetime=when(ref.datetime) if ref is not None else None,
+                    source_start=start, source_end=end)
+
+
+__all__ = ["RasterItem", "stac_info"]

@@ -20,6 +20,8 @@ from pathlib import Path
 from ..errors import GeosegError, JobError, SourceError
 from ..ledger import LEDGER_NAME, Ledger, OutputLock
 from ..report import ItemOutcome, write_summary
+from ..report.stac import ITEM_NAME as STAC_ITEM_NAME
+from ..report.stac import write_collection
 from ..sinks.publish import OutputLocation, Publisher
 from ..sources.discovery import Inputs, discover
 from ..spec import WorkflowSpec
@@ -162,6 +164,11 @@ def _run_locked(
         "lesion_classes": list(spec.statistics.lesion_classes),
     }
     paths = write_summary(out_dir, outcomes, job)
+    legend = getattr(scheduler, "legend", None)
+    if spec.stac_outputs and legend is not None:
+        paths.append(write_collection(out_dir, spec.name, sorted(out_dir.glob(f"*/{STAC_ITEM_NAME}")), legend,
+                                      f"Label maps made by geoseg with the workflow {spec.name!r}",
+                                      nodata_label=255 if len(legend.names) <= 255 else 65535))
     if publisher is not None:
         try:
             for path in [*paths, out_dir / LEDGER_NAME]:

@@ -83,7 +83,7 @@ class ItemRun:
         """
         item_dir = spec.output.directory / item.name
         clear_leftovers(item_dir)
-        provenance = {"model_version": key.model_hash[:16]}
+        provenance = {"model_version": key.model_hash[:16], "model_hash": key.model_hash}
         opened = retrying(lambda: open_item(item, spec, info, legend, s3, provenance, zones),
                           what=f"{item.path}: open", kind="read", key=item.path, attempts=OPEN_ATTEMPTS,
                           transient=lambda e: _may_pass(e, item.path))

@@ -463,6 +463,13 @@ class WorkflowSpec(_Frozen):
     evaluation: EvaluationSpec | None = None
     classes: tuple[ClassSpec, ...] | None = None
 
+    @property
+    def stac_outputs(self) -> bool:
+        """Whether the outputs are described as STAC (``output.stac``, by default when the
+        inputs are STAC items); rasters only."""
+        wanted = self.output.stac if self.output.stac is not None else self.inputs.stac is not None
+        return wanted and self.tiling.kind == "raster"
+
     @model_validator(mode="after")
     def _cross_checks(self) -> WorkflowSpec:
         problems = cross_check(self.model, self.preprocessing, self.tiling, self.classes, self.output,
@@ -530,6 +537,8 @@ def cross_check(
                                           f"has {tiling.spatial_dims} numbers); use auto or {usable}"))
     if tiling is not None and output is not None and output.min_mapping_unit is not None and tiling.kind == "volume":
         problems.append(("output.min_mapping_unit", "applies to rasters only (tiling.roi_size has 3 numbers)"))
+    if tiling is not None and output is not None and output.stac and tiling.kind == "volume":
+        problems.append(("output.stac", "applies to rasters only (tiling.roi_size has 3 numbers)"))
     if tiling is not None and statistics is not None and statistics.zones is not None and tiling.kind == "volume":
         problems.append(("statistics.zones", "applies to rasters only (tiling.roi_size has 3 numbers)"))
     return problems

@@ -117,6 +117,9 @@ class OutputSpec(Frozen):
     simplify: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     """Polygon outputs: simplify each polygon with this tolerance, in CRS units (0: not at all);
     the label map and the statistics are not changed."""
+    stac: bool | None = None
+    """Rasters: describe the outputs as a static STAC catalog (``OUT/<item>/item.json`` for each
+    label map, ``OUT/collection.json`` for the job); default: when the inputs are STAC items."""
 
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 import yaml
+from stac_schemas import assert_valid
 
 from geoseg_pipeline.cli import main
 from geoseg_pipeline.demo.stac_demo import SCL_INVALID, STAC_SCENES, stac_workflow
@@ -46,3 +47,6 @@ def test_demo_stac_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert (np.stack(stack)[:, (pred == 255) & ~masked] == 0).all()
         valid = ~masked & (truth != 255)
         assert (pred[valid] == truth[valid]).mean() > 0.98
+        doc = assert_valid(tmp_path / "stac" / item_id / "item.json")
+        assert doc["properties"]["datetime"] == next(s[4] for s in STAC_SCENES if s[0] == item_id)
+    assert_valid(tmp_path / "stac" / "collection.json")

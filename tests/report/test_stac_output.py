@@ -5,9 +5,7 @@ agrees with pyproj."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,13 +16,11 @@ import pystac
 import pytest
 import rasterio
 from affine import Affine
-from jsonschema.validators import validator_for
-from jsonschema_specifications import REGISTRY as SPECIFICATIONS
 from pyproj import CRS, Transformer
 from pystac.extensions.classification import ClassificationExtension
 from pystac.extensions.projection import ProjectionExtension
 from rasterio.features import shapes
-from referencing import Registry, Resource
+from stac_schemas import COLLECTION_SCHEMA, ITEM_SCHEMA, SCHEMAS, assert_valid, errors, registry, shipped
 
 from geoseg_pipeline.geometry import Grid, Window
 from geoseg_pipeline.report.stac import (
@@ -44,58 +40,11 @@ from geoseg_pipeline.sinks import ClassLegend, CogLabelSink
 from geoseg_pipeline.storage import atomic_write_text
 from geoseg_pipeline.version import __version__
 
-SCHEMAS = Path(__file__).parents[1] / "data" / "stac-schemas"
-ITEM_SCHEMA = "https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json"
-COLLECTION_SCHEMA = "https://schemas.stacspec.org/v1.1.0/collection-spec/json-schema/collection.json"
 LEGEND = ClassLegend(("water", "trees & shrubs", "built <up>"), ("#0000FF", "#00a000", "#ff8000"))
 UTM33 = CRS.from_epsg(32633).to_wkt()
 MODEL = "c0ffee" * 10 + "abcd"
 WHEN = datetime(2024, 7, 1, 10, 30, tzinfo=timezone.utc)
 PROCESSED = datetime(2026, 12, 5, 5, 0, tzinfo=timezone.utc)
-
-
-@functools.cache
-def _shipped() -> dict[str, Any]:
-    """Every shipped schema under the URL its path spells."""
-    return {f"https://{p.relative_to(SCHEMAS).as_posix()}": json.loads(p.read_text("utf-8"))
-            for p in sorted(SCHEMAS.rglob("*.json"))}
-
-
-@functools.cache
-def _registry() -> Registry[Any]:
-    """The shipped schemas and the JSON Schema meta-schemas (jsonschema-specifications, offline);
-    nothing is retrieved."""
-    registry: Registry[Any] = SPECIFICATIONS.with_resources(
-        (url, Resource.from_contents(c)) for url, c in _shipped().items())
-    return registry
-
-
-def _errors(doc: dict[str, Any]) -> list[str]:
-    """Schema errors of a STAC item or collection against its core schema and each extension it
-    names; an unresolvable ``$ref`` raises."""
-    core = ITEM_SCHEMA if doc["type"] == "Feature" else COLLECTION_SCHEMA
-    out = []
-    for url in [core, *doc.get("stac_extensions", [])]:
-        schema = _registry().contents(url)
-        cls = validator_for(schema)  # the draft the schema declares (all draft-07 today)
-        validator = cls(schema, registry=_registry(), format_checker=cls.FORMAT_CHECKER)
-        out += [f"{url}: {e.json_path}: {e.message}" for e in validator.iter_errors(doc)]
-    return out
-
-
-def _assert_valid(path: Path) -> dict[str, Any]:
-    """The document, valid; its times RFC 3339 in UTC (jsonschema checks ``format: date-time``
-    only when rfc3339-validator is installed)."""
-    doc: dict[str, Any] = json.loads(path.read_text("utf-8"))
-    assert _errors(doc) == []
-    if doc["type"] == "Feature":
-        keys = ("datetime", "start_datetime", "end_datetime", "created", "processing:datetime")
-        times = [doc["properties"].get(k) for k in keys]
-    else:
-        times = doc["extent"]["temporal"]["interval"][0]
-    for t in filter(None, times):
-        assert t.endswith("Z") and datetime.fromisoformat(t[:-1] + "+00:00").tzinfo is not None, t
-    return doc
 
 
 def _cog(out_dir: Path, labels: np.ndarray, transform: Affine, crs: str, nodata: int = 255) -> Path:
@@ -134,9 +83,9 @@ def utm_item(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray
 
 
 def test_the_shipped_schemas_resolve_every_ref_offline() -> None:
-    registry = _registry()
+    shipped_registry = registry()
     for url in [ITEM_SCHEMA, COLLECTION_SCHEMA, *EXTENSIONS.values()]:
-        assert url in registry, f"{url} is not shipped in {SCHEMAS}"
+        assert url in shipped_registry, f"{url} is not shipped in {SCHEMAS}"
 
     def refs(node: Any) -> Iterator[str]:
         if isinstance(node, dict):
@@ -149,8 +98,8 @@ def test_the_shipped_schemas_resolve_every_ref_offline() -> None:
                 yield from refs(v)
 
     checked = 0
-    for uri, contents in _shipped().items():
-        resolver = registry.resolver(base_uri=uri)
+    for uri, contents in shipped().items():
+        resolver = shipped_registry.resolver(base_uri=uri)
         for ref in refs(contents):
             resolver.lookup(ref)  # raises referencing.exceptions.Unresolvable
             checked += 1
@@ -162,7 +111,7 @@ def test_item_is_valid_stac_and_reads_with_pystac(utm_item: tuple[Path, np.ndarr
     info = _info(model_name="unet-s2", source_href="../../catalog/S2A_T33/S2A_T33.json", source_datetime=WHEN)
     path = write_item_stac(out, "scene-a", out / "labels.tif", LEGEND, 255, info)
     assert path == out / "item.json"
-    doc = _assert_valid(path)
+    doc = assert_valid(path)
 
     p = doc["properties"]
     assert (p["datetime"], p["created"], p["processing:datetime"]) == ("2024-07-01T10:30:00Z", "2026-12-05T05:00:00Z",
@@ -254,10 +203,10 @@ def test_footprint_of_an_l_shape_with_a_hole(tmp_path: Path) -> None:
 def test_all_nodata_map_has_null_geometry_and_no_bbox(tmp_path: Path) -> None:
     out = tmp_path / "empty"
     _cog(out, np.full((64, 64), 255, np.uint8), Affine(10.0, 0.0, 300000.0, 0.0, -10.0, 5e6), UTM33)
-    doc = _assert_valid(write_item_stac(out, "empty", out / "labels.tif", LEGEND, 255, _info()))
+    doc = assert_valid(write_item_stac(out, "empty", out / "labels.tif", LEGEND, 255, _info()))
     assert doc["geometry"] is None and "bbox" not in doc
     assert doc["properties"]["datetime"] == "2026-12-05T05:00:00Z"  # no source time: the processing time
-    assert any("bbox" in e for e in _errors({**doc, "bbox": [0, 0, 1, 1]}))  # the schema forbids it: checked
+    assert any("bbox" in e for e in errors({**doc, "bbox": [0, 0, 1, 1]}))  # the schema forbids it: checked
     pystac.Item.from_file(str(out / "item.json"))
 
 
@@ -266,7 +215,7 @@ def test_sixteen_bit_map(tmp_path: Path) -> None:
     labels = np.full((40, 50), 65535, np.uint16)
     labels[5:35, 5:45] = 2
     _cog(out, labels, Affine(10.0, 0.0, 300000.0, 0.0, -10.0, 5e6), UTM33, nodata=65535)
-    doc = _assert_valid(write_item_stac(out, "u16", out / "labels.tif", LEGEND, 65535, _info()))
+    doc = assert_valid(write_item_stac(out, "u16", out / "labels.tif", LEGEND, 65535, _info()))
     asset = doc["assets"]["labels"]
     assert (asset["bands"][0]["data_type"], asset["bands"][0]["nodata"]) == ("uint16", 65535)
     assert asset["classification:classes"][-1] == {"value": 65535, "name": "nodata", "title": "no data",
@@ -279,7 +228,7 @@ def test_geographic_map(tmp_path: Path) -> None:
     labels[10:90, 20:180] = 0
     transform = Affine(0.01, 0.0, 10.0, 0.0, -0.01, 50.0)
     _cog(out, labels, transform, CRS.from_epsg(4326).to_wkt())
-    doc = _assert_valid(write_item_stac(out, "geo", out / "labels.tif", LEGEND, 255, _info()))
+    doc = assert_valid(write_item_stac(out, "geo", out / "labels.tif", LEGEND, 255, _info()))
     assert doc["properties"]["proj:code"] == "EPSG:4326"
     assert doc["bbox"] == pytest.approx([10.2, 49.1, 11.8, 49.9], abs=1e-9)
     assert "raster:spatial_resolution" not in doc["assets"]["labels"]["bands"][0]  # degrees, not metres
@@ -292,7 +241,7 @@ def test_crs_without_an_epsg_code_gets_wkt2(tmp_path: Path) -> None:
     labels[:, :10] = 255
     transform = Affine(30.0, 0.0, 250000.0, 0.0, -30.0, 5_300_000.0)
     _cog(out, labels, transform, crs.to_wkt())
-    doc = _assert_valid(write_item_stac(out, "custom", out / "labels.tif", LEGEND, 255, _info()))
+    doc = assert_valid(write_item_stac(out, "custom", out / "labels.tif", LEGEND, 255, _info()))
     p = doc["properties"]
     assert p["proj:code"] is None
     assert CRS.from_wkt(p["proj:wkt2"]).equals(crs)
@@ -308,7 +257,7 @@ def test_map_across_the_antimeridian(tmp_path: Path) -> None:
     out = tmp_path / "fiji"
     _cog(out, np.ones((200, 200), np.uint8), Affine(1000.0, 0.0, 700000.0, 0.0, -1000.0, 1_100_000.0),
          CRS.from_epsg(32660).to_wkt())
-    doc = _assert_valid(write_item_stac(out, "fiji", out / "labels.tif", LEGEND, 255, _info()))
+    doc = assert_valid(write_item_stac(out, "fiji", out / "labels.tif", LEGEND, 255, _info()))
     assert doc["geometry"]["type"] == "MultiPolygon"
     west, south, east, north = doc["bbox"]
     assert 178.0 < west < 179.5 and -179.9 < east < -179.0 and west > east
@@ -364,13 +313,13 @@ def test_collection_lists_items_with_their_extent(tmp_path: Path,
     empty = root / "empty"
     _cog(empty, np.full((32, 32), 255, np.uint8), Affine(10.0, 0.0, 300000.0, 0.0, -10.0, 5e6), UTM33)
     write_item_stac(empty, "empty", empty / "labels.tif", LEGEND, 255, _info())
-    _assert_valid(a / "item.json")
-    b_doc = _assert_valid(b / "item.json")
+    assert_valid(a / "item.json")
+    b_doc = assert_valid(b / "item.json")
     assert (b_doc["properties"]["datetime"], b_doc["properties"]["end_datetime"]) == (None, "2024-07-10T10:30:00Z")
 
     path = write_collection(root, "landcover-job", [a / "item.json", b / "item.json", empty / "item.json"], LEGEND,
                             "Land cover of three scenes", nodata_label=255, title="Land cover")
-    doc = _assert_valid(path)
+    doc = assert_valid(path)
     assert doc["extent"]["spatial"]["bbox"] == [pytest.approx([-5.0, -12.0, 22.0, 40.0], abs=1e-9)]
     assert doc["extent"]["temporal"]["interval"] == [["2024-06-28T10:30:00Z", "2026-12-05T05:00:00Z"]]
     assert [(link["rel"], link["href"]) for link in doc["links"]] == [
@@ -390,7 +339,7 @@ def test_collection_lists_items_with_their_extent(tmp_path: Path,
 
 
 def test_empty_collection_covers_the_world(tmp_path: Path) -> None:
-    doc = _assert_valid(write_collection(tmp_path, "none", [], LEGEND, "Nothing yet", nodata_label=255))
+    doc = assert_valid(write_collection(tmp_path, "none", [], LEGEND, "Nothing yet", nodata_label=255))
     assert doc["extent"] == {"spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
                              "temporal": {"interval": [[None, None]]}}
 

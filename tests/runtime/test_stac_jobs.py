@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pystac
 import pytest
 import rasterio
 import torch
@@ -18,8 +19,10 @@ from affine import Affine
 from monai.inferers import sliding_window_inference
 from rasterio.warp import Resampling, reproject
 from stac_files import Band, ramp, write_catalog, write_item
+from stac_schemas import assert_valid
 
 from geoseg_pipeline.api import run_workflow
+from geoseg_pipeline.errors import SpecError
 from geoseg_pipeline.spec import parse_workflow
 
 T10 = Affine(10, 0, 500000, 0, -10, 5200000)
@@ -107,6 +110,18 @@ def test_stac_catalog_equals_gdal_assembly_through_monai(tmp_path: Path, conv_mo
         assert np.array_equal(labels[valid], ref.argmax(0)[valid])
         summary = json.loads((out / "stats.json").read_text(encoding="utf-8"))
         assert summary["nodata_pixels"] == int((~valid).sum())
+        # the label map described as STAC, derived from its source item
+        doc = assert_valid(out / "item.json")
+        assert doc["id"] == item.stem and doc["properties"]["datetime"] == "2024-06-01T10:00:00Z"
+        assert {"rel": "derived_from", "href": str(item)}.items() <= next(
+            link for link in doc["links"] if link["rel"] == "derived_from").items()
+        assert doc["assets"]["labels"]["href"] == "./labels.tif"
+        assert pystac.Item.from_file(str(out / "item.json")).id == item.stem
+    collection = assert_valid(tmp_path / "out" / "collection.json")
+    assert sorted(link["href"] for link in collection["links"] if link["rel"] == "item") == [
+        "./S2_A/item.json", "./S2_B/item.json"]
+    assert [i.id for i in pystac.Collection.from_file(str(tmp_path / "out" / "collection.json")).get_items()] \
+        == ["S2_A", "S2_B"]
 
 
 def test_bad_items_fail_alone(tmp_path: Path, conv_model: Callable[..., Path]) -> None:
@@ -153,6 +168,10 @@ def test_filters_and_nightly_reruns(tmp_path: Path, conv_model: Callable[..., Pa
         ds.write(ds.read() + 1)
     third = run_workflow(parse_workflow(wf, tmp_path), progress=False)
     assert sorted((o.item, o.status) for o in third.outcomes) == [("july", "ok"), ("june", "skipped")]
+    # the collection still lists the item finished by an earlier run
+    collection = assert_valid(tmp_path / "out" / "collection.json")
+    assert sorted(link["href"] for link in collection["links"] if link["rel"] == "item") == [
+        "./july/item.json", "./june/item.json"]
     # a filter that keeps nothing is an error naming the catalog and the filter
     wf["inputs"]["stac"]["datetime"] = "2030-01-01/.."
     with pytest.raises(Exception, match=r"none of its 3 item\(s\) passes the filters \(datetime 2030-01-01/\.\."):
@@ -174,3 +193,23 @@ def test_predict_command_on_an_item(tmp_path: Path, conv_model: Callable[..., Pa
     assert main(["predict", str(item), "--mask", "SCL:bits=x", "--assets", "B02", "--model", str(model),
                  "--out", str(out)]) == 2
     assert main(["predict", str(item), "--mask", "SCL:9", "--model", str(model), "--out", str(out)]) == 2
+
+
+def test_stac_outputs_for_plain_files_when_asked(tmp_path: Path, write_raster: Callable[..., Path],
+                                                 conv_model: Callable[..., Path]) -> None:
+    scene = write_raster("scene.tif", ramp((3, 90, 110)), nodata=0)
+    model = conv_model(in_channels=3, classes=4)
+    wf: dict[str, Any] = {"inputs": {"paths": [str(scene)]}, "model": {"type": "torchscript", "path": str(model)},
+                          "tiling": {"roi_size": 64}, "output": {"directory": str(tmp_path / "plain")}}
+    assert run_workflow(parse_workflow(wf, tmp_path), progress=False).ok
+    assert not (tmp_path / "plain" / "scene" / "item.json").exists()  # not asked, not STAC inputs
+    assert not (tmp_path / "plain" / "collection.json").exists()
+    wf["output"] = {"directory": str(tmp_path / "described"), "stac": True}
+    assert run_workflow(parse_workflow(wf, tmp_path), progress=False).ok
+    doc = assert_valid(tmp_path / "described" / "scene" / "item.json")
+    derived = [link["href"] for link in doc["links"] if link["rel"] == "derived_from"]
+    assert derived == [str(scene)]
+    assert_valid(tmp_path / "described" / "collection.json")
+    wf["tiling"] = {"roi_size": [16, 16, 16]}
+    with pytest.raises(SpecError, match=r"output\.stac: applies to rasters only"):
+        parse_workflow(wf, tmp_path)
