@@ -364,8 +364,11 @@ def config_hash(spec: WorkflowSpec) -> str:
     doc["output"] = spec.output.model_dump(mode="json", exclude={"directory", "remote", "staging", "dicomweb"})
     if doc["output"].get("identifiers") is True:
         del doc["output"]["identifiers"]
+    if doc["model"].get("text_classes", 0) is None:
+        del doc["model"]["text_classes"]
     if doc.get("classes"):
-        doc["classes"] = [{k: v for k, v in c.items() if not (k == "dicom" and v is None)} for c in doc["classes"]]
+        doc["classes"] = [{k: v for k, v in c.items() if not (k in ("dicom", "prompt", "threshold") and v is None)}
+                          for c in doc["classes"]]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
