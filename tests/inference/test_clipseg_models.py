@@ -19,6 +19,7 @@ from monai.inferers import sliding_window_inference
 from test_huggingface_models import segformer
 
 from geoseg_pipeline.api import model_section, run_workflow
+from geoseg_pipeline.cli import main
 from geoseg_pipeline.errors import ModelError
 from geoseg_pipeline.inference.loading import load_model, probe_model
 from geoseg_pipeline.spec import ModelSpec, parse_workflow
@@ -130,3 +131,17 @@ def test_prompts_and_models_that_do_not_fit_are_refused_before_any_data_is_read(
         probe_model(load_model(ModelSpec(type="huggingface", path=folder,
                                          text_classes=TextClasses(prompts=("water",))), CPU), 4, (64, 64), CPU)
 
+
+def test_geoseg_predict_takes_the_prompts_as_classes(tmp_path: Path, write_raster: Callable[..., Path],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    folder = clipseg(tmp_path / "clipseg")
+    scene = write_raster("scene.tif", np.random.default_rng(2).integers(200, 3000, (3, 70, 80)).astype("uint16"))
+    out = tmp_path / "out"
+    argv = ["--no-progress", "predict", str(scene), "--model", str(folder), "--out", str(out), "--roi-size", "64",
+            "--workers", "1"]
+    assert main([*argv, "--classes", "water=a river or a lake,forest", "--background-threshold", "0.5"]) == 0
+    rows = (out / "scene" / "stats.csv").read_text(encoding="utf-8").splitlines()[1:]
+    assert [r.split(",")[1] for r in rows] == ["background", "water", "forest"]
+    assert "1 item(s) done, 0 failed" in capsys.readouterr().out
+    assert main(argv) == 2  # no prompts: refused before anything runs
+    assert "a text-prompted model (CLIPSeg) needs its classes as prompts" in capsys.readouterr().err
