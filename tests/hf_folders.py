@@ -92,3 +92,17 @@ def assert_job_matches(item_dir: Path, ref: np.ndarray) -> tuple[np.ndarray, np.
     assert (labels == ref.argmax(axis=0)).mean() >= 0.9999
     assert len(np.unique(labels)) > 1  # not a constant map: the comparison means something
     return logits, labels
+
+
+def upernet_convnext(folder: Path, classes: int = 3) -> Path:
+    """A tiny random UperNet on a ConvNeXt backbone (a stem and downsamplings with kernel =
+    stride: a total stride of 4 x 2 x 2 x 2 = 32)."""
+    torch.manual_seed(6)
+    backbone = transformers.ConvNextConfig(num_channels=3, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
+                                           out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = transformers.UperNetConfig(backbone_config=backbone, hidden_size=16, auxiliary_channels=8,
+                                        pool_scales=[1, 2], num_labels=classes, use_auxiliary_head=False)
+    transformers.UperNetForSemanticSegmentation(config).eval().save_pretrained(folder)
+    transformers.SegformerImageProcessorPil(image_mean=MEAN3, image_std=STD3,
+                                            rescale_factor=RESCALE).save_pretrained(folder)
+    return folder

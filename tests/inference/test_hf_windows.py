@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from hf_folders import assert_job_matches, beit, clipseg, dpt_hybrid
+from hf_folders import assert_job_matches, beit, clipseg, dpt_hybrid, upernet_convnext
 from monai.inferers import sliding_window_inference
 from test_huggingface_models import segformer
 
@@ -86,6 +86,15 @@ def test_a_vit_that_cannot_interpolate_its_position_embeddings_names_its_image_s
                                          r"for another size\): set tiling\.roi_size to \[32, 32\], got \[48, 48\]"):
         probe_model(model, 3, (48, 48), CPU)
     assert probe_model(model, 3, (32, 32), CPU).num_classes == 3
+
+
+def test_a_convnext_backbone_needs_multiples_of_its_total_stride(tmp_path: Path) -> None:
+    model = load_model(ModelSpec(type="huggingface", path=upernet_convnext(tmp_path / "upernet")), CPU)
+    with pytest.raises(ModelError, match=r"upernet on convnext has a total stride of 32 \(patch_size 4, then 3 "
+                                         r"downsamplings by 2\): every tiling\.roi_size must be a multiple of 32, "
+                                         r"got \[48, 64\]; for example \[32, 64\] or \[64, 64\]"):
+        probe_model(model, 3, (48, 64), CPU)
+    assert probe_model(model, 3, (64, 96), CPU).num_classes == 3
 
 
 @pytest.mark.parametrize("family", ["segformer", "beit", "clipseg"])
