@@ -9,8 +9,10 @@ when the model is loaded. Per window, as transformers' usage of CLIPSeg does it:
    published CLIPSeg; what its processor resizes to): bilinear, antialiased when shrinking, as
    PIL's and torchvision's resize; nothing is resampled when the roi is that size;
 2. the image processor's normalization (rescale, mean, std);
-3. one forward pass per prompt (the window with that prompt's embedding), each giving one map
-   of logits at the image size;
+3. CLIPSeg's vision encoder once per window, then its decoder once per prompt (conditioned on
+   that prompt's embedding), each giving one map of logits at the image size: what CLIPSeg's
+   forward pass gives for the window and the prompt, without running the encoder again for each
+   prompt;
 4. the logits resized bilinearly (``align_corners=False``) back to the window, stacked in the
    classes' order, the background class (if any) the constant ``log(t / (1 - t))`` of its
    ``threshold`` ``t``.
@@ -80,11 +82,7 @@ class TextPromptSegmenter(torch.nn.Module):
         if window != (self.size, self.size):
             x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
                                                 antialias=True)
-        x = self.normalize(x)
-        count, prompts = int(x.shape[0]), int(self.embeddings.shape[0])
-        outputs = self.model(pixel_values=x.repeat_interleave(prompts, dim=0),
-                             conditional_embeddings=self.embeddings.repeat(count, 1).to(x.dtype))
-        logits: torch.Tensor = outputs.logits.reshape(count, prompts, self.size, self.size)
+        logits = self._prompt_logits(self.normalize(x))
         if window != (self.size, self.size):
             logits = torch.nn.functional.interpolate(logits, size=window, mode="bilinear", align_corners=False)
         background = self.text.background
@@ -92,6 +90,19 @@ class TextPromptSegmenter(torch.nn.Module):
             return logits
         constant = torch.full_like(logits[:, :1], float(self.text.background_logit or 0.0))
         return torch.cat([logits[:, :background], constant, logits[:, background:]], dim=1)
+
+    def _prompt_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, prompts, size, size)`` logits of normalized windows at the image size: the
+        steps of ``CLIPSegForImageSegmentation.forward``, its vision encoder run once per window."""
+        model = self.model
+        count, prompts = int(x.shape[0]), int(self.embeddings.shape[0])
+        vision = model.clip.get_image_features(pixel_values=x, interpolate_pos_encoding=True,
+                                               output_hidden_states=True)
+        # hidden_states[0] is the embeddings: layer i's output is i + 1
+        activations = [vision.hidden_states[i + 1].repeat_interleave(prompts, dim=0) for i in model.extract_layers]
+        decoded = model.decoder(activations, self.embeddings.repeat(count, 1))
+        logits: torch.Tensor = decoded.logits.reshape(count, prompts, self.size, self.size)
+        return logits
 
 
 def load_clipseg(transformers: Any, folder: Path, text: TextClasses, **options: Any) -> TextPromptSegmenter:
