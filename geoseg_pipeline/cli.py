@@ -281,6 +281,13 @@ def _validate(path: Path) -> int:
             problems.append((f"model.{field}", f"{file}: no such file"))
     if spec.model.type == "huggingface" and spec.model.path is not None and not spec.model.path.is_dir():
         problems.append(("model.path", f"{spec.model.path}: no such folder"))
+    elif spec.model.type == "huggingface" and spec.model.path is not None:
+        from .spec.prompts import pretrained_model_type, prompt_mismatch
+
+        mismatch = prompt_mismatch(pretrained_model_type(spec.model.path),
+                                   spec.predictor_model.text_classes is not None)
+        if mismatch is not None:
+            problems.append(("classes", f"{spec.model.path}: {mismatch}"))
     zones = spec.statistics.zones
     if zones is not None:
         from .statistics import read_zones

@@ -34,7 +34,7 @@ import torch
 
 from ..errors import ModelError
 from ..spec.model import HF_PICKLE_WEIGHTS, HF_SAFE_WEIGHTS
-from ..spec.prompts import TEXT_PROMPTED_TYPES, TextClasses
+from ..spec.prompts import TextClasses, prompt_mismatch
 from .hf_windows import WindowRule, window_rule
 
 INSTALL_HINT = "pip install 'geoseg-pipeline[huggingface]'"
@@ -159,14 +159,9 @@ def load_huggingface(folder: Path, *, trust_code: bool = False, trust_pickle: bo
         raise ModelError(f"{folder}: no preprocessor_config.json: the image processor's mean, std and rescale "
                          "factor are needed to feed the model as it was trained")
     config = _read_json(folder / "config.json")
-    prompted = config.get("model_type") in TEXT_PROMPTED_TYPES
-    if prompted and text is None:
-        raise ModelError(f"{folder}: {config.get('model_type')!r} is a text-prompted model: list the classes with a "
-                         "prompt each (classes: [{name: water, prompt: water}, ...]; geoseg predict --classes)")
-    if text is not None and not prompted:
-        raise ModelError(f"{folder}: {config.get('model_type')!r} is not a text-prompted model (its classes are its "
-                         f"own): remove the classes' prompts and threshold; text-prompted models: "
-                         f"{', '.join(TEXT_PROMPTED_TYPES)}")
+    mismatch = prompt_mismatch(config.get("model_type"), text is not None)
+    if mismatch is not None:
+        raise ModelError(f"{folder}: {mismatch}")
     if config.get("auto_map") and not trust_code:
         raise ModelError(f"{folder}: config.json names code shipped with the model (auto_map: "
                          f"{', '.join(sorted(config['auto_map']))}); set trust_code: true if you trust it")

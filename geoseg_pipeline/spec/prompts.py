@@ -99,6 +99,18 @@ def prompt_problems(classes: tuple[ClassSpec, ...] | None, model_type: str | Non
     return problems
 
 
+def prompt_mismatch(model_type: str | None, prompted: bool) -> str | None:
+    """Why a model of ``config.json``'s ``model_type`` cannot run with (``prompted``) or without
+    prompts, or ``None`` when it can."""
+    if model_type in TEXT_PROMPTED_TYPES and not prompted:
+        return (f"{model_type!r} is a text-prompted model: list the classes with a prompt each "
+                "(classes: [{name: water, prompt: water}, ...]; geoseg predict --classes)")
+    if prompted and model_type not in TEXT_PROMPTED_TYPES:
+        return (f"{model_type!r} is not a text-prompted model (its classes are its own): remove the classes' "
+                f"prompts and threshold; text-prompted models: {', '.join(TEXT_PROMPTED_TYPES)}")
+    return None
+
+
 def pretrained_model_type(folder: Path) -> str | None:
     """``config.json``'s ``model_type`` in a ``save_pretrained`` folder, if it can be read."""
     try:
@@ -108,5 +120,5 @@ def pretrained_model_type(folder: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-__all__ = ["TEXT_PROMPTED_TYPES", "TextClasses", "is_prompted", "pretrained_model_type", "prompt_problems",
-           "text_classes"]
+__all__ = ["TEXT_PROMPTED_TYPES", "TextClasses", "is_prompted", "pretrained_model_type", "prompt_mismatch",
+           "prompt_problems", "text_classes"]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+import yaml
 from hf_folders import assert_job_matches, clipseg
 from monai.inferers import sliding_window_inference
 from test_huggingface_models import segformer
@@ -145,3 +146,20 @@ def test_geoseg_predict_takes_the_prompts_as_classes(tmp_path: Path, write_raste
     assert "1 item(s) done, 0 failed" in capsys.readouterr().out
     assert main(argv) == 2  # no prompts: refused before anything runs
     assert "a text-prompted model (CLIPSeg) needs its classes as prompts" in capsys.readouterr().err
+
+
+def test_geoseg_validate_checks_the_prompts_against_the_folder(tmp_path: Path, write_raster: Callable[..., Path],
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    scene = write_raster("scene.tif", np.ones((3, 16, 16), dtype="uint16"))
+    prompted = [{"name": "water", "prompt": "water"}]
+    for folder, classes, problem in [
+        (clipseg(tmp_path / "clipseg"), None, "'clipseg' is a text-prompted model: list the classes with a prompt"),
+        (segformer(tmp_path / "segformer"), prompted, "'segformer' is not a text-prompted model"),
+        (tmp_path / "clipseg", prompted, None),
+    ]:
+        wf = {"inputs": {"paths": [str(scene)]}, "model": {"type": "huggingface", "path": str(folder)},
+              "output": {"directory": str(tmp_path / "out")}, **({"classes": classes} if classes else {})}
+        (tmp_path / "wf.yaml").write_text(yaml.safe_dump(wf), encoding="utf-8")
+        assert main(["validate", str(tmp_path / "wf.yaml")]) == (0 if problem is None else 2)
+        captured = capsys.readouterr()
+        assert problem is None or f"  classes: {folder}: {problem}" in captured.err
