@@ -63,20 +63,25 @@ def reference(folder: Path, data: np.ndarray, roi: int, overlap: float,
     return np.asarray(out[0].numpy())
 
 
-def _workflow(tmp_path: Path, src: Path, folder: Path, roi: int, classes: list[dict[str, Any]]) -> dict[str, Any]:
+def _workflow(tmp_path: Path, src: Path, folder: Path, roi: int, classes: list[dict[str, Any]],
+              backend: str = "local") -> dict[str, Any]:
     return {
         "inputs": {"paths": [str(src)]},
         "model": model_section(str(folder)),
         "tiling": {"roi_size": roi, "overlap": 0.25, "blend": "gaussian", "batch_size": 4, "block_size": 128},
         "output": {"directory": str(tmp_path / "out"), "formats": ["cog", "logits"]},
-        "resources": {"workers": 1, "backend": "local"},
+        "resources": {"workers": 1, "backend": backend},
         "classes": classes,
     }
 
 
-@pytest.mark.parametrize("roi", [48, 64])  # resized to the model's 64 and back; the model's own size
+# a roi resized to the model's 64 and back, or the model's own size; on a Ray actor too
+@pytest.mark.parametrize(("roi", "backend"), [(48, "local"), (64, "local"), (48, "ray")])
 def test_a_job_of_prompts_equals_transformers_and_monai(tmp_path: Path, write_raster: Callable[..., Path],
-                                                        roi: int) -> None:
+                                                        request: pytest.FixtureRequest, roi: int,
+                                                        backend: str) -> None:
+    if backend == "ray":
+        request.getfixturevalue("ray_local")
     folder = clipseg(tmp_path / "clipseg", image_size=64)
     data = np.random.default_rng(11).integers(200, 3000, (3, 120, 140)).astype("uint16")
     src = write_raster("scene.tif", data)
@@ -85,7 +90,7 @@ def test_a_job_of_prompts_equals_transformers_and_monai(tmp_path: Path, write_ra
     threshold = float(1 / (1 + np.exp(-np.quantile(prompted.max(axis=0), 0.3))))
     classes = [{"name": "background", "threshold": threshold}] + [{"name": p.replace(" ", "_"), "prompt": p}
                                                                   for p in PROMPTS]
-    wf = _workflow(tmp_path, src, folder, roi, classes)
+    wf = _workflow(tmp_path, src, folder, roi, classes, backend)
     assert wf["model"] == {"type": "huggingface", "path": str(folder)}
     result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
     assert result.ok, result.outcomes
