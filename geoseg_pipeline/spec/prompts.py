@@ -72,18 +72,16 @@ def is_prompted(classes: tuple[ClassSpec, ...] | None) -> bool:
 
 def text_classes(classes: tuple[ClassSpec, ...] | None) -> TextClasses | None:
     """The prompts of ``classes``, or ``None`` when no class carries one (see :func:`prompt_problems`)."""
-    if not is_prompted(classes):
+    if classes is None or not is_prompted(classes):
         return None
-    assert classes is not None
     threshold = next((c.threshold for c in classes if c.threshold is not None), None)
     return TextClasses(prompts=tuple(c.prompt for c in classes), threshold=threshold)
 
 
 def prompt_problems(classes: tuple[ClassSpec, ...] | None, model_type: str | None) -> list[tuple[str, str]]:
     """Problems of a class list that carries prompts, as ``(field path, message)``."""
-    if not is_prompted(classes):
+    if classes is None or not is_prompted(classes):
         return []
-    assert classes is not None
     problems = [(f"classes[{i}]", f"{c.name!r} has no prompt: with text-prompted classes, each class has a "
                                   "prompt, or one is the background (threshold)")
                 for i, c in enumerate(classes) if c.prompt is None and c.threshold is None]
