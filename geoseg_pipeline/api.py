@@ -14,6 +14,7 @@ from .nnunet.folder import is_nnunet_folder
 from .runtime import JobResult, run_job
 from .spec import WorkflowSpec, load_workflow, parse_workflow
 from .spec.model import is_pretrained_folder
+from .spec.prompts import TEXT_PROMPTED_TYPES, pretrained_model_type
 
 if TYPE_CHECKING:
     from .evaluation import EvaluationResult
@@ -134,6 +135,7 @@ def predict(
     mirroring: bool = True,
     assets: Sequence[str] | None = None,
     mask: dict[str, Any] | None = None,
+    background_threshold: float | None = None,
 ) -> JobResult:
     """Segment ``inputs`` with ``model`` into ``out`` without a workflow file.
 
@@ -149,6 +151,10 @@ def predict(
     ``orientation`` (axis codes) and ``spacing`` (mm) then prepare each volume for the model.
     Options left ``None`` take the workflow defaults (roi 256, overlap 0.25, gaussian, batch 8
     on a CPU or as many as fit on a GPU), or, for a MONAI bundle, the bundle's own settings.
+
+    For a text-prompted model folder (CLIPSeg), ``classes`` are the prompts: ``NAME`` (the name
+    is the prompt) or ``NAME=PROMPT``; ``background_threshold`` adds a first class, ``background``,
+    with that threshold (see :mod:`geoseg_pipeline.spec.prompts`).
     """
     tiling = {"roi_size": roi_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
               "block_size": block_size}
@@ -171,8 +177,9 @@ def predict(
         "resources": {"workers": workers},
         "statistics": {"lesion_classes": list(lesion_classes)},
     }
-    if classes:
-        data["classes"] = [{"name": c} for c in classes]
+    entries = class_entries(model, data["model"], classes, background_threshold)
+    if entries is not None:
+        data["classes"] = entries
     if folds is not None or not mirroring:
         if data["model"].get("type") != "nnunet":
             raise SpecError(f"{model}: folds and mirroring select an nnU-Net model's folds; this is not an nnU-Net "
@@ -181,3 +188,31 @@ def predict(
                          **({"folds": list(folds)} if folds is not None else {})}
     spec = parse_workflow(data, Path.cwd(), "geoseg predict")
     return run_job(spec, address=address, progress=progress, force=force)
+
+
+def class_entries(model: str, section: dict[str, Any], classes: Sequence[str] | None,
+                  background_threshold: float | None = None) -> list[dict[str, Any]] | None:
+    """The workflow's ``classes`` for :func:`predict`: names; for a text-prompted model folder,
+    ``NAME`` or ``NAME=PROMPT`` entries with their prompts, after a ``background`` class when a
+    ``background_threshold`` is given.
+
+    Raises:
+        SpecError: a text-prompted model without classes; a background threshold for a model
+            that is not text-prompted.
+    """
+    prompted = section.get("type") == "huggingface" and pretrained_model_type(Path(model)) in TEXT_PROMPTED_TYPES
+    if not prompted:
+        if background_threshold is not None:
+            raise SpecError(f"{model}: a background threshold goes with a text-prompted model (CLIPSeg)",
+                            [("classes", "background threshold without prompts")])
+        return [{"name": c} for c in classes] if classes else None
+    if not classes:
+        raise SpecError(f"{model}: a text-prompted model (CLIPSeg) needs its classes as prompts, for example "
+                        "--classes 'water=a river or a lake,forest'", [("classes", "no prompts")])
+    entries: list[dict[str, Any]] = []
+    if background_threshold is not None:
+        entries.append({"name": "background", "threshold": background_threshold})
+    for entry in classes:
+        name, _, prompt = entry.partition("=")
+        entries.append({"name": name.strip(), "prompt": (prompt or name).strip()})
+    return entries

@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("inputs", nargs="+")
     pred.add_argument("--model", required=True,
                       help="TorchScript file, .onnx file, MONAI bundle folder, nnU-Net trained model folder, "
+                      "Hugging Face folder (save_pretrained), "
                       "model.yaml (a workflow model section), or a built-in name (landcover-demo, ct-demo); "
                       "see docs/models.md")
     pred.add_argument("--folds", metavar="K[,K]", default=None,
@@ -75,7 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=None,
                       help="windows per forward pass (default: 8 on a CPU, what fits in a GPU's free memory)")
     pred.add_argument("--workers", type=int, default=None)
-    pred.add_argument("--classes", help="comma-separated class names, in label order")
+    pred.add_argument("--classes", help="comma-separated class names, in label order; for a text-prompted model "
+                      "(CLIPSeg) the prompts: NAME (the name is the prompt) or NAME=PROMPT")
+    pred.add_argument("--background-threshold", type=float, default=None, metavar="T",
+                      help="text-prompted models: a first class, background, where every prompt's probability "
+                      "is below T (0 < T < 1)")
     pred.add_argument("--logits", action="store_true", help="rasters: also write the blended logits (logits.tif)")
     pred.add_argument("--vector", action="append", choices=["geoparquet", "gpkg"], default=[],
                       help="rasters: also write one polygon per connected region (labels.parquet or labels.gpkg; "
@@ -214,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 folds=args.folds.split(",") if args.folds else None, mirroring=not args.no_mirroring,
                 assets=[a.strip() for a in args.assets.split(",") if a.strip()] if args.assets else None,
                 mask=_mask(args.mask) if args.mask else None,
+                background_threshold=args.background_threshold,
             )
         else:
             from .demo.run import run_ct_demo, run_landcover_demo
@@ -306,6 +312,13 @@ def _validate(path: Path) -> int:
             problems.append((f"model.{field}", f"{file}: no such file"))
     if spec.model.type == "huggingface" and spec.model.path is not None and not spec.model.path.is_dir():
         problems.append(("model.path", f"{spec.model.path}: no such folder"))
+    elif spec.model.type == "huggingface" and spec.model.path is not None:
+        from .spec.prompts import pretrained_model_type, prompt_mismatch
+
+        mismatch = prompt_mismatch(pretrained_model_type(spec.model.path),
+                                   spec.predictor_model.text_classes is not None)
+        if mismatch is not None:
+            problems.append(("classes", f"{spec.model.path}: {mismatch}"))
     zones = spec.statistics.zones
     if zones is not None:
         from .statistics import read_zones

@@ -375,14 +375,20 @@ def config_hash(spec: WorkflowSpec) -> str:
     doc = spec.model_dump(mode="json", include={"preprocessing", "tiling", "statistics", "classes", "inference"})
     doc["tiling"].pop("batch_size", None)
     doc["inputs"] = spec.inputs.model_dump(mode="json", exclude={"paths", "manifest", "dicomweb"})
+    if doc["inputs"].get("stac") is not None:  # which catalog lists the items is where they come from
+        del doc["inputs"]["stac"]["catalog"]
     doc["model"] = spec.model.model_dump(mode="json", exclude={n for n, v in spec.model if isinstance(v, Path)})
     # where a SEG is stored, like where outputs go, is not hashed; settings added later enter the
     # hash only when set, so that a workflow that does not use them keeps its hash
     doc["output"] = spec.output.model_dump(mode="json", exclude={"directory", "remote", "staging", "dicomweb"})
     if doc["output"].get("identifiers") is True:
         del doc["output"]["identifiers"]
+    for section, key in (("model", "text_classes"), ("inputs", "stac"), ("inputs", "mask"), ("output", "stac")):
+        if doc[section].get(key, 0) is None:
+            del doc[section][key]
     if doc.get("classes"):
-        doc["classes"] = [{k: v for k, v in c.items() if not (k == "dicom" and v is None)} for c in doc["classes"]]
+        doc["classes"] = [{k: v for k, v in c.items() if not (k in ("dicom", "prompt", "threshold") and v is None)}
+                          for c in doc["classes"]]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

@@ -98,7 +98,8 @@ def _load_nnunet(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
 def _load_huggingface(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
     from .sources_huggingface import load_huggingface
 
-    return load_huggingface(Path(spec.path or ""), trust_code=spec.trust_code, trust_pickle=spec.trust_pickle)
+    return load_huggingface(Path(spec.path or ""), trust_code=spec.trust_code, trust_pickle=spec.trust_pickle,
+                            text=spec.text_classes)
 
 
 _LOADERS: dict[str, Callable[[ModelSpec, torch.device], torch.nn.Module]] = {
@@ -183,8 +184,9 @@ def probe_model(
             ``(1, classes, *roi)``.
     """
     where = f"{source}: " if source else ""
-    if isinstance(model, OnnxModel):
-        model.check_window(in_channels, roi)
+    check_window = getattr(model, "check_window", None)  # ONNX and Hugging Face models know their limits
+    if callable(check_window):
+        check_window(in_channels, roi)
     x = torch.zeros((1, in_channels, *roi), dtype=torch.float32, device=device)
     try:
         with torch.inference_mode():

@@ -13,6 +13,10 @@ Per window, as transformers' own pipeline does it, without its resize (the windo
    MaskFormer: ``class_queries_logits`` and ``masks_queries_logits``) through the processor's own
    method, class probability times mask probability.
 
+The window sizes a model takes (multiples of a ViT's patch size, its image size when it cannot
+interpolate its position embeddings) are checked on the roi before any data is read
+(:mod:`.hf_windows`). Text-prompted models (CLIPSeg) are in :mod:`.sources_clipseg`.
+
 The blended result is argmaxed like any model's. Weights are read from safetensors only, unless
 ``trust_pickle: true`` allows a ``pytorch_model.bin``; code shipped with the model
 (``auto_map``) runs only with ``trust_code: true``. Nothing is downloaded: every file comes from
@@ -30,8 +34,51 @@ import torch
 
 from ..errors import ModelError
 from ..spec.model import HF_PICKLE_WEIGHTS, HF_SAFE_WEIGHTS
+from ..spec.prompts import TextClasses, prompt_mismatch
+from .hf_windows import WindowRule, window_rule
 
 INSTALL_HINT = "pip install 'geoseg-pipeline[huggingface]'"
+
+#: Where a folder's image processor settings are: its own file, or within the processor's.
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+class ProcessorNormalization(torch.nn.Module):
+    """An image processor's normalization of raw window values: ``x * rescale_factor`` (when
+    ``do_rescale``), then ``(x - image_mean) / image_std`` per channel (when ``do_normalize``).
+
+    Args:
+        processor: the image processor.
+        source: the folder, for messages.
+    """
+
+    def __init__(self, processor: Any, source: Path) -> None:
+        super().__init__()
+        self.source = source
+        self.rescale = float(processor.rescale_factor) if getattr(processor, "do_rescale", False) else None
+        normalize = getattr(processor, "do_normalize", False)
+        mean = torch.tensor(list(processor.image_mean), dtype=torch.float32) if normalize else None
+        std = torch.tensor(list(processor.image_std), dtype=torch.float32) if normalize else None
+        self.channels = None if mean is None else len(mean)
+        self.mean: torch.Tensor | None
+        self.std: torch.Tensor | None
+        self.register_buffer("mean", None if mean is None else mean[None, :, None, None], persistent=False)
+        self.register_buffer("std", None if std is None else std[None, :, None, None], persistent=False)
+
+    def check_channels(self, channels: int) -> None:
+        """Raise :class:`ModelError` when the processor normalizes another number of channels."""
+        if self.channels is not None and channels != self.channels:
+            raise ModelError(f"{self.source}: the image processor normalizes {self.channels} channel(s) "
+                             f"(image_mean, image_std) but the workflow gives {channels} band(s)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalized batch."""
+        self.check_channels(int(x.shape[1]))
+        if self.rescale is not None:
+            x = x * self.rescale
+        if self.mean is not None and self.std is not None:
+            x = (x - self.mean) / self.std
+        return x
 
 
 class HuggingFaceSegmenter(torch.nn.Module):
@@ -51,29 +98,25 @@ class HuggingFaceSegmenter(torch.nn.Module):
         self.model = model
         self.processor = processor
         self.source = source
-        self.rescale = float(processor.rescale_factor) if getattr(processor, "do_rescale", False) else None
-        normalize = getattr(processor, "do_normalize", False)
-        mean = torch.tensor(list(processor.image_mean), dtype=torch.float32) if normalize else None
-        std = torch.tensor(list(processor.image_std), dtype=torch.float32) if normalize else None
-        self.channels = None if mean is None else len(mean)
-        self.mean: torch.Tensor | None
-        self.std: torch.Tensor | None
-        self.register_buffer("mean", None if mean is None else mean[None, :, None, None], persistent=False)
-        self.register_buffer("std", None if std is None else std[None, :, None, None], persistent=False)
+        self.normalize = ProcessorNormalization(processor, source)
         #: class x mask probabilities (Mask2Former, MaskFormer), else per-pixel logits
         self.mask_head = mask_head
+        self.rule: WindowRule = window_rule(model)
+
+    def check_window(self, in_channels: int, roi: tuple[int, ...]) -> None:
+        """Raise :class:`ModelError` when the model cannot take windows of ``in_channels`` and
+        ``roi`` (the processor's channels; patch size and image size, see :mod:`.hf_windows`)."""
+        self.normalize.check_channels(in_channels)
+        self.rule.check(roi, self.source)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of windows at their own size."""
-        if self.channels is not None and x.shape[1] != self.channels:
-            raise ModelError(f"{self.source}: preprocessor_config.json normalizes {self.channels} channel(s) "
-                             f"(image_mean, image_std) but the workflow gives {x.shape[1]} band(s)")
-        if self.rescale is not None:
-            x = x * self.rescale
-        if self.mean is not None and self.std is not None:
-            x = (x - self.mean) / self.std
+        x = self.normalize(x)
         size = tuple(int(n) for n in x.shape[2:])
-        outputs = self.model(pixel_values=x)
+        try:
+            outputs = self.model(pixel_values=x, **self.rule.forward_options(size))
+        except ValueError as exc:  # transformers' own checks of the input (its image size, ...)
+            raise ModelError(f"{self.source}: {self.rule.name} refuses a window of {list(size)}: {exc}") from exc
         if not self.mask_head:
             logits: torch.Tensor = torch.nn.functional.interpolate(outputs.logits, size=size, mode="bilinear",
                                                                    align_corners=False)
@@ -87,13 +130,16 @@ class HuggingFaceSegmenter(torch.nn.Module):
         return torch.stack([s["segmentation_scores"] for s in scores])
 
 
-def load_huggingface(folder: Path, *, trust_code: bool = False, trust_pickle: bool = False) -> torch.nn.Module:
-    """The model saved in ``folder`` as a :class:`HuggingFaceSegmenter`.
+def load_huggingface(folder: Path, *, trust_code: bool = False, trust_pickle: bool = False,
+                     text: TextClasses | None = None) -> torch.nn.Module:
+    """The model saved in ``folder`` as a :class:`HuggingFaceSegmenter`, or, for a text-prompted
+    model (CLIPSeg), a :class:`~.sources_clipseg.TextPromptSegmenter` of the prompts ``text``.
 
     Raises:
         ModelError: not such a folder; weights that are pickle only without ``trust_pickle``;
             code in the folder without ``trust_code``; an architecture that is no semantic
-            segmentation model; transformers missing.
+            segmentation model; a text-prompted model without prompts, or prompts for one that
+            is not; transformers missing.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -109,10 +155,13 @@ def load_huggingface(folder: Path, *, trust_code: bool = False, trust_pickle: bo
         raise ModelError(f"{folder}: its weights are pickle only ({', '.join(pickled)}); loading a pickle can run "
                          "code: convert them to safetensors (model.save_pretrained(folder)), or set "
                          "trust_pickle: true if you trust where they come from")
-    if not (folder / "preprocessor_config.json").is_file():
+    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
         raise ModelError(f"{folder}: no preprocessor_config.json: the image processor's mean, std and rescale "
                          "factor are needed to feed the model as it was trained")
     config = _read_json(folder / "config.json")
+    mismatch = prompt_mismatch(config.get("model_type"), text is not None)
+    if mismatch is not None:
+        raise ModelError(f"{folder}: {mismatch}")
     if config.get("auto_map") and not trust_code:
         raise ModelError(f"{folder}: config.json names code shipped with the model (auto_map: "
                          f"{', '.join(sorted(config['auto_map']))}); set trust_code: true if you trust it")
@@ -123,8 +172,12 @@ def load_huggingface(folder: Path, *, trust_code: bool = False, trust_pickle: bo
     # no progress bar per actor when the weights load, no advice about training
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    auto = _auto_class(transformers, config, folder)
     common: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_code}
+    if text is not None:
+        from .sources_clipseg import load_clipseg
+
+        return load_clipseg(transformers, folder, text, use_safetensors=safe, **common)
+    auto = _auto_class(transformers, config, folder)
     try:
         model = auto.from_pretrained(folder, use_safetensors=safe, **common)
         processor = transformers.AutoImageProcessor.from_pretrained(folder, **common)

@@ -112,12 +112,12 @@ def worker_pool(spec: WorkflowSpec, address: str | None, items: int,
         if backend == "local":
             from .local import LocalPool
 
-            pool: WorkerPool = LocalPool(spec.model, spec.resources, spec.inference, s3)
+            pool: WorkerPool = LocalPool(spec.predictor_model, spec.resources, spec.inference, s3)
         else:
             from .actors import RayActorPool
             from .cluster import ray_session
 
             stack.enter_context(ray_session(address))
-            pool = RayActorPool(spec.model, spec.resources, spec.inference, s3)
+            pool = RayActorPool(spec.predictor_model, spec.resources, spec.inference, s3)
         stack.callback(pool.close)
         yield pool

@@ -66,6 +66,9 @@ def legend_for(spec: WorkflowSpec, num_classes: int) -> ClassLegend:
 
         names = model_from_spec(spec.model).label_names
         return ClassLegend(names, default_colours(len(names)))
+    text = spec.model.text_classes  # prompts given in the model section: their texts name the classes
+    if spec.classes is None and text is not None and len(text.prompts) == num_classes:
+        return ClassLegend(tuple(p or "background" for p in text.prompts), default_colours(num_classes))
     if spec.model.type == "huggingface" and spec.classes is None and spec.model.path is not None:
         labelled = pretrained_label_names(spec.model.path, num_classes)  # the model's id2label
         if labelled is not None:

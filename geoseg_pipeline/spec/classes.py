@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Frozen
 
@@ -30,11 +30,32 @@ class DicomClassCodes(Frozen):
 
 class ClassSpec(Frozen):
     """One output class: its name, display colour (``#rrggbb``) and, for DICOM SEG outputs, its
-    codes (default: SNOMED CT "Tissue")."""
+    codes (default: SNOMED CT "Tissue").
+
+    For a text-prompted model (CLIPSeg), ``prompt`` is the text that finds the class, or
+    ``threshold`` makes the class the background: the class of a pixel whose every prompt's
+    probability is below it (see :mod:`geoseg_pipeline.spec.prompts`).
+    """
 
     name: Annotated[str, Field(min_length=1)]
     colour: str | None = None  # None: a distinct palette colour (sinks.legend.default_colours)
     dicom: DicomClassCodes | None = None
+    prompt: str | None = None
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(f"prompt must be a text (for example 'water'), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_or_threshold(self) -> ClassSpec:
+        if self.prompt is not None and self.threshold is not None:
+            raise ValueError(f"class {self.name!r}: give a prompt (a class the model finds) or a threshold (the "
+                             "background), not both")
+        return self
 
     @field_validator("colour")
     @classmethod

@@ -18,6 +18,7 @@ from .base import Frozen as _Frozen
 from .classes import ClassSpec
 from .inference import EvaluationSpec, InferenceSpec
 from .output import OutputSpec, StatisticsSpec
+from .prompts import TextClasses, prompt_problems, text_classes
 from .stac import MaskSpec, StacSpec
 
 
@@ -119,7 +120,7 @@ _MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "bundle": ("bundle", "checkpoint", "trust_code", "trust_pickle"),
     "python": ("import_path", "args", "checkpoint", "trust_code", "trust_pickle"),
     "nnunet": ("path", "folds", "checkpoint", "configuration", "mirroring", "trust_code"),
-    "huggingface": ("path", "trust_code", "trust_pickle"),
+    "huggingface": ("path", "trust_code", "trust_pickle", "text_classes"),
 }
 
 #: What each model type cannot do without, and a hint.
@@ -212,6 +213,9 @@ class ModelSpec(_Frozen):
     folds: tuple[str, ...] | None = Field(default=None, description="nnunet: folds to ensemble (0, 1, ..., all).")
     configuration: str | None = Field(default=None, description="nnunet: default from the folder name.")
     mirroring: bool = Field(default=True, description="nnunet: test-time mirroring over the allowed axes.")
+    text_classes: TextClasses | None = Field(
+        default=None, description="huggingface, text-prompted (CLIPSeg): the prompts; a workflow gives them as "
+        "classes[].prompt (see WorkflowSpec.predictor_model).")
 
     @field_validator("folds", mode="before")
     @classmethod
@@ -478,6 +482,13 @@ class WorkflowSpec(_Frozen):
             raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
         return self
 
+    @property
+    def predictor_model(self) -> ModelSpec:
+        """The model section as workers load it: with the classes' prompts (``classes[].prompt``,
+        ``threshold``) for a text-prompted model."""
+        text = text_classes(self.classes)
+        return self.model if text is None else self.model.model_copy(update={"text_classes": text})
+
 
 def cross_check(
     model: ModelSpec | None,
@@ -491,7 +502,9 @@ def cross_check(
 ) -> list[tuple[str, str]]:
     """Problems between sections, as ``(field path, message)``; sections that did not validate
     on their own are passed as ``None`` and skipped."""
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = prompt_problems(classes, None if model is None else model.type)
+    if model is not None and model.text_classes is not None and classes is not None:
+        problems.append(("model.text_classes", "a workflow gives the prompts in classes[].prompt only"))
     if classes is not None:
         names = [c.name for c in classes]
         dupes = sorted({n for n in names if names.count(n) > 1})
