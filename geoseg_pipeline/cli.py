@@ -61,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("inputs", nargs="+")
     pred.add_argument("--model", required=True,
                       help="TorchScript file, .onnx file, MONAI bundle folder, nnU-Net trained model folder, "
-                      "model.yaml (a workflow model section), or a built-in name (landcover-demo, ct-demo); "
-                      "see docs/models.md")
+                      "TorchGeo task .ckpt, model.yaml (a workflow model section), or a built-in name "
+                      "(landcover-demo, ct-demo); see docs/models.md")
     pred.add_argument("--folds", metavar="K[,K]", default=None,
                       help="nnU-Net models: the folds to ensemble (default: every fold in the folder), e.g. 0,1 or all")
     pred.add_argument("--no-mirroring", action="store_true",
