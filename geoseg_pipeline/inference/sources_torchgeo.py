@@ -26,6 +26,9 @@ from .sources_smp import import_vision
 
 #: ``hyper_parameters['model']`` values of TorchGeo's SemanticSegmentationTask.
 SEGMENTATION_MODELS = ("unet", "deeplabv3+", "fcn", "upernet", "segformer", "dpt")
+#: The task's class as LightningCLI records it (``_class_path``), from either module.
+TASK_CLASS_PATHS = ("torchgeo.trainers.SemanticSegmentationTask",
+                    "torchgeo.trainers.segmentation.SemanticSegmentationTask")
 
 TERRATORCH_REFUSAL = (
     "a TerraTorch task checkpoint (hyper_parameters model_factory {factory!r}, backbone {backbone!r}): not "
@@ -51,7 +54,9 @@ class BinaryAsTwoClasses(torch.nn.Module):
 
 
 def task_parts(checkpoint: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``hyper_parameters`` and the state dict of a Lightning checkpoint.
+    """The ``hyper_parameters`` and the state dict of a Lightning checkpoint. LightningCLI's own
+    entries (``_instantiator``; ``_class_path``, checked by :func:`check_hyper_parameters`) are
+    not the task's arguments.
 
     Raises:
         ModelError: not a Lightning checkpoint (no ``hyper_parameters`` or ``state_dict``).
@@ -61,7 +66,8 @@ def task_parts(checkpoint: Any, path: Path) -> tuple[dict[str, Any], dict[str, A
         keys = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
         raise ModelError(f"{path}: not a Lightning task checkpoint: it needs 'hyper_parameters' and 'state_dict' "
                          f"(its top-level keys are {keys}); for a plain state dict use model type smp or monai")
-    return dict(checkpoint["hyper_parameters"]), state_dict_of(checkpoint, path)
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k != "_instantiator"}
+    return hparams, state_dict_of(checkpoint, path)
 
 
 def check_hyper_parameters(hparams: dict[str, Any], path: Path) -> None:
@@ -70,10 +76,14 @@ def check_hyper_parameters(hparams: dict[str, Any], path: Path) -> None:
     Raises:
         ModelError: TerraTorch's task; weights named; no SemanticSegmentationTask; multilabel.
     """
-    if "model_factory" in hparams or "model_args" in hparams:
+    class_path = hparams.get("_class_path")
+    if "model_factory" in hparams or "model_args" in hparams or str(class_path).startswith("terratorch."):
         args = hparams["model_args"] if isinstance(hparams.get("model_args"), Mapping) else {}
         raise ModelError(f"{path}: " + TERRATORCH_REFUSAL.format(factory=hparams.get("model_factory"),
                                                                  backbone=args.get("backbone")))
+    if class_path is not None and class_path not in TASK_CLASS_PATHS:
+        raise ModelError(f"{path}: a checkpoint of {class_path} (hyper_parameters._class_path), not of TorchGeo's "
+                         "SemanticSegmentationTask")
     for key in ("weights", "encoder_weights"):
         if hparams.get(key) not in (None, False):
             raise ModelError(f"{path}: hyper_parameters.{key} is {hparams[key]!r}: building the network would "
@@ -102,7 +112,7 @@ def load_torchgeo(path: Path, *, trust_pickle: bool = False) -> torch.nn.Module:
     trainers = import_vision("torchgeo.trainers", "torchgeo")
     torchgeo = import_vision("torchgeo", "torchgeo")
     try:
-        task = trainers.SemanticSegmentationTask(**hparams)
+        task = trainers.SemanticSegmentationTask(**{k: v for k, v in hparams.items() if k != "_class_path"})
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"{path}: TorchGeo {torchgeo.__version__} cannot build its SemanticSegmentationTask from "

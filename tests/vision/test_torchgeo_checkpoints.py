@@ -14,6 +14,7 @@ import lightning
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.cli import LightningCLI
 from torch.utils.data import DataLoader
 from torchgeo.trainers import SemanticSegmentationTask
 from vision_models import assert_matches, monai_reference, run_job, scene
@@ -56,6 +57,25 @@ def train_checkpoint(tmp_path: Path, hparams: dict[str, Any], name: str = "task.
     return path
 
 
+def train_with_cli(tmp_path: Path, init_args: dict[str, Any]) -> Path:
+    """A checkpoint as ``torchgeo fit --config`` leaves it: the task built by LightningCLI (its
+    hyper-parameters then hold ``_class_path`` and ``_instantiator``), one training step."""
+    torch.manual_seed(0)
+    trainer = {"accelerator": "cpu", "max_steps": 1, "logger": False, "enable_checkpointing": False,
+               "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+               "default_root_dir": str(tmp_path)}
+    batches = _batches(init_args["in_channels"], init_args["num_classes"])
+    with warnings.catch_warnings():  # Lightning's advice about pytest's argv beside args, data loader workers
+        warnings.simplefilter("ignore")
+        cli = LightningCLI(lightning.LightningModule, subclass_mode_model=True, run=False, save_config_callback=None,
+                           args={"model": {"class_path": "torchgeo.trainers.SemanticSegmentationTask",
+                                           "init_args": init_args}, "trainer": trainer})
+        cli.trainer.fit(cli.model, train_dataloaders=batches, val_dataloaders=batches)
+    path = tmp_path / "cli.ckpt"
+    cli.trainer.save_checkpoint(path)
+    return path
+
+
 def torchgeo_forward(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     """TorchGeo's own task, loaded by Lightning from the checkpoint, in eval mode."""
     task = SemanticSegmentationTask.load_from_checkpoint(path, map_location="cpu").eval()
@@ -81,6 +101,21 @@ def test_a_binary_task_gives_background_and_foreground(tmp_path: Path, write_ras
     assert z.shape[0] == 1 and logits.shape[0] == 2
     assert_matches(logits, labels, np.concatenate([np.zeros_like(z), z]))
     assert ((labels == 1) == (torch.sigmoid(torch.from_numpy(z[0])) > 0.5).numpy()).mean() >= 0.9999
+
+
+def test_a_checkpoint_of_lightning_cli_loads(tmp_path: Path, write_raster: Callable[..., Path]) -> None:
+    ckpt = train_with_cli(tmp_path, {"model": "fcn", "in_channels": 4, "num_classes": 3, "num_filters": 64})
+    hparams = torch.load(ckpt, weights_only=True)["hyper_parameters"]
+    assert hparams["_class_path"] == "torchgeo.trainers.SemanticSegmentationTask" and "_instantiator" in hparams
+    src, data = scene(write_raster, 4)
+    logits, labels = run_job(tmp_path, src, {"type": "torchgeo", "checkpoint": str(ckpt)})
+    assert_matches(logits, labels, monai_reference(torchgeo_forward(ckpt), data))
+    # the class LightningCLI recorded decides
+    with pytest.raises(ModelError, match=r"a checkpoint of torchgeo\.trainers\.ClassificationTask "
+                                         r"\(hyper_parameters\._class_path\), not of TorchGeo's"):
+        _load(_edited(ckpt, tmp_path / "cls.ckpt", _class_path="torchgeo.trainers.ClassificationTask"))
+    with pytest.raises(ModelError, match=r"a TerraTorch task checkpoint"):
+        _load(_edited(ckpt, tmp_path / "tt.ckpt", _class_path="terratorch.tasks.SemanticSegmentationTask"))
 
 
 def _load(path: Path, **extra: Any) -> torch.nn.Module:
