@@ -7,8 +7,15 @@ TORCH_SPEC ?= torch==2.13.0
 NNUNET_NODEPS ?= dynamic-network-architectures==0.4.4 nnunetv2==2.8.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.geoseg-installed
+# The vision extra (model.type smp, torchgeo) in a venv of its own: segmentation_models_pytorch,
+# timm and TorchGeo need torchvision, which loads only beside its matching torch; the core venv
+# keeps the lean CPU torch without it. This pair installs from the machine's wheels.
+VISION_VENV ?= .venv-vision
+VISION_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+VISION_BIN := $(VISION_VENV)/bin
+VISION_STAMP := $(VISION_VENV)/.geoseg-installed
 
-.PHONY: install demo test test-fast lint bench clean system-deps
+.PHONY: install install-vision demo test test-fast test-vision lint bench clean system-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +30,17 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+$(VISION_STAMP): pyproject.toml Makefile
+	test -x $(VISION_BIN)/python || $(PYTHON) -m venv $(VISION_VENV)
+	$(VISION_BIN)/python -m pip install --quiet $(VISION_TORCH_SPEC)
+	# keep that pair: torchvision only imports beside the torch it was built for (dicom: the api imports pydicom)
+	$(VISION_BIN)/python -m pip freeze | grep -E '^(torch|torchvision)==' > $(VISION_VENV)/torch-constraint.txt
+	$(VISION_BIN)/python -m pip install --quiet -c $(VISION_VENV)/torch-constraint.txt -e ".[vision,dicom]" "pytest>=8"
+	touch $(VISION_STAMP)
+
+## The vision extra's venv (.venv-vision): torch and torchvision of VISION_TORCH_SPEC, smp, timm, TorchGeo
+install-vision: $(VISION_STAMP)
+
 ## Run the land-cover demo: a local Ray, the built-in model, generated scenes -> demo-output/
 demo: $(STAMP)
 	$(BIN)/geoseg demo landcover --out demo-output
@@ -32,11 +50,16 @@ system-deps:
 	bash scripts/system-deps.sh
 
 ## Lint, type-check and run the whole test suite (Ray tests included)
-test: $(STAMP) system-deps
+test: $(STAMP) $(VISION_STAMP) system-deps
 	$(BIN)/ruff check geoseg_pipeline tests benchmarks scripts
 	$(BIN)/mypy geoseg_pipeline
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -p no:cacheprovider
+	$(VISION_BIN)/python -m pytest -p no:cacheprovider tests/vision
+
+## The tests of the vision extra (tests/vision), in .venv-vision
+test-vision: $(VISION_STAMP)
+	$(VISION_BIN)/python -m pytest -p no:cacheprovider tests/vision
 
 ## Tests without the slow ones
 test-fast: $(STAMP)

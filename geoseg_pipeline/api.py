@@ -76,7 +76,8 @@ def model_section(model: str) -> dict[str, Any]:
     ``landcover-demo`` or ``builtin:NAME``: a built-in model; ``*.onnx``: an ONNX file; a folder
     with ``configs/inference.json|yaml``: a MONAI bundle; a folder with ``plans.json``,
     ``dataset.json`` and ``fold_<k>/``: an nnU-Net trained model; a folder with ``config.json``
-    and weights: a Hugging Face transformers model (``save_pretrained``); ``*.yaml`` / ``*.yml``: a file holding
+    and weights: a Hugging Face transformers model (``save_pretrained``); ``*.ckpt``: a TorchGeo task
+    checkpoint; ``*.yaml`` / ``*.yml``: a file holding
     a whole model section (for MONAI networks and the other types, see ``docs/models.md``);
     anything else: a TorchScript file.
     """
@@ -94,6 +95,8 @@ def model_section(model: str) -> dict[str, Any]:
         return {"type": "huggingface", "path": model}
     if path.suffix.lower() == ".onnx":
         return {"type": "onnx", "path": model}
+    if path.suffix.lower() == ".ckpt":
+        return {"type": "torchgeo", "checkpoint": model}
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             section = yaml.safe_load(path.read_text(encoding="utf-8"))

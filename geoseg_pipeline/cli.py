@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("inputs", nargs="+")
     pred.add_argument("--model", required=True,
                       help="TorchScript file, .onnx file, MONAI bundle folder, nnU-Net trained model folder, "
-                      "Hugging Face folder (save_pretrained), "
+                      "Hugging Face folder (save_pretrained), TorchGeo task .ckpt, "
                       "model.yaml (a workflow model section), or a built-in name (landcover-demo, ct-demo); "
                       "see docs/models.md")
     pred.add_argument("--folds", metavar="K[,K]", default=None,

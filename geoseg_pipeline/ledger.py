@@ -383,7 +383,8 @@ def config_hash(spec: WorkflowSpec) -> str:
     doc["output"] = spec.output.model_dump(mode="json", exclude={"directory", "remote", "staging", "dicomweb"})
     if doc["output"].get("identifiers") is True:
         del doc["output"]["identifiers"]
-    for section, key in (("model", "text_classes"), ("inputs", "stac"), ("inputs", "mask"), ("output", "stac")):
+    for section, key in (("model", "text_classes"), ("model", "architecture"), ("inputs", "stac"), ("inputs", "mask"),
+                         ("output", "stac")):
         if doc[section].get(key, 0) is None:
             del doc[section][key]
     if doc.get("classes"):

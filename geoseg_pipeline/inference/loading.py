@@ -1,9 +1,10 @@
 """Load a model from its spec, and probe it with one window before any data is read.
 
 Model types: built-in demo models, TorchScript, ONNX (onnxruntime), MONAI networks by name,
-MONAI bundles, Python classes by import path, nnU-Net folders and Hugging Face transformers
-folders (bundles, Python classes and code shipped with a model run only when the workflow says
-``trust_code: true``). Checkpoints are read as tensors only.
+MONAI bundles, Python classes by import path, nnU-Net folders, Hugging Face transformers
+folders, segmentation_models_pytorch networks and TorchGeo task checkpoints (bundles, Python
+classes and code shipped with a model run only when the workflow says ``trust_code: true``).
+Checkpoints are read as tensors only.
 """
 
 from __future__ import annotations
@@ -102,6 +103,19 @@ def _load_huggingface(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
                             text=spec.text_classes)
 
 
+def _load_smp(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
+    from .sources_smp import load_smp
+
+    return load_smp(spec.architecture or "", dict(spec.args or {}), Path(spec.checkpoint or ""),
+                    trust_pickle=spec.trust_pickle)
+
+
+def _load_torchgeo(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
+    from .sources_torchgeo import load_torchgeo
+
+    return load_torchgeo(Path(spec.checkpoint or ""), trust_pickle=spec.trust_pickle)
+
+
 _LOADERS: dict[str, Callable[[ModelSpec, torch.device], torch.nn.Module]] = {
     "builtin": _load_builtin,
     "torchscript": _load_torchscript,
@@ -110,6 +124,8 @@ _LOADERS: dict[str, Callable[[ModelSpec, torch.device], torch.nn.Module]] = {
     "python": _load_python,
     "nnunet": _load_nnunet,
     "huggingface": _load_huggingface,
+    "smp": _load_smp,
+    "torchgeo": _load_torchgeo,
 }
 
 

@@ -20,6 +20,7 @@ from .inference import EvaluationSpec, InferenceSpec
 from .output import OutputSpec, StatisticsSpec
 from .prompts import TextClasses, prompt_problems, text_classes
 from .stac import MaskSpec, StacSpec
+from .vision import VISION_FIELDS, VISION_NEEDS, smp_problems
 
 
 class InputSpec(_Frozen):
@@ -121,6 +122,7 @@ _MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "python": ("import_path", "args", "checkpoint", "trust_code", "trust_pickle"),
     "nnunet": ("path", "folds", "checkpoint", "configuration", "mirroring", "trust_code"),
     "huggingface": ("path", "trust_code", "trust_pickle", "text_classes"),
+    **VISION_FIELDS,
 }
 
 #: What each model type cannot do without, and a hint.
@@ -135,6 +137,7 @@ _MODEL_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
     "nnunet": (("path", "the trained model folder <Trainer>__<Plans>__<configuration>"),),
     "huggingface": (("path", "a folder saved with save_pretrained: config.json, model.safetensors, "
                      "preprocessor_config.json"),),
+    **VISION_NEEDS,
 }
 
 #: A Hugging Face folder's weights: safetensors (read as tensors), or pickle (may run code).
@@ -190,6 +193,11 @@ class ModelSpec(_Frozen):
       window normalized by its image processor, logits at the window's size as transformers'
       post-processing makes them. Safetensors weights only unless ``trust_pickle``; code in the
       folder only with ``trust_code``. Needs ``pip install 'geoseg-pipeline[huggingface]'``.
+    - ``smp``: a segmentation_models_pytorch ``architecture`` (``Unet``, ``DeepLabV3Plus``, ...)
+      built with ``args`` (``encoder_weights`` null or absent: nothing is downloaded), weights
+      from ``checkpoint``. ``torchgeo``: a TorchGeo ``SemanticSegmentationTask`` Lightning
+      ``checkpoint`` (the network built from its hyper-parameters). Both need
+      ``pip install 'geoseg-pipeline[vision]'`` (see :mod:`.vision`).
 
     Checkpoints are read as tensors only (``torch.load(weights_only=True)``); a pickled model
     object needs ``trust_pickle: true``. A bundle's ``network_def`` may name classes of
@@ -198,10 +206,12 @@ class ModelSpec(_Frozen):
     data is read.
     """
 
-    type: Literal["builtin", "torchscript", "onnx", "monai", "bundle", "python", "nnunet", "huggingface"]
+    type: Literal["builtin", "torchscript", "onnx", "monai", "bundle", "python", "nnunet", "huggingface", "smp",
+                  "torchgeo"]
     name: str | None = None
     path: Path | None = None
     network: str | None = None
+    architecture: str | None = Field(default=None, description="smp: a class of segmentation_models_pytorch.")
     args: dict[str, Any] | None = Field(default=None, description="monai, python: constructor keyword arguments.")
     checkpoint: Path | None = Field(default=None, description="monai, python, bundle: a state dict file.")
     bundle: Path | None = None
@@ -252,6 +262,8 @@ class ModelSpec(_Frozen):
     def _source(self) -> ModelSpec:
         problems = [f"type {self.type!r} needs {field!r} ({hint})"
                     for field, hint in _MODEL_NEEDS[self.type] if getattr(self, field) is None]
+        if self.type == "smp":
+            problems += smp_problems(self.architecture, self.args, self.in_channels, self.num_classes)
         if self.type == "python" and not self.trust_code:
             problems.append("type 'python' imports and runs import_path: set trust_code: true "
                             "if you trust that code")
@@ -275,7 +287,10 @@ class ModelSpec(_Frozen):
             return f"nnU-Net model {self.path}"
         if self.type == "huggingface":
             return f"Hugging Face model {self.path}"
-        what = {"monai": f"MONAI {self.network}", "python": str(self.import_path)}.get(self.type)
+        what = {"monai": f"MONAI {self.network}", "python": str(self.import_path),
+                "smp": f"segmentation_models_pytorch {self.architecture}"}.get(self.type)
+        if self.type == "torchgeo":
+            return f"TorchGeo checkpoint {self.checkpoint}"
         if what is None:
             return str(self.path)
         return f"{what} ({self.checkpoint})" if self.checkpoint is not None else what

@@ -48,7 +48,7 @@ def test_valid_models(model: dict[str, Any]) -> None:
     ({"type": "python", "import_path": "a.b:C", "trust_code": False}, ["trust_code: true"]),
     ({"type": "python", "trust_code": True}, ["type 'python' needs 'import_path'"]),
     ({"type": "torchscript", "path": "m.pt", "checkpoint": "w.pt"},
-     ["'checkpoint' is not used by type 'torchscript' (it goes with monai, bundle, python, nnunet)"]),
+     ["'checkpoint' is not used by type 'torchscript' (it goes with monai, bundle, python, nnunet, smp, torchgeo)"]),
     ({"type": "builtin", "name": "ct-demo", "trust_code": True}, ["'trust_code' is not used by type 'builtin'"]),
     ({"type": "monai", "network": "UNet", "checkpoint": "w.pt", "trust_code": True},
      ["'trust_code' is not used by type 'monai' (it goes with bundle, python, nnunet, huggingface)"]),

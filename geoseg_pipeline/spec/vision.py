@@ -1,0 +1,46 @@
+"""What the workflow can check of the vision model types before any library is imported.
+
+``smp``: a segmentation_models_pytorch architecture by name, its constructor ``args`` and a
+state-dict ``checkpoint``. segmentation_models_pytorch fetches an encoder's pretrained weights
+from the network when the network is built with ``encoder_weights`` set (and its default is
+``"imagenet"``), which workers cannot do and need not do: the checkpoint holds every weight. So
+``encoder_weights`` must be null or absent (geoseg then builds the network with ``None``).
+
+``torchgeo``: a TorchGeo task checkpoint (Lightning ``.ckpt``); everything is read from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The types of this family and what each needs (see ``ModelSpec``).
+VISION_FIELDS: dict[str, tuple[str, ...]] = {
+    "smp": ("architecture", "args", "checkpoint", "trust_pickle"),
+    "torchgeo": ("checkpoint", "trust_pickle"),
+}
+VISION_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "smp": (("architecture", "a segmentation_models_pytorch class, for example Unet or DeepLabV3Plus"),
+            ("checkpoint", "the state dict file; an untrained network predicts noise")),
+    "torchgeo": (("checkpoint", "the Lightning .ckpt of a TorchGeo SemanticSegmentationTask"),),
+}
+
+
+def smp_problems(architecture: str | None, args: dict[str, Any] | None, in_channels: int | None,
+                 num_classes: int | None) -> list[str]:
+    """Problems of an ``smp`` model section: a name that is no class name, ``encoder_weights``
+    that would be downloaded, ``args`` channels or classes that disagree with ``in_channels`` /
+    ``num_classes``."""
+    problems: list[str] = []
+    if architecture is not None and not architecture.removeprefix("segmentation_models_pytorch.").isidentifier():
+        problems.append(f"architecture must be a class name of segmentation_models_pytorch (for example Unet), "
+                        f"got {architecture!r}")
+    args = args or {}
+    weights = args.get("encoder_weights")
+    if weights is not None:
+        problems.append(f"args.encoder_weights is {weights!r}: segmentation_models_pytorch would download these "
+                        "weights from the network when it builds the model; set encoder_weights: null (the "
+                        "checkpoint holds every weight, the encoder's too)")
+    for key, declared, name in (("in_channels", in_channels, "in_channels"), ("classes", num_classes, "num_classes")):
+        if declared is not None and key in args and args[key] != declared:
+            problems.append(f"args.{key} is {args[key]!r} but model.{name} is {declared}")
+    return problems
