@@ -49,12 +49,17 @@ demo: $(STAMP)
 system-deps:
 	bash scripts/system-deps.sh
 
-## Lint, type-check and run the whole test suite (Ray tests included)
-test: $(STAMP) $(VISION_STAMP) system-deps
+## Lint, type-check and run the whole test suite (Ray tests included), then the vision extra's tests
+## in .venv-vision. That venv is built (from the machine's wheels: mostly unpacking) while the core
+## suite runs, in the background, so that CI pays for it once; its log: .venv-vision.log
+test: $(STAMP) system-deps
 	$(BIN)/ruff check geoseg_pipeline tests benchmarks scripts
 	$(BIN)/mypy geoseg_pipeline
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -p no:cacheprovider
+	@$(MAKE) --no-print-directory install-vision > $(VISION_VENV).log 2>&1 & vision=$$!; \
+	$(BIN)/python -m pytest -p no:cacheprovider; status=$$?; \
+	if ! wait $$vision; then echo "make install-vision failed:"; cat $(VISION_VENV).log; exit 1; fi; \
+	if [ $$status -ne 0 ]; then exit $$status; fi; \
 	$(VISION_BIN)/python -m pytest -p no:cacheprovider tests/vision
 
 ## The tests of the vision extra (tests/vision), in .venv-vision

@@ -99,6 +99,53 @@ def check_covers(ref: StacItemRef, band: AssetBand, ds: Any, grid: Grid, what: s
             f"[{left:g}, {bottom:g}, {right:g}, {top:g}] (in the asset's CRS)")
 
 
+#: Resamplings whose nodata-free warp GDAL computes exactly as its nodata-aware one wherever no
+#: nodata pixel is near (checked by ``tests/sources/test_stac_source.py``); cubic's is not.
+_FAST_RESAMPLINGS = frozenset({"nearest", "bilinear", "average"})
+#: Source pixels around a window's footprint that may weigh in its pixels (bilinear: 1, average:
+#: the footprint itself); with slack.
+_SUPPORT = 3
+
+
+class FastWarp:
+    """A warped asset read through GDAL's nodata-free warp where the window's source holds no
+    nodata pixel, and through the nodata-aware one elsewhere. GDAL's warper takes a general,
+    per-pixel-masked path as soon as the source has a nodata value (3 to 4 times slower for
+    bilinear); away from nodata both give the same values, so the result is still what warping
+    the whole band with its nodata gives. Same CRS, north-up grids only (see :meth:`usable`).
+
+    Args:
+        ds: the asset's dataset.
+        exact, fast: warped views of it onto the output grid, with and without its nodata.
+        nodata: the asset's nodata value (NaN allowed).
+    """
+
+    def __init__(self, ds: Any, exact: Any, fast: Any, nodata: float) -> None:
+        self.ds, self.exact, self.fast, self.nodata = ds, exact, fast, nodata
+        self._to_source = ~ds.transform * exact.transform
+
+    @staticmethod
+    def usable(ds: Any, grid: Grid, resampling: str) -> bool:
+        """Whether the fast path applies: the same CRS and north-up grids on both sides, an
+        integer type (float kernels are not checked), a resampling of :data:`_FAST_RESAMPLINGS`."""
+        t, s = grid.transform, ds.transform
+        return resampling in _FAST_RESAMPLINGS and ds.crs == rasterio.crs.CRS.from_wkt(grid.crs) \
+            and t.b == t.d == s.b == s.d == 0 and np.issubdtype(np.dtype(ds.dtypes[0]), np.integer)
+
+    def read(self, band: int, window: RioWindow) -> np.ndarray:
+        """``window`` of the warped ``band``."""
+        m = self._to_source
+        cols = sorted((m.a * window.col_off + m.c, m.a * (window.col_off + window.width) + m.c))
+        rows = sorted((m.e * window.row_off + m.f, m.e * (window.row_off + window.height) + m.f))
+        c0, c1 = max(math.floor(cols[0]) - _SUPPORT, 0), min(math.ceil(cols[1]) + _SUPPORT, self.ds.width)
+        r0, r1 = max(math.floor(rows[0]) - _SUPPORT, 0), min(math.ceil(rows[1]) + _SUPPORT, self.ds.height)
+        clean = c1 > c0 and r1 > r0
+        if clean:
+            source = self.ds.read(band, window=RioWindow(c0, r0, c1 - c0, r1 - r0))
+            clean = not bool(np.isnan(source).any() if math.isnan(self.nodata) else (source == self.nodata).any())
+        return np.asarray((self.fast if clean else self.exact).read(band, window=window))
+
+
 class StacRasterSource:
     """One STAC item's listed assets as bands of one raster on the output grid
     (:func:`output_grid`); see the module's docstring."""
@@ -151,12 +198,19 @@ class StacRasterSource:
         if _same_grid(ds, self._grid):
             return ds
         check_covers(self.ref, band, ds, self._grid, what)
+        def view(nodata: float | None) -> Any:
+            vrt = WarpedVRT(ds, crs=rasterio.crs.CRS.from_wkt(self._grid.crs), transform=self._grid.transform,
+                            width=self._grid.width, height=self._grid.height, resampling=Resampling[resampling],
+                            src_nodata=nodata, nodata=nodata)
+            self._vrts.append(vrt)
+            return vrt
+
         nodata = band.nodata if band.nodata is not None else ds.nodata
-        vrt = WarpedVRT(ds, crs=rasterio.crs.CRS.from_wkt(self._grid.crs), transform=self._grid.transform,
-                        width=self._grid.width, height=self._grid.height, resampling=Resampling[resampling],
-                        **({"src_nodata": nodata, "nodata": nodata} if nodata is not None else {}))
-        self._vrts.append(vrt)
-        return vrt
+        if nodata is None:
+            return view(None)
+        if FastWarp.usable(ds, self._grid, resampling):
+            return FastWarp(ds, view(nodata), view(None), nodata)
+        return view(nodata)
 
     def _band_nodata(self, band: AssetBand) -> float | None:
         if band.nodata is not None:

@@ -51,11 +51,23 @@ def _whole(path: Path, dst_transform: Affine, shape: tuple[int, int], resampling
     return out
 
 
+def _holed(shape: tuple[int, int], seed: int, dtype: str) -> np.ndarray:
+    """Smooth values with nodata (0) holes and a nodata edge: both warp paths get used."""
+    data = _smooth(shape, seed).astype(dtype)
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        r, c = int(rng.integers(0, shape[0] - 3)), int(rng.integers(0, shape[1] - 3))
+        data[0, r:r + 3, c:c + 4] = 0
+    data[0, :, -1] = 0
+    return data
+
+
 @pytest.mark.parametrize("resampling", ["bilinear", "nearest", "cubic", "average"])
-def test_windows_equal_gdal_warping_the_whole_band(tmp_path: Path, resampling: str) -> None:
-    b10 = write_band(tmp_path / "B04.tif", Band(_smooth(SHAPE, 1), T10))
-    b20 = write_band(tmp_path / "B11.tif", Band(_smooth((45, 61), 2), T20))
-    b60 = write_band(tmp_path / "B09.tif", Band(_smooth((15, 21), 3), T60))
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "uint8", "float32"])
+def test_windows_equal_gdal_warping_the_whole_band(tmp_path: Path, resampling: str, dtype: str) -> None:
+    b10 = write_band(tmp_path / "B04.tif", Band(_smooth(SHAPE, 1).astype(dtype), T10))
+    b20 = write_band(tmp_path / "B11.tif", Band(_holed((45, 61), 2, dtype), T20))
+    b60 = write_band(tmp_path / "B09.tif", Band(_holed((15, 21), 3, dtype), T60))
     ref = StacItemRef("it", "it.json", (AssetBand("B04", str(b10)), AssetBand("B11", str(b20)),
                                         AssetBand("B09", str(b60))), resampling=resampling)
     src = StacRasterSource(ref)
@@ -69,8 +81,9 @@ def test_windows_equal_gdal_warping_the_whole_band(tmp_path: Path, resampling: s
     with rasterio.open(b10) as ds:
         assert np.array_equal(whole[0], ds.read(1))
     for i, path in ((1, b20), (2, b60)):
-        expected = _whole(path, T10, SHAPE, Resampling[resampling], "EPSG:32633")
+        expected = _whole(path, T10, SHAPE, Resampling[resampling], "EPSG:32633", dtype)
         assert np.array_equal(whole[i], expected), (resampling, path.name)
+        assert (expected == 0).any() and (expected != 0).mean() > 0.5  # nodata near some windows, not all
 
 
 def test_grid_by_asset_and_by_pixel_size_and_another_crs(tmp_path: Path) -> None:
