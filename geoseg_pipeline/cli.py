@@ -293,7 +293,7 @@ def _validate(path: Path) -> int:
     problems: list[tuple[str, str]] = []
     try:
         # the environment is read here, once, as a job's driver reads it
-        s3 = S3Config.from_env() if needs_s3([*spec.inputs.paths, spec.inputs.manifest or ""]) else None
+        s3 = S3Config.from_env() if needs_s3(spec.inputs.locations) else None
         found = discover(spec.inputs, spec.tiling.kind, s3)
         items = list(found.items)
         problems += [("inputs", m) for m in found.unmatched]
@@ -303,7 +303,7 @@ def _validate(path: Path) -> int:
         problems.append(("inputs", str(exc)))
     problems += [("inputs", i.error) for i in items if i.error is not None]
     problems += [("inputs.paths", f"{i.path}: no such file") for i in items
-                 if i.error is None and not is_s3(i.path) and not Path(i.path).exists()]
+                 if i.error is None and i.stac is None and not is_s3(i.path) and not Path(i.path).exists()]
     # an nnU-Net model's path is a folder and its checkpoint a name inside each fold: the spec
     # read the folder already
     for field in () if spec.model.type in ("nnunet", "huggingface") else ("path", "checkpoint"):

@@ -70,14 +70,15 @@ def run_job(
     """
     started = time.monotonic()
     out_dir = spec.output.directory
-    s3 = S3Config.from_env() if needs_s3([*spec.inputs.paths, spec.inputs.manifest or ""]) else None
+    s3 = S3Config.from_env() if needs_s3(spec.inputs.locations) else None
     try:
         found = discover(spec.inputs, spec.tiling.kind, s3)
     except SourceError as exc:  # an object store cannot be listed: nothing has started
         raise JobError(f"cannot list the inputs: {exc}") from exc
     for msg in found.unmatched:
         log.warning("%s", msg)
-    s3 = s3 or (S3Config.from_env() if needs_s3(i.path for i in found.items) else None)  # a manifest may name s3://
+    # a manifest or a STAC item may name s3:// objects
+    s3 = s3 or (S3Config.from_env() if needs_s3(found.locations()) else None)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -123,6 +123,10 @@ class Inputs:
         """The items that cannot be processed (``error`` set)."""
         return tuple(i for i in self.items if i.error is not None)
 
+    def locations(self) -> list[str]:
+        """Where the items' data lie: their paths, and their STAC assets' hrefs."""
+        return [i.path for i in self.items] + [b.href for i in self.items if i.stac is not None for b in i.stac.assets]
+
 
 def item_name(path: str) -> str:
     """``/a/scene_01.tif`` -> ``scene_01``; ``ct.nii.gz`` -> ``ct``; ``mosaic.zarr`` -> ``mosaic``."""

@@ -111,6 +111,12 @@ class InputSpec(_Frozen):
     def _unknown_scheme(cls, path: str) -> bool:
         return unknown_scheme(path) is not None
 
+    @property
+    def locations(self) -> tuple[str, ...]:
+        """Every location the section names: paths, the manifest, STAC documents."""
+        return (*self.paths, *([self.manifest] if self.manifest else []),
+                *(self.stac.catalog if self.stac is not None else ()))
+
 
 #: The fields each model type takes (besides ``in_channels`` and ``num_classes``).
 _MODEL_FIELDS: dict[str, tuple[str, ...]] = {

@@ -41,12 +41,12 @@ def _scl(seed: int) -> np.ndarray:
     return scl
 
 
-def _item(folder: Path, item_id: str, seed: int, **props: Any) -> Path:
+def _item(folder: Path, item_id: str, seed: int, crs: str = "EPSG:32633", **props: Any) -> Path:
     bands = {
-        "B02": Band(ramp((1, H, W), seed=seed), T10),
-        "B04": Band(ramp((1, H, W), seed=seed + 1, start=100), T10),
-        "B11": Band(ramp((1, (H + 1) // 2, (W + 1) // 2), seed=seed + 2, start=500), T20),
-        "SCL": Band(_scl(seed), T20, nodata=None),
+        "B02": Band(ramp((1, H, W), seed=seed), T10, crs),
+        "B04": Band(ramp((1, H, W), seed=seed + 1, start=100), T10, crs),
+        "B11": Band(ramp((1, (H + 1) // 2, (W + 1) // 2), seed=seed + 2, start=500), T20, crs),
+        "SCL": Band(_scl(seed), T20, crs, nodata=None),
     }
     return write_item(folder, item_id, bands, {"eo:cloud_cover": 12.5, **props})
 
@@ -122,6 +122,19 @@ def test_stac_catalog_equals_gdal_assembly_through_monai(tmp_path: Path, conv_mo
         "./S2_A/item.json", "./S2_B/item.json"]
     assert [i.id for i in pystac.Collection.from_file(str(tmp_path / "out" / "collection.json")).get_items()] \
         == ["S2_A", "S2_B"]
+
+
+def test_items_in_different_crss_stay_in_their_own(tmp_path: Path, conv_model: Callable[..., Path]) -> None:
+    items = [_item(tmp_path / "cat", "zone33", 1), _item(tmp_path / "cat", "zone32", 2, crs="EPSG:32632")]
+    catalog = write_catalog(tmp_path / "cat", items)
+    model = conv_model(in_channels=3, classes=4)
+    result = run_workflow(parse_workflow(_workflow(tmp_path, catalog, model), tmp_path), progress=False)
+    assert result.ok, result.outcomes
+    for name, epsg in (("zone33", 32633), ("zone32", 32632)):
+        with rasterio.open(tmp_path / "out" / name / "labels.tif") as ds:
+            assert ds.crs == rasterio.crs.CRS.from_epsg(epsg) and ds.transform == T10
+    bbox = assert_valid(tmp_path / "out" / "collection.json")["extent"]["spatial"]["bbox"][0]
+    assert bbox[0] < 10.0 < 14.0 < bbox[2]  # both zones' footprints (UTM 32N and 33N at 500 km east)
 
 
 def test_bad_items_fail_alone(tmp_path: Path, conv_model: Callable[..., Path]) -> None:
@@ -213,3 +226,28 @@ def test_stac_outputs_for_plain_files_when_asked(tmp_path: Path, write_raster: C
     wf["tiling"] = {"roi_size": [16, 16, 16]}
     with pytest.raises(SpecError, match=r"output\.stac: applies to rasters only"):
         parse_workflow(wf, tmp_path)
+
+
+BUCKET = "stac-jobs"
+
+
+@pytest.mark.usefixtures("clean_aws_environment")
+def test_catalog_and_assets_on_s3(tmp_path: Path, s3_env: Any, conv_model: Callable[..., Path]) -> None:
+    from geoseg_pipeline.cli import main
+
+    item = _item(tmp_path / "cat", "S2_S3", 3)
+    write_catalog(tmp_path / "cat", [item])
+    for file in (tmp_path / "cat").rglob("*"):
+        if file.is_file():
+            s3_env.upload_file(str(file), BUCKET, f"archive/{file.relative_to(tmp_path / 'cat')}")
+    model = conv_model(in_channels=3, classes=4)
+    wf = _workflow(tmp_path, tmp_path / "unused", model)
+    wf["inputs"]["stac"]["catalog"] = f"s3://{BUCKET}/archive/catalog.json"
+    result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
+    assert result.ok, result.outcomes
+    _, valid = _assembled(item)
+    with rasterio.open(tmp_path / "out" / "S2_S3" / "labels.tif") as ds:
+        assert np.array_equal(ds.read(1) == 255, ~valid)
+    workflow = tmp_path / "s3.yaml"
+    workflow.write_text(json.dumps(wf), encoding="utf-8")
+    assert main(["validate", str(workflow)]) == 0
