@@ -86,6 +86,13 @@ FORMATS: tuple[InputFormat, ...] = (
                 "GeoTIFF / COG (and any other raster GDAL reads)", fallback=True),
     InputFormat("zarr", "raster", (".zarr",), "zarr_source:ZarrRasterSource",
                 "a (bands, rows, cols) Zarr array with crs/transform attributes", markers=ZARR_MARKERS),
+    InputFormat("xarray-zarr", "raster", (".zarr",), "xarray_source:XarrayZarrSource",
+                "a Zarr datacube written by xarray (Dataset.to_zarr): its variables on the (y, x) grid as "
+                "bands (inputs.variables), CRS and transform by the CF / rioxarray conventions",
+                markers=ZARR_MARKERS),
+    InputFormat("xarray", "raster", (".xarray",), "xarray_source:DataArraySource",
+                "a live xarray.DataArray of this process, named by the handle predict_dataarray writes "
+                "(resources.backend: local)"),
     InputFormat("stac", "raster", (), "stac_source:StacRasterSource",
                 "STAC items (inputs.stac): listed assets as bands, brought onto one grid window by window"),
     InputFormat("nifti", "volume", (".nii", ".nii.gz"), "nifti_source:NiftiSource",

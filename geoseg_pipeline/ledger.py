@@ -375,6 +375,8 @@ def config_hash(spec: WorkflowSpec) -> str:
     doc = spec.model_dump(mode="json", include={"preprocessing", "tiling", "statistics", "classes", "inference"})
     doc["tiling"].pop("batch_size", None)
     doc["inputs"] = spec.inputs.model_dump(mode="json", exclude={"paths", "manifest", "dicomweb"})
+    if doc["inputs"].get("variables") is None:
+        doc["inputs"].pop("variables", None)
     doc["model"] = spec.model.model_dump(mode="json", exclude={n for n, v in spec.model if isinstance(v, Path)})
     # where a SEG is stored, like where outputs go, is not hashed; settings added later enter the
     # hash only when set, so that a workflow that does not use them keeps its hash
