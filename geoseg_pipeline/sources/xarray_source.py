@@ -217,8 +217,8 @@ class DataArraySource(XarrayBandsSource):
 
     def __init__(self, path: str, da: Any) -> None:
         if da.ndim not in (2, 3):
-            raise SourceError(f"{path}: expected a (band, y, x) or (y, x) DataArray, got dimensions "
-                              f"{tuple(map(str, da.dims))}: select or stack the others first (.isel, .stack)")
+            raise InputDataError(f"{path}: expected a (band, y, x) or (y, x) DataArray, got dimensions "
+                                 f"{tuple(map(str, da.dims))}: select or stack the others first (.isel, .stack)")
         dims = grid_dims(path, da.dims, "the DataArray")
         key = da.name if da.name is not None else "data"
         bands: tuple[BandRef, ...]
