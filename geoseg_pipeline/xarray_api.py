@@ -64,7 +64,7 @@ def predict_dataarray(
         classes: class names (the legend and statistics).
         workers: worker threads (default: one per CPU).
         nodata: the input's nodata value (default: the array's ``_FillValue`` / ``nodata``
-            attribute, NaN for a float array xarray masked).
+            attribute; else NaN for a float array, xarray's mark of missing values).
         formats: output formats (default ``cog``; ``logits`` adds ``logits.tif``).
         name: the item's name (its output folder).
         progress: force progress bars on or off (default: on a terminal only).
@@ -108,8 +108,8 @@ def predict_dataarray(
         spec = parse_workflow(data, Path.cwd(), "predict_dataarray")
         result = run_job(spec, progress=progress, force=True)  # a live array has no identity for the ledger
     outcome = result.outcomes[0]
-    if outcome.status != "ok":
-        raise JobError(f"predict_dataarray: {outcome.error}")
+    if outcome.status != "ok":  # named as the caller knows it, not by its handle file
+        raise JobError(f"predict_dataarray: {outcome.error.replace(str(handle), f'DataArray {name!r}')}")
     return _open_labels(rioxarray, da, out_dir / name / "labels.tif", grid.crs is None)
 
 

@@ -157,6 +157,13 @@ def test_a_cube_on_zarr_equals_the_file_path(
     with rasterio.open(tmp_path / "cubes" / "cube" / "labels.tif") as got, rasterio.open(tif) as src:
         assert got.crs == src.crs and got.transform == src.transform
 
+    # the usual way in: open_zarr (dask; the _FillValue pixels become NaN in floats), to_dataarray
+    # (which drops the _FillValue): NaN is the nodata of a float array
+    opened = xr.open_zarr(tmp_path / "cube.zarr", chunks={}, consolidated=False)[names].to_dataarray("band")
+    assert np.issubdtype(opened.dtype, np.floating) and opened.chunks is not None
+    labels = predict_dataarray(opened, str(model), tmp_path / "opened", workers=2, **TILING)
+    np.testing.assert_array_equal(labels.values, _read(tmp_path / "files" / "scene" / "labels.tif")[0])
+
     wf["inputs"] = {**wf["inputs"], "variables": ["B04", "B08", "B02"]}
     wf["output"] = {**wf["output"], "directory": str(tmp_path / "missing")}
     result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
@@ -204,7 +211,7 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
 
 def test_a_failed_item_raises_with_its_reason(tmp_path: Path, conv_model: Callable[..., Path]) -> None:
     da = xr.DataArray(np.ones((2, 40, 40), np.uint8), dims=("band", "y", "x"))
-    with pytest.raises(JobError, match="the model takes 3 input channel"):
+    with pytest.raises(JobError, match=r"^predict_dataarray: DataArray 'dataarray': the model takes 3 input channel"):
         predict_dataarray(da, str(conv_model(in_channels=3, classes=2)), tmp_path / "out", **TILING)
 
 

@@ -185,14 +185,14 @@ def _step(path: str, values: np.ndarray, dim: str, given: float | None) -> float
 
 
 def nodata_of(var: Any) -> float | None:
-    """The nodata value: a ``_FillValue`` or ``nodata`` attribute (rioxarray's ``write_nodata``),
-    NaN for a float variable xarray masked on opening (``_FillValue`` in its encoding)."""
+    """The nodata value: a ``_FillValue`` or ``nodata`` attribute (rioxarray's ``write_nodata``);
+    else NaN for a float variable, xarray's mark of missing values (what ``open_zarr`` and
+    ``open_dataset`` put where the store's ``_FillValue`` was, an attribute that ``to_dataarray``
+    and most operations do not keep)."""
     for value in (var.attrs.get("_FillValue"), var.attrs.get("nodata")):
         if value is not None:
             return float(value)
-    if var.encoding.get("_FillValue") is not None and np.issubdtype(var.dtype, np.floating):
-        return math.nan
-    return None
+    return math.nan if np.issubdtype(var.dtype, np.floating) else None
 
 
 __all__ = ["EXTRA_HINT", "X_DIMS", "Y_DIMS", "BandRef", "band_labels", "crs_of", "cube_bands", "grid_dims",

@@ -38,6 +38,7 @@ from ..geometry import Grid, Window
 from ..storage import S3Config, zarr_open_kwargs
 from ..storage.transient import open_error, read_error
 from .base import SourceOptions, check_window, checked_indices
+from .dask_chunks import ChunkCache
 from .xarray_grid import (
     X_DIMS,
     Y_DIMS,
@@ -126,7 +127,9 @@ class XarrayBandsSource:
                 while k + len(run) < len(idx) and (nxt := self._bands[idx[k + len(run)]]).variable == ref.variable \
                         and nxt.index is not None:
                     run.append(nxt.index)
-                out[k:k + len(run)] = np.asarray(var.isel({var.dims[0]: run, **where}).values)
+                # a contiguous run as a slice: basic indexing, no gather of the bands
+                pick = slice(run[0], run[-1] + 1) if run == list(range(run[0], run[-1] + 1)) else run
+                out[k:k + len(run)] = np.asarray(var.isel({var.dims[0]: pick, **where}).values)
                 k += len(run)
         except (ReadRequestError, MemoryError):
             raise
@@ -202,8 +205,9 @@ def live_dataarray(da: Any, folder: Path, name: str) -> Iterator[Path]:
     handle = folder / f"{name}{HANDLE_SUFFIX}"
     handle.write_text(json.dumps({"token": token, "pid": os.getpid(), "dims": [str(d) for d in da.dims],
                                   "shape": [int(n) for n in da.shape]}), encoding="utf-8")
+    cache = ChunkCache(da.data) if da.chunks is not None and hasattr(da.data, "blocks") else None
     with _LIVE_LOCK:
-        _LIVE[token] = da
+        _LIVE[token] = (da, cache if cache is not None and cache.cacheable() else None)
     try:
         yield handle
     finally:
@@ -215,7 +219,7 @@ class DataArraySource(XarrayBandsSource):
     """A live ``(band, y, x)`` (or ``(y, x)``) DataArray of this process (see the module's
     docstring); its bands are named by the band coordinate's labels."""
 
-    def __init__(self, path: str, da: Any) -> None:
+    def __init__(self, path: str, da: Any, cache: ChunkCache | None = None) -> None:
         if da.ndim not in (2, 3):
             raise InputDataError(f"{path}: expected a (band, y, x) or (y, x) DataArray, got dimensions "
                                  f"{tuple(map(str, da.dims))}: select or stack the others first (.isel, .stack)")
@@ -227,6 +231,26 @@ class DataArraySource(XarrayBandsSource):
         else:
             bands = tuple(BandRef(label, key, i) for i, label in enumerate(band_labels(da, str(da.dims[0]))))
         super().__init__(path, {key: da}, bands, da.coords, dims)
+        self._cache = cache
+
+    def read(self, window: Window, bands: Sequence[int]) -> np.ndarray:
+        """Read ``bands`` (1-based) in ``window``: a dask array's through the chunk cache its
+        registration made (:class:`~.dask_chunks.ChunkCache`), others with ``isel``."""
+        if self._cache is None:
+            return super().read(window, bands)
+        check_window(self.path, window, self.grid.shape)
+        idx = checked_indices(self.path, bands, self.band_count, first=1, what="bands")
+        rows, cols = window.slices()
+        try:
+            block = self._cache.read(rows, cols)
+        except MemoryError:
+            raise
+        except Exception as exc:  # a dask graph can raise anything
+            raise read_error(f"{self.path}: cannot read window {window}: {exc}", exc, self.path) from exc
+        if block.ndim == 2:
+            block = block[None]
+        picked = block if idx == list(range(block.shape[0])) else block[idx]
+        return np.asarray(picked, dtype=self.dtype)
 
     @classmethod
     def open(cls, path: str, options: SourceOptions) -> DataArraySource:
@@ -241,13 +265,13 @@ class DataArraySource(XarrayBandsSource):
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SourceError(f"{path}: not a DataArray handle written by predict_dataarray: {exc}") from exc
         with _LIVE_LOCK:
-            da = _LIVE.get(token)
-        if da is None:
+            live = _LIVE.get(token)
+        if live is None:
             where = "another process" if pid != os.getpid() else "this process, and is no longer registered"
             raise SourceError(f"{path}: the DataArray it names lives in {where}: a live DataArray is read by "
                               "threads of the process that holds it (predict_dataarray, resources.backend: local), "
                               "not by Ray actors; write it to Zarr and use format: xarray-zarr to run it on Ray")
-        return cls(path, da)
+        return cls(path, *live)
 
 
 __all__ = ["HANDLE_SUFFIX", "DataArraySource", "XarrayBandsSource", "XarrayZarrSource", "live_dataarray"]

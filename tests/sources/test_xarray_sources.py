@@ -21,6 +21,7 @@ from pyproj import CRS
 from geoseg_pipeline.errors import InputDataError, SourceError
 from geoseg_pipeline.formats import lookup
 from geoseg_pipeline.sources.base import SourceOptions, open_source
+from geoseg_pipeline.sources.dask_chunks import ChunkCache
 from geoseg_pipeline.sources.xarray_grid import crs_of, transform_of
 from geoseg_pipeline.sources.xarray_source import DataArraySource, XarrayZarrSource, live_dataarray
 
@@ -212,3 +213,30 @@ def test_a_cube_without_a_grid_is_refused(tmp_path: Path) -> None:
     xr.Dataset({"t": (("time",), np.arange(3))}).to_zarr(tmp_path / "series.zarr", consolidated=False)
     with pytest.raises(InputDataError, match=r"series\.zarr: the cube has dimensions \('time',\)"):
         open_source(lookup("xarray-zarr", "raster"), str(tmp_path / "series.zarr"))
+
+
+# --- the chunk cache of dask-backed arrays -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget_chunks", [1000, 5])
+def test_chunk_cache_regions_equal_the_array_and_chunks_compute_once(budget_chunks: int) -> None:
+    data = positional((2, 90, 110), np.int32)
+    computed: list[tuple[int, ...]] = []
+
+    def chunk(block_info: Any = None) -> np.ndarray:
+        computed.append(tuple(block_info[None]["chunk-location"]))
+        (b, r, c) = block_info[None]["array-location"]
+        return data[b[0]:b[1], r[0]:r[1], c[0]:c[1]]
+
+    lazy = dask.array.map_blocks(chunk, chunks=((1, 1), (20,) * 4 + (10,), (25,) * 4 + (10,)), dtype=data.dtype,
+                                 meta=np.empty((0, 0, 0), data.dtype))
+    cache = ChunkCache(lazy, max_bytes=budget_chunks * 2 * 20 * 25 * 4)
+    assert cache.cacheable() == (budget_chunks >= 4)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        r0, c0 = int(rng.integers(0, 89)), int(rng.integers(0, 109))
+        rows, cols = slice(r0, int(rng.integers(r0 + 1, 91))), slice(c0, int(rng.integers(c0 + 1, 111)))
+        np.testing.assert_array_equal(cache.read(rows, cols), data[:, rows, cols])
+        assert cache._bytes <= cache.max_bytes
+    if budget_chunks >= 25:  # every chunk kept: each computed once (both bands: one block per band chunk)
+        assert sorted(computed) == sorted(set(computed))
