@@ -110,7 +110,10 @@ def predict_dataarray(
     outcome = result.outcomes[0]
     if outcome.status != "ok":  # named as the caller knows it, not by its handle file
         raise JobError(f"predict_dataarray: {outcome.error.replace(str(handle), f'DataArray {name!r}')}")
-    return _open_labels(rioxarray, da, out_dir / name / "labels.tif", grid.crs is None)
+    labels = _open_labels(rioxarray, da, out_dir / name / "labels.tif", grid.crs is None)
+    if "source" in labels.attrs["statistics"]:  # the handle file, gone now
+        labels.attrs["statistics"]["source"] = f"DataArray {name!r}"
+    return labels
 
 
 def _open_labels(rioxarray: Any, da: Any, path: Path, pixel_grid: bool) -> Any:
@@ -131,7 +134,7 @@ def _open_labels(rioxarray: Any, da: Any, path: Path, pixel_grid: bool) -> Any:
     labels = labels.assign_coords({d: da.coords[d] for d in (y, x) if d in da.coords})
     labels.name = "labels"
     stats = path.parent / "stats.json"
-    labels.attrs.update(nodata=labels.attrs.get("_FillValue"), output=str(path),
+    labels.attrs.update(nodata=labels.attrs.get("_FillValue"), output=str(path.resolve()),
                         statistics=json.loads(stats.read_text(encoding="utf-8")) if stats.is_file() else {})
     return labels
 

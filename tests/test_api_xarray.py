@@ -82,6 +82,8 @@ def test_dataarray_equals_the_file_path_and_monai(
     stats = json.loads((tmp_path / "files" / "scene" / "stats.json").read_text())
     assert labels.attrs["statistics"]["valid_pixels"] == stats["valid_pixels"] == int(valid.sum())
     assert labels.attrs["statistics"]["classes"] == stats["classes"]
+    assert labels.attrs["statistics"]["source"] == "DataArray 'scene'"
+    assert labels.attrs["output"] == str((tmp_path / "arrays" / "scene" / "labels.tif").resolve())
 
 
 class _ChunksPerCompute:
