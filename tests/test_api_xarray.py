@@ -27,6 +27,7 @@ from geoseg_pipeline import predict_dataarray
 from geoseg_pipeline.api import predict, run_workflow
 from geoseg_pipeline.errors import InputDataError, JobError, SpecError
 from geoseg_pipeline.ledger import config_hash
+from geoseg_pipeline.sources.xarray_source import live_dataarray
 from geoseg_pipeline.spec import parse_workflow
 
 TILING: dict[str, Any] = {"roi_size": 64, "overlap": 0.25, "blend": "gaussian", "batch_size": 4, "block_size": 128}
@@ -166,6 +167,13 @@ def test_a_cube_on_zarr_equals_the_file_path(
     labels = predict_dataarray(opened, str(model), tmp_path / "opened", workers=2, **TILING)
     np.testing.assert_array_equal(labels.values, _read(tmp_path / "files" / "scene" / "labels.tif")[0])
 
+    # preprocessing.bands select among the named variables (1-based): B02, B03, B04 -> B04, B03, B02
+    picked = {**wf, "inputs": {**wf["inputs"], "variables": ["B02", "B03", "B04"]},
+              "preprocessing": {"bands": [3, 2, 1]}, "output": {**wf["output"], "directory": str(tmp_path / "picked")}}
+    assert run_workflow(parse_workflow(picked, tmp_path), progress=False).ok
+    np.testing.assert_array_equal(_read(tmp_path / "picked" / "cube" / "logits.tif"),
+                                  _read(tmp_path / "files" / "scene" / "logits.tif"))
+
     wf["inputs"] = {**wf["inputs"], "variables": ["B04", "B08", "B02"]}
     wf["output"] = {**wf["output"], "directory": str(tmp_path / "missing")}
     result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
@@ -226,3 +234,30 @@ def test_dask_is_left_as_configured(tmp_path: Path, conv_model: Callable[..., Pa
         labels = predict_dataarray(da, str(conv_model(in_channels=3, classes=2)), tmp_path / "out", nodata=0,
                                    workers=1, **TILING)
     assert labels.shape == (70, 80)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_on_ray_a_cube_runs_and_a_live_array_is_refused(tmp_path: Path, conv_model: Callable[..., Path]) -> None:
+    data = _scene(150, 170, seed=11)
+    model = conv_model(in_channels=3, classes=3)
+    da = xr.DataArray(data, dims=("band", "y", "x"), coords={"y": 5200000.0 - 10 * (np.arange(150) + 0.5),
+                                                             "x": 500000.0 + 10 * (np.arange(170) + 0.5)})
+    da = da.rio.write_crs("EPSG:32633").rio.write_nodata(0)
+    xr.Dataset({f"b{i}": da.isel(band=i, drop=True) for i in range(3)}).to_zarr(tmp_path / "cube.zarr",
+                                                                                 consolidated=False)
+    expected = predict_dataarray(da, str(model), tmp_path / "local", workers=2, name="cube", **TILING)
+    base = {"model": {"type": "torchscript", "path": str(model)}, "tiling": TILING,
+            "resources": {"workers": 2, "backend": "ray"}}
+    wf = {**base, "inputs": {"paths": [str(tmp_path / "cube.zarr")], "format": "xarray-zarr"},
+          "output": {"directory": str(tmp_path / "ray")}}
+    result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
+    assert result.ok, result.outcomes
+    np.testing.assert_array_equal(_read(tmp_path / "ray" / "cube" / "labels.tif")[0], expected.values)
+
+    with live_dataarray(da, tmp_path, "live") as handle:  # a live array's handle, opened by Ray actors
+        wf = {**base, "inputs": {"paths": [str(handle)], "format": "xarray"},
+              "output": {"directory": str(tmp_path / "x")}}
+        result = run_workflow(parse_workflow(wf, tmp_path), progress=False)
+    assert not result.ok
+    assert "lives in another process" in result.outcomes[0].error
+    assert "not by Ray actors" in result.outcomes[0].error
