@@ -202,14 +202,20 @@ class Bench:
         path.write_text(yaml.safe_dump(wf, sort_keys=False), encoding="utf-8")
         return path, out_dir
 
-    def run(self, size: int, contender: str, repeat: int) -> None:
+    contenders: tuple[str, ...] = CONTENDERS
+
+    def command(self, size: int, contender: str) -> tuple[list[str], Path]:
+        """A contender's command line and output directory (its ``summary.json``)."""
         wf, out_dir = self.workflow(size, contender)
+        return [self.geoseg, "--no-progress", "run", "--force", str(wf)], out_dir
+
+    def run(self, size: int, contender: str, repeat: int) -> None:
+        cmd, out_dir = self.command(size, contender)
         shutil.rmtree(out_dir, ignore_errors=True)
         kind = f"{contender}_{size}"
         load = os.getloadavg()[0]
         log_path = self.out / "logs" / f"{kind}_r{repeat}.log"
-        wall, sampler, stdout, rc = measured([self.geoseg, "--no-progress", "run", "--force", str(wf)], log_path,
-                                             pss_every=self.args.pss_every)
+        wall, sampler, stdout, rc = measured(cmd, log_path, pss_every=self.args.pss_every)
         if rc != 0:
             fail(kind, rc, log_path, stdout)
         run = fill_run(Run(kind, repeat, 1, size * size, 0), wall, sampler)
@@ -225,12 +231,12 @@ class Bench:
         import rasterio
 
         maps = []
-        for contender in CONTENDERS:
+        for contender in self.contenders:
             folder = self.out / "runs" / f"{contender}_{size}"
             item = next(p for p in folder.iterdir() if p.is_dir())
             with rasterio.open(item / "labels.tif") as ds:
                 maps.append(ds.read(1))
-        return bool(np.array_equal(maps[0], maps[1]))
+        return all(np.array_equal(maps[0], m) for m in maps[1:])
 
     def go(self) -> dict[str, Any]:
         started = time.time()

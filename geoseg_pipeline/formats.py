@@ -48,6 +48,8 @@ class InputFormat:
         staged: the reader reads a local, uncompressed copy that the item's owner makes first
             with the reader's ``stage`` class method (a ``.nii.gz`` inflated, an object fetched).
         fallback: the format a name with no known suffix is opened as, for its kind.
+        explicit: used only when ``inputs.format`` names it: never found by ``auto`` detection
+            or folder expansion.
         series: items are DICOM series, ``<folder>#series=<SeriesInstanceUID>``, found by
             reading the headers of a folder's files (any names).
         description: what users see in ``geoseg formats`` and the docs.
@@ -62,6 +64,7 @@ class InputFormat:
     staged: bool = False
     fallback: bool = False
     series: bool = False
+    explicit: bool = False
 
     @property
     def store(self) -> bool:
@@ -86,6 +89,13 @@ FORMATS: tuple[InputFormat, ...] = (
                 "GeoTIFF / COG (and any other raster GDAL reads)", fallback=True),
     InputFormat("zarr", "raster", (".zarr",), "zarr_source:ZarrRasterSource",
                 "a (bands, rows, cols) Zarr array with crs/transform attributes", markers=ZARR_MARKERS),
+    InputFormat("xarray-zarr", "raster", (".zarr",), "xarray_source:XarrayZarrSource",
+                "a Zarr datacube written by xarray (Dataset.to_zarr): its variables on the (y, x) grid as "
+                "bands (inputs.variables), CRS and transform by the CF / rioxarray conventions",
+                markers=ZARR_MARKERS),
+    InputFormat("xarray", "raster", (".xarray",), "xarray_source:DataArraySource",
+                "a live xarray.DataArray of this process, named by the handle predict_dataarray writes "
+                "(resources.backend: local)", explicit=True),
     InputFormat("stac", "raster", (), "stac_source:StacRasterSource",
                 "STAC items (inputs.stac): listed assets as bands, brought onto one grid window by window"),
     InputFormat("nifti", "volume", (".nii", ".nii.gz"), "nifti_source:NiftiSource",
@@ -103,8 +113,10 @@ FORMAT_NAMES: tuple[str, ...] = tuple(dict.fromkeys(f.name for f in FORMATS))
 
 
 def formats_for(kind: Kind | None = None, name: str = "auto") -> tuple[InputFormat, ...]:
-    """The records of ``kind`` (every kind when ``None``), only those called ``name`` unless ``auto``."""
-    return tuple(f for f in FORMATS if (kind is None or f.kind == kind) and name in ("auto", f.name))
+    """The records of ``kind`` (every kind when ``None``): those called ``name``, or with ``auto`` every
+    one but the :attr:`~InputFormat.explicit` ones."""
+    return tuple(f for f in FORMATS if (kind is None or f.kind == kind)
+                 and (name == f.name or (name == "auto" and not f.explicit)))
 
 
 def folder_suffixes(name: str = "auto", kind: Kind | None = None) -> tuple[str, ...]:

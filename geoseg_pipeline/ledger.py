@@ -384,7 +384,7 @@ def config_hash(spec: WorkflowSpec) -> str:
     if doc["output"].get("identifiers") is True:
         del doc["output"]["identifiers"]
     for section, key in (("model", "text_classes"), ("model", "architecture"), ("inputs", "stac"), ("inputs", "mask"),
-                         ("output", "stac")):
+                         ("inputs", "variables"), ("output", "stac")):
         if doc[section].get(key, 0) is None:
             del doc[section][key]
     if doc.get("classes"):

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from ..sinks import ClassLegend
-from ..sources import SourceOptions, probe_channels
+from ..sources import SourceOptions, open_source, probe_channels
 from ..sources.discovery import Item
 from ..spec import WorkflowSpec
 from ..statistics import ItemZones
 from ..storage import S3Config
 from ..tasks import ModelInfo
-from .base import OpenItem, item_format
+from .base import OpenItem, item_format, named_bands
 from .raster import RasterItem
 from .volume import RESAMPLE_SLAB, VolumeItem
 
@@ -33,6 +33,12 @@ def open_item(item: Item, spec: WorkflowSpec, info: ModelInfo, legend: ClassLege
 def channel_count(item: Item, spec: WorkflowSpec, s3: S3Config | None = None) -> int:
     """Bands (or channels) of ``item``, from its metadata."""
     options = SourceOptions(s3=s3, channel_axis=spec.inputs.channel_axis, stac=item.stac)
+    if spec.inputs.variables is not None:  # the bands a datacube's named variables give
+        src = open_source(item_format(item, spec), item.path, options)
+        try:
+            return len(named_bands(src, spec) or ())
+        finally:
+            src.close()
     return probe_channels(item_format(item, spec), item.path, options)
 
 

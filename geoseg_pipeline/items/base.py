@@ -85,8 +85,25 @@ def item_format(item: Item, spec: WorkflowSpec) -> InputFormat:
     return detect(item.path, spec.tiling.kind, spec.inputs.format)
 
 
-def band_selection(item: Item, spec: WorkflowSpec, count: int, info: ModelInfo, kind: str, what: str) -> Preprocessing:
-    """Band (channel) selection and normalization, checked against the model and the item."""
+def named_bands(source: Any, spec: WorkflowSpec) -> tuple[int, ...] | None:
+    """The 1-based bands ``inputs.variables`` names (a datacube's variables), in that order;
+    ``None`` when the workflow names none.
+
+    Raises:
+        InputDataError: a name the item does not have.
+    """
+    if spec.inputs.variables is None:
+        return None
+    picked: tuple[int, ...] = source.select(spec.inputs.variables)
+    return picked
+
+
+def band_selection(item: Item, spec: WorkflowSpec, count: int, info: ModelInfo, kind: str, what: str,
+                   named: tuple[int, ...] | None = None) -> Preprocessing:
+    """Band (channel) selection and normalization, checked against the model and the item;
+    ``preprocessing.bands`` select among the ``named`` bands (``inputs.variables``) when given."""
+    if named is not None:
+        count = len(named)
     bands = spec.preprocessing.bands or tuple(range(1, count + 1))
     if max(bands) > count:
         raise InputDataError(f"{item.path}: preprocessing.bands selects {max(bands)} but the {kind} has {count} {what}")
@@ -100,6 +117,8 @@ def band_selection(item: Item, spec: WorkflowSpec, count: int, info: ModelInfo, 
         raise InputDataError(
             f"{item.path}: preprocessing.normalize has {len(norm.mean)} entries for {len(bands)} {what}"
         )
+    if named is not None:
+        bands = tuple(named[b - 1] for b in bands)
     return Preprocessing(bands, norm.mean if norm else None, norm.std if norm else None)
 
 
@@ -110,4 +129,4 @@ def item_job(item: Item, spec: WorkflowSpec, fmt: InputFormat, prep: Preprocessi
                    t.batch_size, kind=fmt.kind, read_retries=spec.resources.read_retries, **extra)
 
 
-__all__ = ["OpenItem", "band_selection", "item_format", "item_job"]
+__all__ = ["OpenItem", "band_selection", "item_format", "item_job", "named_bands"]

@@ -29,7 +29,7 @@ from ..stitching.sieve import MappingUnitSieve, unit_in_pixels
 from ..storage import S3Config
 from ..tasks import ModelInfo, RegionSettings
 from ..tiling import plan_tiles
-from .base import OpenItem, band_selection, item_format, item_job
+from .base import OpenItem, band_selection, item_format, item_job, named_bands
 
 
 class RasterItem(OpenItem):
@@ -46,9 +46,10 @@ class RasterItem(OpenItem):
         assert isinstance(src, RasterSource)
         try:
             grid, count, file_nodata = src.grid, src.band_count, src.nodata
+            named = named_bands(src, spec)
         finally:
             src.close()
-        prep = band_selection(item, spec, count, info, "raster", "band(s)")
+        prep = band_selection(item, spec, count, info, "raster", "band(s)", named)
         nodata = spec.inputs.nodata if spec.inputs.nodata is not None else file_nodata
         prep = Preprocessing(prep.bands, prep.mean, prep.std, nodata)
         self.item, self.grid = item, grid

@@ -36,7 +36,8 @@ class ZarrRasterSource:
         except SourceError:
             raise
         except Exception as exc:  # zarr raises several unrelated types for a bad store
-            raise SourceError(f"{path}: cannot open as a Zarr array: {exc}") from exc
+            raise SourceError(f"{path}: cannot open as a Zarr array: {exc} (a datacube written by xarray? "
+                              "use inputs.format: xarray-zarr)") from exc
         if arr.ndim not in (2, 3):
             raise SourceError(f"{path}: expected a (bands, rows, cols) array, got shape {arr.shape}")
         self._arr = arr
@@ -106,12 +107,19 @@ def _transform(path: str, attrs: dict[str, Any]) -> Affine:
 
 def _crs(path: str, attrs: dict[str, Any]) -> str | None:
     value = attrs.get("crs")
-    if value is None:
-        return None
+    return None if value is None else crs_wkt(path, value, "attribute crs")
+
+
+def crs_wkt(path: str, value: Any, what: str) -> str:
+    """``value`` (anything ``pyproj.CRS.from_user_input`` reads) as WKT.
+
+    Raises:
+        SourceError: it is not a CRS, naming the item and ``what`` held it.
+    """
     from pyproj import CRS
     from pyproj.exceptions import CRSError
 
     try:
         return str(CRS.from_user_input(value).to_wkt())
     except CRSError as exc:
-        raise SourceError(f"{path}: attribute crs is not a CRS: {exc}") from exc
+        raise SourceError(f"{path}: {what} is not a CRS: {exc}") from exc

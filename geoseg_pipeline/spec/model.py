@@ -59,6 +59,11 @@ class InputSpec(_Frozen):
     mask: MaskSpec | None = Field(
         default=None, description="A quality asset of each STAC item marking pixels to leave out (clouds, ...)."
     )
+    variables: Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1)] | None = Field(
+        default=None, description="format: xarray-zarr: the cube's variables that are the bands, in the model's "
+        "channel order (a (band, y, x) variable's name gives all its bands; variable:label one); default: every "
+        "variable on the (y, x) grid, by name (docs/xarray.md)."
+    )
     max_pixels: Annotated[int, Field(ge=1)] = Field(
         default=2**36, description="The most pixels (rasters) or voxels (volumes) an item may declare; "
         "a larger one is refused before anything is allocated (a damaged header, most likely). "
@@ -88,6 +93,9 @@ class InputSpec(_Frozen):
             raise ValueError("inputs.stac names the items of a STAC job: leave manifest and dicomweb out")
         if self.stac is not None and self.format not in ("auto", "stac"):
             raise ValueError(f"inputs.stac gives STAC items: format must be auto or stac, got {self.format!r}")
+        if self.variables is not None and self.format != "xarray-zarr":
+            raise ValueError(f"inputs.variables names the bands of a Zarr datacube: it needs format: xarray-zarr, "
+                             f"got {self.format!r}")
         if self.mask is not None and self.stac is None:
             raise ValueError("inputs.mask names an asset of STAC items: it needs inputs.stac")
         return self

@@ -1,0 +1,142 @@
+"""Segmenting an ``xarray.DataArray`` through the same engine as files: ``predict_dataarray``.
+
+How the array reaches the readers: it is registered in this process under a random token and a
+small handle file (``<name>.xarray``, in a temporary folder) stands for it as the job's one item
+(:func:`~geoseg_pipeline.sources.xarray_source.live_dataarray`). The job runs with the local
+backend (``resources.backend: local``): worker threads of this process, which read the array
+window by window through :class:`~geoseg_pipeline.sources.xarray_source.DataArraySource`, so a
+dask-backed array is computed one task region at a time, never whole. Ray actors are other
+processes and cannot see a live array (a numpy-backed one would have to be pickled into every
+task); for Ray, write the cube to Zarr and run a workflow with ``format: xarray-zarr``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .api import model_section
+from .errors import InputDataError, JobError
+from .runtime import run_job
+from .sources.xarray_grid import EXTRA_HINT, import_xarray
+from .sources.xarray_source import DataArraySource, live_dataarray
+from .spec import parse_workflow
+
+
+def predict_dataarray(
+    da: Any,
+    model: str,
+    out: str | Path | None = None,
+    *,
+    roi_size: int | Sequence[int] | None = None,
+    overlap: float | None = None,
+    blend: str | None = None,
+    batch_size: int | None = None,
+    block_size: int | None = None,
+    classes: Sequence[str] | None = None,
+    workers: int | None = None,
+    nodata: float | None = None,
+    formats: Sequence[str] | None = None,
+    name: str = "dataarray",
+    progress: bool | None = None,
+) -> Any:
+    """Segment a ``(band, y, x)`` (or single-band ``(y, x)``) DataArray with ``model``.
+
+    The array may be numpy- or dask-backed; it is read window region by window region, so a
+    dask array is never computed whole. Its CRS and transform come from the CF / rioxarray
+    conventions (``rio.write_crs``, a ``spatial_ref`` coordinate, ``GeoTransform``, regularly
+    spaced x/y coordinates; see :mod:`geoseg_pipeline.sources.xarray_grid`); without a CRS the
+    labels are on the same pixel grid with no CRS and the statistics count pixels, not areas.
+    Volumes (``band, z, y, x``) are not supported.
+
+    Args:
+        da: the array; the leading dimension (if any) holds the model's channels in order.
+        model: as ``geoseg predict --model`` takes it (see :func:`~geoseg_pipeline.api.model_section`).
+        out: the output directory (``OUT/<name>/labels.tif`` and the item's reports); ``None``:
+            a new temporary directory, which the caller owns (its path is ``attrs["output"]``'s
+            folder).
+        roi_size, overlap, blend, batch_size, block_size: the tiling (``None``: the workflow
+            defaults; a block is what a worker reads at once, plus a window's margin).
+        classes: class names (the legend and statistics).
+        workers: worker threads (default: one per CPU).
+        nodata: the input's nodata value (default: the array's ``_FillValue`` / ``nodata``
+            attribute; else NaN for a float array, xarray's mark of missing values).
+        formats: output formats (default ``cog``; ``logits`` adds ``logits.tif``).
+        name: the item's name (its output folder).
+        progress: force progress bars on or off (default: on a terminal only).
+
+    Returns:
+        The labels as a lazily read (dask-backed) DataArray ``(y, x)`` opened from the COG the
+        engine wrote, with the input's y/x coordinates and CRS; ``attrs``: ``nodata`` (the
+        labels' nodata, also ``_FillValue``), ``output`` (the COG's path), ``statistics`` (the
+        item's statistics as ``stats.json`` holds them: a nested dict, to drop before
+        ``to_netcdf``).
+
+    Raises:
+        InputDataError: dimensions that are not ``(band, y, x)``, irregular coordinates.
+        JobError: the item failed (the message says why).
+        SourceError: xarray or rioxarray is not installed (the ``xarray`` extra).
+    """
+    xarray = import_xarray()
+    try:
+        import rioxarray
+    except ImportError as exc:
+        raise JobError(f"predict_dataarray needs rioxarray: {EXTRA_HINT}") from exc
+    if not isinstance(da, xarray.DataArray):
+        raise InputDataError(f"predict_dataarray segments an xarray.DataArray, got {type(da).__name__} "
+                             "(a Dataset: select or stack its bands, e.g. ds[[...]].to_dataarray('band'))")
+    grid = DataArraySource(f"DataArray {name!r}", da).grid  # dimensions and georeferencing checked, no pixel read
+    out_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="geoseg-dataarray-"))
+    tiling = {"roi_size": roi_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
+              "block_size": block_size}
+    with tempfile.TemporaryDirectory(prefix="geoseg-handle-") as folder, \
+            live_dataarray(da, Path(folder), name) as handle:
+        data: dict[str, Any] = {
+            "name": "predict_dataarray",
+            "inputs": {"paths": [str(handle)], "format": "xarray", "nodata": nodata},
+            "model": model_section(model),
+            "tiling": {k: v for k, v in tiling.items() if v is not None},
+            "output": {"directory": str(out_dir), "formats": list(formats) if formats else None},
+            "resources": {"workers": workers, "backend": "local"},
+        }
+        if classes:
+            data["classes"] = [{"name": c} for c in classes]
+        spec = parse_workflow(data, Path.cwd(), "predict_dataarray")
+        result = run_job(spec, progress=progress, force=True)  # a live array has no identity for the ledger
+    outcome = result.outcomes[0]
+    if outcome.status != "ok":  # named as the caller knows it, not by its handle file
+        raise JobError(f"predict_dataarray: {outcome.error.replace(str(handle), f'DataArray {name!r}')}")
+    labels = _open_labels(rioxarray, da, out_dir / name / "labels.tif", grid.crs is None)
+    if "source" in labels.attrs["statistics"]:  # the handle file, gone now
+        labels.attrs["statistics"]["source"] = f"DataArray {name!r}"
+    return labels
+
+
+def _open_labels(rioxarray: Any, da: Any, path: Path, pixel_grid: bool) -> Any:
+    """The COG as a lazy ``(y, x)`` DataArray on the input's coordinates."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        if pixel_grid:  # no CRS: GDAL says the COG is not georeferenced, as asked
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as ds:
+            rows, cols = ds.block_shapes[0]
+        # dask chunks of 4 x 4 COG tiles: few tasks, each reading whole tiles
+        chunks = {"band": 1, "y": 4 * rows, "x": 4 * cols}
+        labels = rioxarray.open_rasterio(path, chunks=chunks, mask_and_scale=False).squeeze("band", drop=True)
+    y, x = (str(d) for d in da.dims[-2:])
+    labels = labels.rename({"y": y, "x": x}) if (y, x) != ("y", "x") else labels
+    labels = labels.assign_coords({d: da.coords[d] for d in (y, x) if d in da.coords})
+    labels.name = "labels"
+    stats = path.parent / "stats.json"
+    labels.attrs.update(nodata=labels.attrs.get("_FillValue"), output=str(path.resolve()),
+                        statistics=json.loads(stats.read_text(encoding="utf-8")) if stats.is_file() else {})
+    return labels
+
+
+__all__ = ["predict_dataarray"]
