@@ -51,12 +51,13 @@ system-deps:
 
 ## Lint, type-check and run the whole test suite (Ray tests included), then the vision extra's tests
 ## in .venv-vision. That venv is built (from the machine's wheels: mostly unpacking) while the core
-## suite runs, in the background, so that CI pays for it once; its log: .venv-vision.log
+## suite runs, in the background at the lowest priority, so that CI pays little for it; its log:
+## .venv-vision.log
 test: $(STAMP) system-deps
 	$(BIN)/ruff check geoseg_pipeline tests benchmarks scripts
 	$(BIN)/mypy geoseg_pipeline
 	$(BIN)/lint-imports
-	@$(MAKE) --no-print-directory install-vision > $(VISION_VENV).log 2>&1 & vision=$$!; \
+	@nice -n 19 $(MAKE) --no-print-directory install-vision > $(VISION_VENV).log 2>&1 & vision=$$!; \
 	$(BIN)/python -m pytest -p no:cacheprovider; status=$$?; \
 	if ! wait $$vision; then echo "make install-vision failed:"; cat $(VISION_VENV).log; exit 1; fi; \
 	if [ $$status -ne 0 ]; then exit $$status; fi; \
