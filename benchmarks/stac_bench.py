@@ -241,27 +241,36 @@ class Bench:
     def go(self) -> dict[str, Any]:
         started = time.time()
         self.prepare()
+        names = list(self.contenders)
         for r in range(self.args.repeats):
             for i, size in enumerate(self.args.sizes):
-                order = CONTENDERS if (r + i) % 2 == 0 else CONTENDERS[::-1]
-                for contender in order:
+                k = (r + i) % len(names)  # the order rotates between repeats and sizes
+                for contender in names[k:] + names[:k]:
                     self.run(size, contender, r)
         equal = {s: self.same_labels(s) for s in self.args.sizes}
         return self.report(time.time() - started, equal)
 
-    def report(self, elapsed: float, equal: dict[int, bool]) -> dict[str, Any]:
-        medians = []
+    def medians(self, equal: dict[int, bool]) -> list[dict[str, Any]]:
+        """Per size, each contender's medians over its repeats, and the ratios of every
+        contender to the first (``<name>_over_<first>``)."""
+        rows = []
+        first = self.contenders[0]
         for size in self.args.sizes:
             row: dict[str, Any] = {"size": size, "labels_equal": equal[size]}
-            for c in CONTENDERS:
+            for c in self.contenders:
                 runs = [r for r in self.runs if r.detail["contender"] == c and r.detail["size"] == size]
                 row[c] = {"wall_s": statistics.median(r.wall_s for r in runs),
                           "job_s": statistics.median(r.inner_s or 0.0 for r in runs),
                           "cpu_s": statistics.median(sum(v for _, v in r.cpu_by_process) for r in runs),
                           "peak_pss_mib": statistics.median(r.peak_pss_mib for r in runs),
                           "windows": runs[0].windows, "repeats": len(runs)}
-            row["stac_over_stacked"] = {k: row["stac"][k] / row["stacked"][k] for k in ("wall_s", "job_s", "cpu_s")}
-            medians.append(row)
+            for c in self.contenders[1:]:
+                row[f"{c}_over_{first}"] = {k: row[c][k] / row[first][k] for k in ("wall_s", "job_s", "cpu_s")}
+            rows.append(row)
+        return rows
+
+    def report(self, elapsed: float, equal: dict[int, bool]) -> dict[str, Any]:
+        medians = self.medians(equal)
         lo, hi = medians[0], medians[-1]
         growth = {c: hi[c]["peak_pss_mib"] - lo[c]["peak_pss_mib"] for c in CONTENDERS} if len(medians) > 1 else {}
         ratio = hi["stac_over_stacked"]["wall_s"]

@@ -40,7 +40,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from dataclasses import asdict
@@ -137,31 +136,8 @@ class Bench(StacBench):
         path.write_text(yaml.safe_dump(wf, sort_keys=False), encoding="utf-8")
         return [self.geoseg, "--no-progress", "run", "--force", str(path)], out_dir
 
-    def go(self) -> dict[str, Any]:
-        started = time.time()
-        self.prepare()
-        for r in range(self.args.repeats):
-            for i, size in enumerate(self.args.sizes):
-                k = (r + i) % len(CONTENDERS)
-                for contender in CONTENDERS[k:] + CONTENDERS[:k]:
-                    self.run(size, contender, r)
-        equal = {s: self.same_labels(s) for s in self.args.sizes}
-        return self.report(time.time() - started, equal)
-
     def report(self, elapsed: float, equal: dict[int, bool]) -> dict[str, Any]:
-        medians = []
-        for size in self.args.sizes:
-            row: dict[str, Any] = {"size": size, "labels_equal": equal[size]}
-            for c in CONTENDERS:
-                runs = [r for r in self.runs if r.detail["contender"] == c and r.detail["size"] == size]
-                row[c] = {"wall_s": statistics.median(r.wall_s for r in runs),
-                          "job_s": statistics.median(r.inner_s or 0.0 for r in runs),
-                          "cpu_s": statistics.median(sum(v for _, v in r.cpu_by_process) for r in runs),
-                          "peak_pss_mib": statistics.median(r.peak_pss_mib for r in runs),
-                          "windows": runs[0].windows, "repeats": len(runs)}
-            for c in CONTENDERS[1:]:
-                row[f"{c}_over_file"] = {k: row[c][k] / row["file"][k] for k in ("wall_s", "job_s", "cpu_s")}
-            medians.append(row)
+        medians = self.medians(equal)
         lo, hi = medians[0], medians[-1]
         growth = {c: hi[c]["peak_pss_mib"] - lo[c]["peak_pss_mib"] for c in CONTENDERS} if len(medians) > 1 else {}
         ratio = hi["dataarray_over_file"]["wall_s"]
