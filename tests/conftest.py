@@ -15,6 +15,21 @@ import rasterio
 from rasterio.transform import from_origin
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): each
+    test file is one group, so module-scoped servers (moto, Orthanc) start once, and the files
+    that start real ``ray start`` clusters (they use :mod:`ray_nodes`) are one group together,
+    so two clusters never compete for the machine's cores while their start-up, placement and
+    loss timings are what is tested."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        module = getattr(item, "module", None)
+        clusters = module is not None and any(getattr(v, "__module__", None) == "ray_nodes"
+                                              for v in vars(module).values())
+        item.add_marker(pytest.mark.xdist_group("ray-clusters" if clusters else item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
     """One real local Ray instance for all tests that run jobs (jobs reuse a connected Ray)."""
