@@ -101,6 +101,9 @@ FORMATS: tuple[InputFormat, ...] = (
     InputFormat("nifti", "volume", (".nii", ".nii.gz"), "nifti_source:NiftiSource",
                 "NIfTI-1/2, plain or gzip-compressed (a worker inflates it once per machine)",
                 staged=True),
+    InputFormat("xarray", "volume", (".xarray",), "xarray_volume:DataArrayVolumeSource",
+                "a live (channel, z, y, x) xarray.DataArray of this process, named by the handle "
+                "predict_dataarray writes (resources.backend: local)", explicit=True),
     InputFormat("zarr", "volume", (".zarr",), "zarr_volume:ZarrVolumeSource",
                 "a Zarr array with affine/spacing attributes, or an OME-Zarr image", markers=ZARR_MARKERS),
     InputFormat("dicom", "volume", (), "dicom_source:DicomSeriesSource",

@@ -24,6 +24,7 @@ from .errors import InputDataError, JobError
 from .runtime import run_job
 from .sources.xarray_grid import EXTRA_HINT, import_xarray
 from .sources.xarray_source import DataArraySource, live_dataarray
+from .sources.xarray_volume import DataArrayVolumeSource, is_volume
 from .spec import parse_workflow
 
 
@@ -43,8 +44,12 @@ def predict_dataarray(
     formats: Sequence[str] | None = None,
     name: str = "dataarray",
     progress: bool | None = None,
+    lesion_classes: Sequence[int] = (),
+    orientation: str | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> Any:
-    """Segment a ``(band, y, x)`` (or single-band ``(y, x)``) DataArray with ``model``.
+    """Segment a ``(band, y, x)`` (or single-band ``(y, x)``) DataArray, or a ``(channel, z, y, x)``
+    (or ``(z, y, x)``) volume, with ``model``.
 
     The array may be numpy- or dask-backed; it is read window region by window region, so a
     dask array is never computed whole. Its CRS and transform come from the CF / rioxarray
@@ -68,16 +73,21 @@ def predict_dataarray(
         formats: output formats (default ``cog``; ``logits`` adds ``logits.tif``).
         name: the item's name (its output folder).
         progress: force progress bars on or off (default: on a terminal only).
+        lesion_classes, orientation, spacing: for a volume, as :func:`~geoseg_pipeline.api.predict`
+            takes them (lesion statistics; the model's voxel orientation and spacing, the labels
+            coming back on the input's voxels).
 
     Returns:
         The labels as a lazily read (dask-backed) DataArray ``(y, x)`` opened from the COG the
-        engine wrote, with the input's y/x coordinates and CRS; ``attrs``: ``nodata`` (the
+        engine wrote, with the input's y/x coordinates and CRS (a volume's: ``(z, y, x)`` from
+        ``labels.zarr``, an OME-Zarr label image, with the input's coordinates); ``attrs``: ``nodata`` (the
         labels' nodata, also ``_FillValue``), ``output`` (the COG's path), ``statistics`` (the
         item's statistics as ``stats.json`` holds them: a nested dict, to drop before
         ``to_netcdf``).
 
     Raises:
-        InputDataError: dimensions that are not ``(band, y, x)``, irregular coordinates.
+        InputDataError: dimensions that are neither a raster's nor a volume's, irregular
+            coordinates, a volume without voxel sizes or without a 3D ``roi_size``.
         JobError: the item failed (the message says why).
         SourceError: xarray or rioxarray is not installed (the ``xarray`` extra).
     """
@@ -89,31 +99,86 @@ def predict_dataarray(
     if not isinstance(da, xarray.DataArray):
         raise InputDataError(f"predict_dataarray segments an xarray.DataArray, got {type(da).__name__} "
                              "(a Dataset: select or stack its bands, e.g. ds[[...]].to_dataarray('band'))")
-    grid = DataArraySource(f"DataArray {name!r}", da).grid  # dimensions and georeferencing checked, no pixel read
+    what = f"DataArray {name!r}"
+    volume = is_volume(da.dims)
+    if volume:
+        grid = None
+        DataArrayVolumeSource(what, da)  # dimensions and voxel geometry checked, no voxel read
+        roi_size = _volume_roi(what, roi_size, model)
+        formats = list(dict.fromkeys([*(formats or ["nifti"]), "zarr"]))  # labels.zarr: read back lazily
+    else:
+        grid = DataArraySource(what, da).grid  # dimensions and georeferencing checked, no pixel read
     out_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="geoseg-dataarray-"))
     tiling = {"roi_size": roi_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
               "block_size": block_size}
+    preprocessing = {"orientation": orientation, "spacing": list(spacing) if spacing else None}
     with tempfile.TemporaryDirectory(prefix="geoseg-handle-") as folder, \
-            live_dataarray(da, Path(folder), name) as handle:
+            live_dataarray(da, Path(folder), name, spatial=3 if volume else 2) as handle:
         data: dict[str, Any] = {
             "name": "predict_dataarray",
             "inputs": {"paths": [str(handle)], "format": "xarray", "nodata": nodata},
             "model": model_section(model),
             "tiling": {k: v for k, v in tiling.items() if v is not None},
+            "preprocessing": {k: v for k, v in preprocessing.items() if v is not None},
             "output": {"directory": str(out_dir), "formats": list(formats) if formats else None},
             "resources": {"workers": workers, "backend": "local"},
         }
+        if lesion_classes:
+            data["statistics"] = {"lesion_classes": list(lesion_classes)}
         if classes:
             data["classes"] = [{"name": c} for c in classes]
         spec = parse_workflow(data, Path.cwd(), "predict_dataarray")
         result = run_job(spec, progress=progress, force=True)  # a live array has no identity for the ledger
     outcome = result.outcomes[0]
     if outcome.status != "ok":  # named as the caller knows it, not by its handle file
-        raise JobError(f"predict_dataarray: {outcome.error.replace(str(handle), f'DataArray {name!r}')}")
-    labels = _open_labels(rioxarray, da, out_dir / name / "labels.tif", grid.crs is None)
+        raise JobError(f"predict_dataarray: {outcome.error.replace(str(handle), what)}")
+    if grid is None:
+        labels = _open_volume_labels(xarray, da, out_dir / name / "labels.zarr")
+    else:
+        labels = _open_labels(rioxarray, da, out_dir / name / "labels.tif", grid.crs is None)
     if "source" in labels.attrs["statistics"]:  # the handle file, gone now
-        labels.attrs["statistics"]["source"] = f"DataArray {name!r}"
+        labels.attrs["statistics"]["source"] = what
     return labels
+
+
+def _volume_roi(what: str, roi_size: int | Sequence[int] | None, model: str) -> int | Sequence[int] | None:
+    """A volume's ``roi_size``: three sizes (one number: a cube); ``None`` only for models that
+    bring their own (nnU-Net, MONAI bundles)."""
+    if roi_size is None:
+        if model_section(model).get("type") in ("nnunet", "bundle"):
+            return None
+        raise InputDataError(f"{what} is a volume: give roi_size with three sizes (i, j, k), or one number for a cube")
+    if isinstance(roi_size, int):
+        return (roi_size,) * 3
+    if len(roi_size) != 3:
+        raise InputDataError(f"{what} is a volume: roi_size needs three sizes (i, j, k), got {list(roi_size)}")
+    return roi_size
+
+
+def _open_volume_labels(xarray: Any, da: Any, path: Path) -> Any:
+    """``labels.zarr`` as a lazy DataArray on the input's last three dimensions and coordinates."""
+    import dask.array
+
+    array = dask.array.from_zarr(str(path), component="0")  # type: ignore[no-untyped-call]
+    dims = tuple(str(d) for d in da.dims[-3:])
+    labels = xarray.DataArray(array, dims=dims, coords={d: da.coords[d] for d in dims if d in da.coords},
+                              name="labels")
+    nodata = _nodata_label(path)
+    stats = path.parent / "stats.json"
+    if nodata is not None:  # without one every voxel has a class, and no attribute says otherwise
+        labels.attrs["nodata"] = nodata
+    labels.attrs.update(output=str(path.resolve()),
+                        statistics=json.loads(stats.read_text(encoding="utf-8")) if stats.is_file() else {})
+    if "affine" in da.attrs:
+        labels.attrs["affine"] = da.attrs["affine"]
+    return labels
+
+
+def _nodata_label(path: Path) -> int | None:
+    """The label image's nodata label (``None``: every voxel has a class), from its attributes."""
+    attrs = json.loads((path / ".zattrs").read_text(encoding="utf-8"))
+    value = attrs.get("geoseg", {}).get("nodata_label")
+    return None if value is None else int(value)
 
 
 def _open_labels(rioxarray: Any, da: Any, path: Path, pixel_grid: bool) -> Any:

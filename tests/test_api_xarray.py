@@ -5,7 +5,6 @@ dask-backed arrays are read chunk by chunk, never whole; coordinates and CRS com
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,7 @@ import rasterio
 import rioxarray
 import torch
 import xarray as xr
-from dask.array.optimization import optimize
-from dask.core import flatten
+from dask_counts import ChunksPerCompute
 from monai.inferers import sliding_window_inference
 from pyproj import CRS
 
@@ -87,23 +85,6 @@ def test_dataarray_equals_the_file_path_and_monai(
     assert labels.attrs["output"] == str((tmp_path / "arrays" / "scene" / "labels.tif").resolve())
 
 
-class _ChunksPerCompute:
-    """How many chunks of the dask array called ``name`` each computation needs: dask's array
-    optimisation hook (``array_optimize``) sees every computation's graph and output keys, in
-    any thread; the graph culled to those keys holds the source chunks it reads."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.lock = threading.Lock()
-        self.counts: list[int] = []
-
-    def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        culled = dict(dsk.cull(set(flatten(keys))))
-        with self.lock:
-            self.counts.append(sum(1 for k in culled if isinstance(k, tuple) and k[0] == self.name))
-        return optimize(dsk, keys, **kwargs)
-
-
 def test_a_dask_array_is_read_chunk_by_chunk_never_whole(tmp_path: Path, conv_model: Callable[..., Path]) -> None:
     rows, cols = 400, 430
     data = _scene(rows, cols, seed=3)
@@ -120,7 +101,7 @@ def test_a_dask_array_is_read_chunk_by_chunk_never_whole(tmp_path: Path, conv_mo
     da = xr.DataArray(lazy, dims=("band", "y", "x"), coords={"y": ys, "x": xs, "band": [4, 3, 2]})
     da = da.rio.write_crs("EPSG:4326").rio.write_nodata(0)
     model = conv_model(in_channels=3, classes=4)
-    per_compute = _ChunksPerCompute("scene-chunks")
+    per_compute = ChunksPerCompute("scene-chunks")
     with dask.config.set(array_optimize=per_compute):
         labels = predict_dataarray(da, str(model), tmp_path / "out", workers=2, name="cube", **TILING)
     # every read needs the chunks under one task region (a 128-pixel block and a window's margin,

@@ -7,11 +7,13 @@ under the region again for each region (a Zarr chunk decoded, a CF mask applied,
 operations run): with 512-pixel blocks and chunks about four times per chunk. A
 :class:`ChunkCache` computes the chunks a region lacks (one ``dask.compute`` for all of them, under
 the caller's dask configuration), keeps them, least recently used first out, up to a byte
-budget, and assembles regions from them. The cache is shared by the reading threads of one array.
+budget, and assembles regions from them. The cache is shared by the reading threads of one array;
+a chunk one thread is computing is waited for by the others, not computed again.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -24,50 +26,79 @@ CACHE_BYTES = 192 * 2**20
 
 
 class ChunkCache:
-    """Computed chunks of one dask array ``(..., y, x)``, every leading band in each chunk."""
+    """Computed chunks of one dask array ``(..., y, x)`` (``spatial=2``) or ``(..., z, y, x)``
+    (``spatial=3``), every leading band or channel in each chunk."""
 
-    def __init__(self, array: Any, max_bytes: int = CACHE_BYTES) -> None:
+    def __init__(self, array: Any, max_bytes: int = CACHE_BYTES, spatial: int = 2) -> None:
         self.array = array
         self.max_bytes = max_bytes
-        self._ys, self._xs = (np.cumsum((0, *c)) for c in array.chunks[-2:])
-        self._lead = (slice(None),) * (array.ndim - 2)
-        self._blocks: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self.spatial = spatial
+        self._edges = [np.cumsum((0, *c)) for c in array.chunks[-spatial:]]
+        self._lead = (slice(None),) * (array.ndim - spatial)
+        self._blocks: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self._bytes = 0
+        self._pending: dict[tuple[int, ...], threading.Event] = {}
         self._lock = threading.Lock()
 
     def cacheable(self) -> bool:
         """Whether a chunk (every band) fits a quarter of the budget; larger ones are not kept."""
-        bands = int(np.prod(self.array.shape[:-2], dtype=np.int64))
-        chunk = int(np.diff(self._ys).max()) * int(np.diff(self._xs).max()) * bands * self.array.dtype.itemsize
+        bands = int(np.prod(self.array.shape[:-self.spatial], dtype=np.int64))
+        chunk = bands * self.array.dtype.itemsize
+        for edges in self._edges:
+            chunk *= int(np.diff(edges).max())
         return bool(chunk * 4 <= self.max_bytes)
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
-        """Every band of ``array[..., rows, cols]`` (steps of 1, inside the array)."""
-        ys, xs = self._ys, self._xs
-        i0, i1 = int(np.searchsorted(ys, rows.start, "right")) - 1, int(np.searchsorted(ys, rows.stop, "left"))
-        j0, j1 = int(np.searchsorted(xs, cols.start, "right")) - 1, int(np.searchsorted(xs, cols.stop, "left"))
-        keys = [(i, j) for i in range(i0, i1) for j in range(j0, j1)]
+    def read(self, *region: slice) -> np.ndarray:
+        """Every band of ``array[..., *region]``: one slice per spatial axis (steps of 1, inside
+        the array)."""
+        spans = [range(int(np.searchsorted(e, s.start, "right")) - 1, int(np.searchsorted(e, s.stop, "left")))
+                 for e, s in zip(self._edges, region, strict=True)]
+        keys = list(itertools.product(*spans))
+        found = self._found(keys)
+        while missing := [k for k in keys if k not in found]:
+            with self._lock:  # what another thread computes now is waited for, not computed twice
+                mine = [k for k in missing if k not in self._pending]
+                theirs = [self._pending[k] for k in missing if k in self._pending]
+                done = threading.Event()
+                self._pending.update((k, done) for k in mine)
+            try:
+                if mine:
+                    from dask.base import compute
+
+                    computed = compute(  # type: ignore[no-untyped-call]
+                        *(self.array.blocks[(*self._lead, *k)] for k in mine))
+                    found.update((k, np.asarray(b)) for k, b in zip(mine, computed, strict=True))
+                    self._keep({k: found[k] for k in mine})
+            finally:
+                with self._lock:
+                    for k in mine:
+                        self._pending.pop(k, None)
+                done.set()
+            for event in theirs:
+                event.wait()
+            # theirs are cached now, unless their computation failed or the budget evicted them:
+            # then this thread computes them on the next turn
+            found.update(self._found([k for k in missing if k not in found]))
+        out = np.empty((*self.array.shape[:-self.spatial], *(s.stop - s.start for s in region)), self.array.dtype)
+        for key, block in found.items():
+            dst: list[Any] = [Ellipsis]
+            src: list[Any] = [Ellipsis]
+            for e, s, i in zip(self._edges, region, key, strict=True):
+                lo, hi = max(int(e[i]), s.start), min(int(e[i + 1]), s.stop)
+                dst.append(slice(lo - s.start, hi - s.start))
+                src.append(slice(lo - int(e[i]), hi - int(e[i])))
+            out[tuple(dst)] = block[tuple(src)]
+        return out
+
+    def _found(self, keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray]:
+        """The cached chunks among ``keys``, marked as used last."""
         with self._lock:
             found = {k: self._blocks[k] for k in keys if k in self._blocks}
             for k in found:
                 self._blocks.move_to_end(k)
-        missing = [k for k in keys if k not in found]
-        if missing:
-            from dask.base import compute
+        return found
 
-            computed = compute(  # type: ignore[no-untyped-call]
-                *(self.array.blocks[(*self._lead, i, j)] for i, j in missing))
-            found.update((k, np.asarray(b)) for k, b in zip(missing, computed, strict=True))
-            self._keep({k: found[k] for k in missing})
-        out = np.empty((*self.array.shape[:-2], rows.stop - rows.start, cols.stop - cols.start), self.array.dtype)
-        for (i, j), block in found.items():
-            y0, y1 = max(int(ys[i]), rows.start), min(int(ys[i + 1]), rows.stop)
-            x0, x1 = max(int(xs[j]), cols.start), min(int(xs[j + 1]), cols.stop)
-            out[..., y0 - rows.start:y1 - rows.start, x0 - cols.start:x1 - cols.start] = \
-                block[..., y0 - ys[i]:y1 - ys[i], x0 - xs[j]:x1 - xs[j]]
-        return out
-
-    def _keep(self, blocks: dict[tuple[int, int], np.ndarray]) -> None:
+    def _keep(self, blocks: dict[tuple[int, ...], np.ndarray]) -> None:
         with self._lock:
             for key, block in blocks.items():
                 if key not in self._blocks:

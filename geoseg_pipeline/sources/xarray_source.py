@@ -198,14 +198,16 @@ _LIVE_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def live_dataarray(da: Any, folder: Path, name: str) -> Iterator[Path]:
+def live_dataarray(da: Any, folder: Path, name: str, spatial: int = 2) -> Iterator[Path]:
     """Register ``da`` for the length of the block; yields the handle file that names it
-    (``folder/<name>.xarray``: the item's path, so the item is called ``name``)."""
+    (``folder/<name>.xarray``: the item's path, so the item is called ``name``). A dask-backed
+    array gets a chunk cache over its last ``spatial`` dimensions (2: a raster, 3: a volume)."""
     token = uuid.uuid4().hex
     handle = folder / f"{name}{HANDLE_SUFFIX}"
     handle.write_text(json.dumps({"token": token, "pid": os.getpid(), "dims": [str(d) for d in da.dims],
                                   "shape": [int(n) for n in da.shape]}), encoding="utf-8")
-    cache = ChunkCache(da.data) if da.chunks is not None and hasattr(da.data, "blocks") else None
+    dasky = da.chunks is not None and hasattr(da.data, "blocks")
+    cache = ChunkCache(da.data, spatial=spatial) if dasky else None
     with _LIVE_LOCK:
         _LIVE[token] = (da, cache if cache is not None and cache.cacheable() else None)
     try:
@@ -254,24 +256,31 @@ class DataArraySource(XarrayBandsSource):
 
     @classmethod
     def open(cls, path: str, options: SourceOptions) -> DataArraySource:
-        """The registry's way in: the array the handle file ``path`` names.
-
-        Raises:
-            SourceError: the handle cannot be read, or its array lives in another process.
-        """
-        try:
-            handle = json.loads(Path(path).read_text(encoding="utf-8"))
-            token, pid = str(handle["token"]), int(handle["pid"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SourceError(f"{path}: not a DataArray handle written by predict_dataarray: {exc}") from exc
-        with _LIVE_LOCK:
-            live = _LIVE.get(token)
-        if live is None:
-            where = "another process" if pid != os.getpid() else "this process, and is no longer registered"
-            raise SourceError(f"{path}: the DataArray it names lives in {where}: a live DataArray is read by "
-                              "threads of the process that holds it (predict_dataarray, resources.backend: local), "
-                              "not by Ray actors; write it to Zarr and use format: xarray-zarr to run it on Ray")
-        return cls(path, *live)
+        """The registry's way in: the array the handle file ``path`` names (:func:`live_array`)."""
+        return cls(path, *live_array(path))
 
 
-__all__ = ["HANDLE_SUFFIX", "DataArraySource", "XarrayBandsSource", "XarrayZarrSource", "live_dataarray"]
+def live_array(path: str) -> tuple[Any, ChunkCache | None]:
+    """The live DataArray the handle file ``path`` names, and its chunk cache (``None``: not
+    dask-backed, or chunks too large to keep).
+
+    Raises:
+        SourceError: the handle cannot be read, or its array lives in another process.
+    """
+    try:
+        handle = json.loads(Path(path).read_text(encoding="utf-8"))
+        token, pid = str(handle["token"]), int(handle["pid"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SourceError(f"{path}: not a DataArray handle written by predict_dataarray: {exc}") from exc
+    with _LIVE_LOCK:
+        live = _LIVE.get(token)
+    if live is None:
+        where = "another process" if pid != os.getpid() else "this process, and is no longer registered"
+        raise SourceError(f"{path}: the DataArray it names lives in {where}: a live DataArray is read by "
+                          "threads of the process that holds it (predict_dataarray, resources.backend: local), "
+                          "not by Ray actors; write it to Zarr and use format: xarray-zarr to run it on Ray")
+    da, cache = live
+    return da, cache
+
+
+__all__ = ["HANDLE_SUFFIX", "DataArraySource", "XarrayBandsSource", "XarrayZarrSource", "live_array", "live_dataarray"]
