@@ -4,8 +4,11 @@ grid, brought window by window onto one output grid; its quality band masking pi
 An asset on the output grid is read as it is. Any other (a 20 m band under a 10 m grid, another
 CRS) is read through a GDAL warped VRT (:class:`rasterio.vrt.WarpedVRT`) onto the output grid
 with the workflow's resampling, so that every window holds what warping the whole band with GDAL
-gives, without reading the whole band. The quality band is warped with ``nearest``; pixels it
-marks invalid become nodata in every band, like the items' own nodata.
+gives, without reading the whole band. Two faster reads give the same values where they apply: a
+nodata-free warp away from nodata pixels (:class:`FastWarp`), and GDAL's resampling on read for an
+asset on a coarser grid aligned with the output grid (:class:`AlignedRead`). The quality band is
+warped with ``nearest``; pixels it marks invalid become nodata in every band, like the items' own
+nodata.
 """
 
 from __future__ import annotations
@@ -146,6 +149,69 @@ class FastWarp:
         return np.asarray((self.fast if clean else self.exact).read(band, window=window))
 
 
+#: Resamplings for which GDAL's resampled read (``RasterIO`` with an output size) of an aligned
+#: coarser asset gives exactly what its warper gives, by the integer factors it is exact for
+#: (``None``: every factor): nearest and average pick or average whole source pixels; bilinear's
+#: weights are exact binary fractions only for factors 1, 2 and 4 (at 3 or 6 a few pixels round
+#: the other way). Checked pixel for pixel against warping the whole band by
+#: ``tests/sources/test_stac_aligned.py``.
+_ALIGNED_FACTORS: dict[str, frozenset[int] | None] = {
+    "nearest": None, "average": None, "bilinear": frozenset({1, 2, 4})}
+
+
+class AlignedRead:
+    """An asset whose grid is the output grid coarsened by an integer factor ``k`` (same CRS,
+    north-up, corners on output pixel corners), as Sentinel-2's 20 m bands are under its 10 m
+    ones: a window is read from the asset's matching fractional window with GDAL's resampling on
+    read, several times cheaper than its warper and equal to it (see
+    :data:`_ALIGNED_FACTORS`). Windows whose source would run past the asset's edge (an asset
+    ending half a coarse pixel short of the grid) are read through ``fallback``, the warped view.
+
+    Args:
+        ds: the asset's dataset.
+        factor, col_shift, row_shift: ``k``, and the output grid's origin in output pixels from
+            the asset's.
+        resampling: the workflow's resampling.
+        fallback: the warped view onto the output grid.
+    """
+
+    def __init__(self, ds: Any, factor: int, col_shift: int, row_shift: int, resampling: str, fallback: Any) -> None:
+        self.ds, self.factor, self.fallback = ds, factor, fallback
+        self.col_shift, self.row_shift = col_shift, row_shift
+        self.resampling = Resampling[resampling]
+
+    @classmethod
+    def make(cls, ds: Any, grid: Grid, resampling: str, fallback: Any) -> AlignedRead | None:
+        """The aligned reader of ``ds`` onto ``grid``, or ``None`` where it does not apply (another
+        CRS, a rotated grid, a factor that is not an integer or not exact for ``resampling``, an
+        origin off the output pixels, a non-integer type for bilinear)."""
+        t, s = grid.transform, ds.transform
+        if resampling not in _ALIGNED_FACTORS or ds.crs != rasterio.crs.CRS.from_wkt(grid.crs) \
+                or t.b != 0 or t.d != 0 or s.b != 0 or s.d != 0:
+            return None
+        k = round(s.a / t.a)
+        exact = _ALIGNED_FACTORS[resampling]
+        if k < 1 or not math.isclose(s.a, k * t.a, rel_tol=1e-9) or not math.isclose(s.e, k * t.e, rel_tol=1e-9) \
+                or (exact is not None and k not in exact):
+            return None
+        if resampling == "bilinear" and not np.issubdtype(np.dtype(ds.dtypes[0]), np.integer):
+            return None
+        dx, dy = (t.c - s.c) / t.a, (t.f - s.f) / t.e
+        if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+            return None
+        return cls(ds, k, round(dx), round(dy), resampling, fallback)
+
+    def read(self, band: int, window: RioWindow) -> np.ndarray:
+        """``window`` of the output grid, from ``band`` of the asset."""
+        k = self.factor
+        c0, r0 = (window.col_off + self.col_shift) / k, (window.row_off + self.row_shift) / k
+        w, h = window.width / k, window.height / k
+        if c0 < 0 or r0 < 0 or c0 + w > self.ds.width or r0 + h > self.ds.height:
+            return np.asarray(self.fallback.read(band, window=window))
+        return np.asarray(self.ds.read(band, window=RioWindow(c0, r0, w, h),
+                                       out_shape=(int(window.height), int(window.width)), resampling=self.resampling))
+
+
 class StacRasterSource:
     """One STAC item's listed assets as bands of one raster on the output grid
     (:func:`output_grid`); see the module's docstring."""
@@ -207,9 +273,11 @@ class StacRasterSource:
 
         nodata = band.nodata if band.nodata is not None else ds.nodata
         if nodata is None:
-            return view(None)
+            plain = view(None)
+            return AlignedRead.make(ds, self._grid, resampling, plain) or plain
         if FastWarp.usable(ds, self._grid, resampling):
-            return FastWarp(ds, view(nodata), view(None), nodata)
+            fast = view(None)
+            return FastWarp(ds, view(nodata), AlignedRead.make(ds, self._grid, resampling, fast) or fast, nodata)
         return view(nodata)
 
     def _band_nodata(self, band: AssetBand) -> float | None:
