@@ -13,7 +13,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from geoseg_pipeline.change import change_runs
+from geoseg_pipeline.change import _count_codes, change_runs
 from geoseg_pipeline.cli import main
 from geoseg_pipeline.errors import InputDataError
 from geoseg_pipeline.geometry import Grid, Window
@@ -65,6 +65,21 @@ def test_transitions_equal_a_direct_count(tmp_path: Path) -> None:
     np.testing.assert_array_equal(code[valid], before[valid].astype(int) * 3 + after[valid])
     assert (code[~valid] == 255).all()
     assert len({cmap[i][:3] for i in range(9) if i % 4}) == 6  # each change its own colour
+
+
+def test_odd_sizes_count_every_pixel_once(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    before = rng.integers(0, 3, (513, 531)).astype(np.uint8)  # the last strip is one row of 531
+    after = rng.integers(0, 3, before.shape).astype(np.uint8)
+    after[-1, -1] = 255
+    result = change_runs(_map(tmp_path / "b", before), _map(tmp_path / "a", after), tmp_path / "out")["labels"]
+    valid = after != 255
+    expected = np.zeros((3, 3), int)
+    np.add.at(expected, (before[valid], after[valid]), 1)
+    np.testing.assert_array_equal(result.counts, expected)
+    for dtype, size in (("uint8", 1), ("uint8", 7), ("uint8", 10), ("uint16", 9)):
+        codes = rng.integers(0, 300 if dtype == "uint16" else 256, size).astype(dtype)
+        np.testing.assert_array_equal(_count_codes(codes, 100), np.bincount(codes, minlength=300)[:100])
 
 
 def test_different_grids_are_refused_unless_reproject(tmp_path: Path) -> None:

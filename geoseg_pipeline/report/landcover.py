@@ -13,15 +13,17 @@ import base64
 import html
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
 
-from ..statistics import ItemStats
 from ..storage import atomic_write_text
-from .outcome import ItemOutcome
 from .png import png_bytes
+
+if TYPE_CHECKING:
+    from ..statistics import ItemStats
+    from .outcome import ItemOutcome
 
 QUICKLOOK_PX = 1024
 THUMBNAIL_PX = 256

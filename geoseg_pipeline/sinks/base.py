@@ -16,17 +16,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import SinkError
 from ..formats import OutputFormat
 from ..geometry import Grid, Window
-from ..spec import OutputSpec
-from ..stitching.consumer import LabelBlock
 from ..volumes import VolumeGrid
 from .legend import ClassLegend
+
+if TYPE_CHECKING:  # types only: the spec (pydantic) and the stitching are not needed to write a map
+    from ..spec import OutputSpec
+    from ..stitching.consumer import LabelBlock
 
 
 @dataclass(frozen=True)
