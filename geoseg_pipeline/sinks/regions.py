@@ -99,6 +99,8 @@ class RegionTracker:
         self._parent: dict[int, int] = {}
         self._pieces: dict[int, _Piece] = {}
         self._blocks: list[_Block] = []
+        self._seam_cols: set[int] = set()  # the columns and rows where blocks meet
+        self._seam_rows: set[int] = set()
 
     @property
     def pending_regions(self) -> int:
@@ -124,6 +126,8 @@ class RegionTracker:
         elif regions.edges[0].shape != (w,) or regions.edges[2].shape != (h,):
             raise ValueError(f"block {window} got regions of a {len(regions.edges[2])} x {len(regions.edges[0])} block")
         edges = self._adopt(window, regions)
+        self._seam_cols.update((c0, c0 + w))
+        self._seam_rows.update((r0, r0 + h))
         block = _Block(window, self._sides(window, edges))
         done: list[int] = []
         for other in list(self._blocks):
@@ -279,12 +283,11 @@ class RegionTracker:
                 geometry = parts[0]
             else:
                 # The pieces share edges along block seams and overlap nowhere: with a vertex at
-                # every pixel corner (segmentize; rounded, as it interpolates in floats) the shared
-                # edges match vertex for vertex, which makes the pieces a polygon coverage, and a
-                # coverage union only drops the shared edges (exact in pixel space, and far cheaper
-                # than an overlay). The vertices that leaves on straight edges are removed below.
-                noded = shapely.transform(shapely.segmentize(parts, 1.0), np.rint)
-                geometry = shapely.coverage_union_all(noded)
+                # every pixel corner of the edges that lie on a seam, the shared edges match vertex
+                # for vertex, which makes the pieces a polygon coverage, and a coverage union only
+                # drops the shared edges (exact in pixel space, and far cheaper than an overlay).
+                # The vertices that leaves on straight edges are removed below.
+                geometry = shapely.coverage_union_all(_node_seams(parts, self._seam_cols, self._seam_rows))
                 joined.append(len(regions))
             area = piece.area if self.row_area_m2 is not None else None
             regions.append(Region(piece.class_index, piece.pixels, area, geometry))
@@ -299,6 +302,35 @@ class RegionTracker:
                 if region.geometry.geom_type != "MultiPolygon":
                     regions[i] = replace(region, geometry=shapely.multipolygons(shapely.get_parts(region.geometry)))
         return regions
+
+
+def _node_seams(parts: list[Any], cols: set[int], rows: set[int]) -> np.ndarray:
+    """``parts`` (polygons in pixel space, every edge axis-parallel, integer vertices) with a
+    vertex at every pixel corner of the edges that lie on a seam: a vertical edge on one of
+    ``cols``, a horizontal one on one of ``rows``. All rings at once, on shapely's ragged arrays;
+    the other edges keep their vertices."""
+    import shapely
+
+    kind, coords, offsets = shapely.to_ragged_array(parts)
+    ring_ends = offsets[0].astype(np.int64)
+    step = np.zeros_like(coords)
+    step[:-1] = coords[1:] - coords[:-1]
+    step[ring_ends[1:] - 1] = 0  # a ring's closing vertex starts no edge
+    vertical, horizontal = step[:, 0] == 0, step[:, 1] == 0
+    on_seam = (vertical & np.isin(coords[:, 0], np.fromiter(cols, float, len(cols)))) \
+        | (horizontal & np.isin(coords[:, 1], np.fromiter(rows, float, len(rows))))
+    length = np.abs(step).sum(axis=1).astype(np.int64)
+    extra = np.where(on_seam & (length > 1), length - 1, 0)
+    if not extra.any():
+        nodes: np.ndarray = np.asarray(parts, dtype=object)
+        return nodes
+    copies = extra + 1
+    source = np.repeat(np.arange(len(coords)), copies)
+    offset = np.arange(len(source)) - np.repeat(np.cumsum(copies) - copies, copies)  # 0..extra
+    noded = coords[source] + offset[:, None] * np.sign(step[source])
+    new_ends = np.concatenate([[0], np.cumsum(copies)])[ring_ends]
+    out: np.ndarray = shapely.from_ragged_array(kind, noded, (new_ends, *offsets[1:]))
+    return out
 
 
 def _without_straight_vertices(geometries: np.ndarray) -> np.ndarray:
