@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 NNUNET_NODEPS ?= dynamic-network-architectures==0.4.4 nnunetv2==2.8.1
 BIN := $(VENV)/bin
 # pytest-xdist workers for `make test`: most tests wait on Ray, servers or sub-processes, so two
-# workers on two cores halve the suite's time (tests/conftest.py groups them; 1: no xdist)
+# workers on two cores halve the suite's time (tests/conftest.py groups them by file; 1: no xdist)
 TEST_WORKERS ?= 2
 STAMP := $(VENV)/.geoseg-installed
 # The vision extra (model.type smp, torchgeo) in a venv of its own: segmentation_models_pytorch,
@@ -61,7 +61,7 @@ test: $(STAMP) system-deps
 	$(BIN)/mypy geoseg_pipeline
 	$(BIN)/lint-imports
 	@nice -n 19 $(MAKE) --no-print-directory install-vision > $(VISION_VENV).log 2>&1 & vision=$$!; \
-	$(BIN)/python -m pytest -p no:cacheprovider $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup); status=$$?; \
+	$(BIN)/python -m pytest -p no:cacheprovider $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile); status=$$?; \
 	if ! wait $$vision; then echo "make install-vision failed:"; cat $(VISION_VENV).log; exit 1; fi; \
 	if [ $$status -ne 0 ]; then exit $$status; fi; \
 	$(VISION_BIN)/python -m pytest -p no:cacheprovider tests/vision

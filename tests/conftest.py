@@ -15,19 +15,30 @@ import rasterio
 from rasterio.transform import from_origin
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): each
-    test file is one group, so module-scoped servers (moto, Orthanc) start once, and the files
-    that start real ``ray start`` clusters (they use :mod:`ray_nodes`) are one group together,
-    so two clusters never compete for the machine's cores while their start-up, placement and
-    loss timings are what is tested."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        module = getattr(item, "module", None)
-        clusters = module is not None and any(getattr(v, "__module__", None) == "ray_nodes"
-                                              for v in vars(module).values())
-        item.add_marker(pytest.mark.xdist_group("ray-clusters" if clusters else item.nodeid.split("::")[0]))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``--dist loadfile`` (``make test`` runs two pytest-xdist workers): one work unit per
+    test file, so module-scoped servers (moto, Orthanc) start once, except that the files that
+    start real ``ray start`` clusters (they import :mod:`ray_nodes`) are one unit together, so
+    two clusters never compete for the machine's cores while their start-up, placement and
+    loss timings are what is tested. (``--dist loadgroup`` cannot do this with pytest 9: the
+    node ids it rewrites are read-only there.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = Path(str(config.rootpath))
+    clusters: dict[str, bool] = {}
+
+    class FilesAndClusters(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path not in clusters:
+                source = root / path
+                clusters[path] = source.suffix == ".py" and "ray_nodes" in source.read_text(encoding="utf-8")
+            return "ray-clusters" if clusters[path] else path
+
+    return FilesAndClusters(config, log)
 
 
 @pytest.fixture(scope="session")
