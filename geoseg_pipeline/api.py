@@ -139,6 +139,7 @@ def predict(
     assets: Sequence[str] | None = None,
     mask: dict[str, Any] | None = None,
     background_threshold: float | None = None,
+    variables: Sequence[str] | None = None,
 ) -> JobResult:
     """Segment ``inputs`` with ``model`` into ``out`` without a workflow file.
 
@@ -148,7 +149,9 @@ def predict(
     ``input_format`` is ``inputs.format``: ``dicom`` reads folders of DICOM files as one item
     per image series. With ``assets`` (asset keys in the model's channel order) the inputs are
     STAC documents (``inputs.stac.catalog``: items, item collections, catalogs, STAC-GeoParquet);
-    ``mask`` is ``inputs.mask`` (``{"asset": "SCL", "invalid": [...]}``).
+    ``mask`` is ``inputs.mask`` (``{"asset": "SCL", "invalid": [...]}``). With
+    ``input_format="xarray-zarr"``, ``variables`` is ``inputs.variables``: the cube's bands in
+    the model's channel order.
 
     A ``roi_size`` of three numbers makes the job a volume job (NIfTI or Zarr volumes);
     ``orientation`` (axis codes) and ``spacing`` (mm) then prepare each volume for the model.
@@ -163,6 +166,8 @@ def predict(
               "block_size": block_size}
     preprocessing = {"orientation": orientation, "spacing": list(spacing) if spacing else None}
     found: dict[str, Any] = {"paths": [str(p) for p in inputs], "format": input_format}
+    if variables:
+        found["variables"] = list(variables)
     if assets:
         found = {"stac": {"catalog": [str(p) for p in inputs], "assets": list(assets)},
                  **({"mask": mask} if mask else {})}

@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--assets", metavar="KEY[,KEY]",
                       help="the inputs are STAC documents (items, item collections, catalogs, STAC-GeoParquet): "
                            "these assets are the model's bands, in order (KEY:BAND for a band of a multi-band asset)")
+    pred.add_argument("--variables", metavar="NAME[,NAME]",
+                      help="--format xarray-zarr: the cube's variables (or VARIABLE:LABEL bands) that are the "
+                           "model's bands, in order (inputs.variables)")
     pred.add_argument("--mask", metavar="ASSET:V[,V]|ASSET:bits=B[,B]",
                       help="STAC inputs: a quality asset and its invalid values (SCL:0,1,3,8,9,10) or bit flags "
                            "(QA_PIXEL:bits=1,3,4); those pixels are nodata")
@@ -220,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 assets=[a.strip() for a in args.assets.split(",") if a.strip()] if args.assets else None,
                 mask=_mask(args.mask) if args.mask else None,
                 background_threshold=args.background_threshold,
+                variables=[v.strip() for v in args.variables.split(",") if v.strip()] if args.variables else None,
             )
         else:
             from .demo.run import run_ct_demo, run_landcover_demo

@@ -23,6 +23,7 @@ from pyproj import CRS
 
 from geoseg_pipeline import predict_dataarray
 from geoseg_pipeline.api import predict, run_workflow
+from geoseg_pipeline.cli import main
 from geoseg_pipeline.errors import InputDataError, JobError, SpecError
 from geoseg_pipeline.ledger import config_hash
 from geoseg_pipeline.sources.xarray_source import live_dataarray
@@ -147,6 +148,14 @@ def test_a_cube_on_zarr_equals_the_file_path(
     assert np.issubdtype(opened.dtype, np.floating) and opened.chunks is not None
     labels = predict_dataarray(opened, str(model), tmp_path / "opened", workers=2, **TILING)
     np.testing.assert_array_equal(labels.values, _read(tmp_path / "files" / "scene" / "labels.tif")[0])
+
+    # the command line: geoseg predict CUBE --format xarray-zarr --variables ...
+    assert main(["--no-progress", "predict", str(tmp_path / "cube.zarr"), "--format", "xarray-zarr",
+                 "--variables", "B04,B03,B02", "--model", str(model), "--out", str(tmp_path / "cli"),
+                 "--roi-size", "64", "--overlap", "0.25", "--blend", "gaussian", "--batch-size", "4",
+                 "--block-size", "128", "--workers", "2"]) == 0
+    np.testing.assert_array_equal(_read(tmp_path / "cli" / "cube" / "labels.tif"),
+                                  _read(tmp_path / "files" / "scene" / "labels.tif"))
 
     # preprocessing.bands select among the named variables (1-based): B02, B03, B04 -> B04, B03, B02
     picked = {**wf, "inputs": {**wf["inputs"], "variables": ["B02", "B03", "B04"]},
