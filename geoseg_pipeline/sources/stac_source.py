@@ -272,8 +272,8 @@ class StacRasterSource:
             return vrt
 
         nodata = band.nodata if band.nodata is not None else ds.nodata
-        if nodata is None:
-            plain = view(None)
+        if nodata is None or resampling == "nearest":  # nearest copies a nodata pixel as any other
+            plain = view(nodata)
             return AlignedRead.make(ds, self._grid, resampling, plain) or plain
         if FastWarp.usable(ds, self._grid, resampling):
             fast = view(None)
