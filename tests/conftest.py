@@ -38,6 +38,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
                 clusters[path] = source.suffix == ".py" and "ray_nodes" in source.read_text(encoding="utf-8")
             return "ray-clusters" if clusters[path] else path
 
+        def _assign_work_unit(self, node: Any) -> None:
+            # the longest unit first, so that it does not run alone at the end
+            if "ray-clusters" in self.workqueue:
+                self.workqueue.move_to_end("ray-clusters", last=False)
+            super()._assign_work_unit(node)
+
     return FilesAndClusters(config, log)
 
 
