@@ -41,7 +41,7 @@ class InferenceActor:
             self._executor = TileExecutor(
                 model, device="cuda" if use_gpu else "cpu", threads=threads, options=options, s3=s3,
                 reader_threads=reader_threads(use_gpu, threads),
-                reader_env=lambda: rasterio_env(s3, GDAL_CACHEMAX=gdal_cache_mb),
+                reader_env=lambda: rasterio_env(s3, gdal_cache_mb=gdal_cache_mb),
             )
         except Exception as exc:  # re-raised, with its type, on every call
             self._load_error = exc

@@ -112,7 +112,7 @@ def _run_locked(
         scheduler: Scheduler | None = None
         if todo:
             with (worker_pool(spec, address, len(todo), s3) as pool,
-                  rasterio_env(s3, GDAL_CACHEMAX=spec.resources.gdal_cache_mb)):
+                  rasterio_env(s3, gdal_cache_mb=spec.resources.gdal_cache_mb)):
                 zones = ZoneBook(spec, [i for i in items if i.error is None], s3) if spec.statistics.zones else None
                 scheduler = Scheduler(spec, todo, make_progress(len(todo), progress), book, pool, publisher, zones)
                 outcomes_by_name.update((o.item, o) for o in scheduler.run())

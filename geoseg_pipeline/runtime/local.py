@@ -121,7 +121,7 @@ class LocalPool:
             # rasterio's environment (GDAL cache cap, S3 credentials) is per reading thread
             ex = TileExecutor(self._predictor.spec, predictor=self._predictor, s3=s3,
                               reader_threads=reader_threads(res.gpus_per_worker > 0, int(res.cpus_per_worker)),
-                              reader_env=lambda: rasterio_env(s3, GDAL_CACHEMAX=res.gdal_cache_mb))
+                              reader_env=lambda: rasterio_env(s3, gdal_cache_mb=res.gdal_cache_mb))
             self._local.executor = ex
             with self._lock:
                 self._executors.append(ex)

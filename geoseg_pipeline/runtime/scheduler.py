@@ -188,7 +188,7 @@ class Scheduler:
 
     def _enter_env(self) -> None:
         # rasterio's environment (GDAL cache cap, S3 settings) is per thread
-        env = rasterio_env(self.book.s3, GDAL_CACHEMAX=self.spec.resources.gdal_cache_mb)
+        env = rasterio_env(self.book.s3, gdal_cache_mb=self.spec.resources.gdal_cache_mb)
         env.__enter__()
 
     def _open_ahead(self) -> None:

@@ -199,11 +199,19 @@ class S3Config:
         return fs
 
 
-def rasterio_env(config: S3Config | None = None, **options: Any) -> Any:
+def rasterio_env(config: S3Config | None = None, *, gdal_cache_mb: int | None = None, **options: Any) -> Any:
     """``rasterio.Env(**options)``, configured for ``s3://`` reads when ``config`` is given
-    (:meth:`S3Config.rasterio_env`): what the driver and the actors enter for a job."""
+    (:meth:`S3Config.rasterio_env`): what the driver and the actors enter for a job.
+
+    ``gdal_cache_mb`` caps GDAL's block cache (``resources.gdal_cache_mb``). rasterio hands an
+    integer ``GDAL_CACHEMAX`` to ``GDALSetCacheMax64``, which takes bytes (unlike GDAL's own
+    config option, where a number below 100,000 means megabytes), so the megabytes are converted
+    here: ``GDAL_CACHEMAX=64`` would leave a cache of 64 bytes, and every read would decode its
+    tiles again."""
     import rasterio
 
+    if gdal_cache_mb is not None:
+        options["GDAL_CACHEMAX"] = int(gdal_cache_mb) * 2**20
     return rasterio.Env(**options) if config is None else config.rasterio_env(**options)
 
 

@@ -134,8 +134,8 @@ def test_config_defaults_and_precedence() -> None:
 
 def test_a_job_without_s3_gets_a_plain_gdal_environment() -> None:
     assert not needs_s3(["/data/a.tif", "file:///b.tif"]) and needs_s3(["/data/a.tif", "s3://bkt/b.tif"])
-    with rasterio_env(None, GDAL_CACHEMAX=32):
-        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == 32
+    with rasterio_env(None, gdal_cache_mb=32):
+        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == 32 * 2**20  # bytes, as rasterio passes it on
         assert "AWS_VIRTUAL_HOSTING" not in rasterio.env.getenv()
 
 
@@ -212,7 +212,7 @@ def test_an_unknown_scheme(config: S3Config) -> None:
 def test_reading_a_raster_window_through_vsis3(archive: Archive, config: S3Config) -> None:
     uri = f"s3://{BUCKET}/scenes/2024/a.tif"
     window = Window((5, 7), (20, 30))
-    with config.rasterio_env(GDAL_CACHEMAX=16):
+    with config.rasterio_env(GDAL_CACHEMAX=16 * 2**20):
         src = open_raster_source(uri)  # no change needed in the raster sources: rasterio maps s3:// to /vsis3/
         try:
             assert src.grid.shape == (40, 48) and src.band_count == 3
