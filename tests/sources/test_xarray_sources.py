@@ -241,3 +241,26 @@ def test_chunk_cache_regions_equal_the_array_and_chunks_compute_once(budget_chun
         assert cache._bytes <= cache.max_bytes
     if budget_chunks >= 25:  # every chunk kept: each computed once (both bands: one block per band chunk)
         assert sorted(computed) == sorted(set(computed))
+
+
+def test_the_chunk_cache_computes_in_the_reading_thread_unless_told_otherwise() -> None:
+    """Under dask's default scheduler the chunks are computed in the thread that reads (the
+    engine's reading threads are the parallelism); a scheduler the caller sets is kept."""
+    import threading
+
+    import dask
+
+    where: list[int] = []
+
+    def chunk(block_info: Any = None) -> np.ndarray:
+        where.append(threading.get_ident())
+        return np.ones((2, 10, 10), np.uint8)
+
+    lazy = dask.array.map_blocks(chunk, chunks=((2,), (10, 10), (10, 10)), dtype=np.uint8,
+                                 meta=np.empty((0, 0, 0), np.uint8))
+    ChunkCache(lazy).read(slice(0, 20), slice(0, 20))
+    assert set(where) == {threading.get_ident()}
+    where.clear()
+    with dask.config.set(scheduler="threads"):
+        ChunkCache(lazy).read(slice(0, 20), slice(0, 20))
+    assert where and threading.get_ident() not in where
