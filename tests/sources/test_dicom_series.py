@@ -5,6 +5,7 @@ preamble, enhanced multi-frame objects, and every way a series is refused with i
 
 from __future__ import annotations
 
+import locale
 import os
 import shutil
 from pathlib import Path
@@ -85,6 +86,10 @@ def test_a_series_written_by_gdcm_jpeg_lossless(tmp_path: Path) -> None:
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     series, study = generate_uid(), generate_uid()
+    # GDCM's writer leaves the process's LC_CTYPE at "C" (ASCII): put it back afterwards, so that
+    # later tests in this process (torch.compile reads its templates in the locale's encoding) are
+    # unaffected
+    ctype = locale.setlocale(locale.LC_CTYPE)
     for k in np.random.default_rng(0).permutation(SHAPE[2]):
         plane = image[:, :, int(k)]
         position = image.TransformIndexToPhysicalPoint((0, 0, int(k)))
@@ -97,7 +102,10 @@ def test_a_series_written_by_gdcm_jpeg_lossless(tmp_path: Path) -> None:
         writer.SetUseCompression(True)
         writer.SetCompressor("JPEG")
         (tmp_path / "gdcm").mkdir(exist_ok=True)
-        writer.Execute(plane)
+        try:
+            writer.Execute(plane)
+        finally:
+            locale.setlocale(locale.LC_CTYPE, ctype)
     assert pydicom.dcmread(next((tmp_path / "gdcm").iterdir())).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
     src = _only(tmp_path / "gdcm")
     np.testing.assert_array_equal(src.read(full_window(SHAPE))[0], vol)
