@@ -39,6 +39,7 @@ class _Fault:
     status: int
     code: str
     drop: bool = False  # close the connection without an answer
+    method: str = "GET"
 
 
 @dataclass
@@ -108,15 +109,16 @@ class FlakyS3Proxy:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def fail_next(self, n: int, path_regex: str, *, status: int = 503, code: str = "SlowDown") -> None:
-        """Answer the next ``n`` GETs matching ``path_regex`` with ``status`` and an S3
-        ``<Error><Code>code</Code>`` body (replaces any fault still armed).
+    def fail_next(self, n: int, path_regex: str, *, status: int = 503, code: str = "SlowDown",
+                  method: str = "GET") -> None:
+        """Answer the next ``n`` requests of ``method`` (GETs by default) matching ``path_regex``
+        with ``status`` and an S3 ``<Error><Code>code</Code>`` body (replaces any fault still armed).
 
         The pattern is searched in ``"<path> <Range header>"`` (``"/bkt/x.tif bytes=16384-32767"``),
         so that a fault can spare an object's header (``bytes=0-...``) and hit its data only.
         """
         with self._lock:
-            self._faults = [_Fault(re.compile(path_regex), n, status, code)]
+            self._faults = [_Fault(re.compile(path_regex), n, status, code, method=method)]
 
     def fail_fraction(self, fraction: float, path_regex: str = "", *, drop_share: float = 0.25,
                       seed: int = 0) -> None:
@@ -162,7 +164,7 @@ class FlakyS3Proxy:
     def _take_fault(self, method: str, target: str) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
-                if method == "GET" and fault.remaining > 0 and fault.pattern.search(target):
+                if method == fault.method and fault.remaining > 0 and fault.pattern.search(target):
                     fault.remaining -= 1
                     self.injected += 1
                     return fault

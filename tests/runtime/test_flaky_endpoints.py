@@ -87,6 +87,9 @@ def test_a_flaky_store_costs_no_item_and_the_retries_are_counted(
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     proxy.clear()
+    # one item's map is refused twice on upload, whatever share of the random faults lands on
+    # the uploads (the request order, and so the seeded faults, varies from run to run)
+    proxy.fail_next(2, rf"/{BUCKET}/stormy/scene1/labels\.tif", method="PUT")
     proxy.fail_fraction(0.2, seed=11)
     try:
         spec, stormy = _run(tmp_path, inputs, model, f"s3://{BUCKET}/stormy")
@@ -95,6 +98,7 @@ def test_a_flaky_store_costs_no_item_and_the_retries_are_counted(
     assert stormy.ok, stormy.outcomes
     assert proxy.injected >= 10  # the weather was bad
     assert {s.method for s in proxy.seen if s.status in (0, 500, 503)} >= {"GET", "PUT"}  # reads and uploads hit
+    assert sum(s.method == "PUT" and "stormy/scene1/labels.tif" in s.path and s.status == 503 for s in proxy.seen) >= 2
 
     summary = json.loads((spec.output.directory / "summary.json").read_text(encoding="utf-8"))
     retries = summary["retries"]
