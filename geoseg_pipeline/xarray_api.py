@@ -100,11 +100,12 @@ def predict_dataarray(
         raise InputDataError(f"predict_dataarray segments an xarray.DataArray, got {type(da).__name__} "
                              "(a Dataset: select or stack its bands, e.g. ds[[...]].to_dataarray('band'))")
     what = f"DataArray {name!r}"
+    section = model_section(model)  # read once (a YAML model section is a file)
     volume = is_volume(da.dims)
     if volume:
         grid = None
         DataArrayVolumeSource(what, da)  # dimensions and voxel geometry checked, no voxel read
-        roi_size = _volume_roi(what, roi_size, model)
+        roi_size = _volume_roi(what, roi_size, section)
         formats = list(dict.fromkeys([*(formats or ["nifti"]), "zarr"]))  # labels.zarr: read back lazily
     else:
         grid = DataArraySource(what, da).grid  # dimensions and georeferencing checked, no pixel read
@@ -117,7 +118,7 @@ def predict_dataarray(
         data: dict[str, Any] = {
             "name": "predict_dataarray",
             "inputs": {"paths": [str(handle)], "format": "xarray", "nodata": nodata},
-            "model": model_section(model),
+            "model": section,
             "tiling": {k: v for k, v in tiling.items() if v is not None},
             "preprocessing": {k: v for k, v in preprocessing.items() if v is not None},
             "output": {"directory": str(out_dir), "formats": list(formats) if formats else None},
@@ -141,11 +142,12 @@ def predict_dataarray(
     return labels
 
 
-def _volume_roi(what: str, roi_size: int | Sequence[int] | None, model: str) -> int | Sequence[int] | None:
+def _volume_roi(what: str, roi_size: int | Sequence[int] | None,
+                section: dict[str, Any]) -> int | Sequence[int] | None:
     """A volume's ``roi_size``: three sizes (one number: a cube); ``None`` only for models that
     bring their own (nnU-Net, MONAI bundles)."""
     if roi_size is None:
-        if model_section(model).get("type") in ("nnunet", "bundle"):
+        if section.get("type") in ("nnunet", "bundle"):
             return None
         raise InputDataError(f"{what} is a volume: give roi_size with three sizes (i, j, k), or one number for a cube")
     if isinstance(roi_size, int):
