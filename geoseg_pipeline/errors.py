@@ -6,6 +6,11 @@ catch either (``except GeosegError`` or ``except ValueError``), as rasterio does
 
 from __future__ import annotations
 
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class GeosegError(Exception):
     """Root of all geoseg-pipeline errors."""
@@ -68,3 +73,24 @@ class WorkerError(GeosegError, RuntimeError):
 class WorkerLost(WorkerError):
     """The worker itself is gone (its process or node died, or it is being restarted): what it
     held is not the input's fault and runs again on another worker."""
+
+
+# ``warnings.catch_warnings`` saves and restores the process's one filter list (PEP 0 of the
+# warnings module until Python 3.14): two threads inside it at once restore each other's lists,
+# so one thread's "ignore" vanishes while it still needs it (or leaks into the whole process).
+_WARNINGS_LOCK = threading.RLock()
+
+
+@contextmanager
+def ignoring_warnings(*rules: tuple[type[Warning], str]) -> Iterator[None]:
+    """Ignore the warnings matching ``(category, message regex)`` rules inside the block, safely
+    from several threads: geoseg's own uses of the filter list take turns.
+
+    Use it around a library call that warns about something geoseg handles itself (a file
+    without georeferencing that is refused with its reason, a MONAI deprecation); never around
+    slow work, as the other threads wait.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        for category, message in rules:
+            warnings.filterwarnings("ignore", message, category)
+        yield

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .api import model_section
-from .errors import InputDataError, JobError
+from .errors import InputDataError, JobError, ignoring_warnings
 from .runtime import run_job
 from .sources.xarray_grid import EXTRA_HINT, import_xarray
 from .sources.xarray_source import DataArraySource, live_dataarray
@@ -188,9 +187,8 @@ def _open_labels(rioxarray: Any, da: Any, path: Path, pixel_grid: bool) -> Any:
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
-    with warnings.catch_warnings():
-        if pixel_grid:  # no CRS: GDAL says the COG is not georeferenced, as asked
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    # no CRS: GDAL says the COG is not georeferenced, as asked
+    with ignoring_warnings(*([(NotGeoreferencedWarning, "")] if pixel_grid else [])):
         with rasterio.open(path) as ds:
             rows, cols = ds.block_shapes[0]
         # dask chunks of 4 x 4 COG tiles: few tasks, each reading whole tiles

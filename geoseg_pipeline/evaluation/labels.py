@@ -30,7 +30,6 @@ without shear) only.
 
 from __future__ import annotations
 
-import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from pyproj import CRS
 from rasterio.crs import CRS as RioCRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-from ..errors import InputDataError, SourceError
+from ..errors import InputDataError, SourceError, ignoring_warnings
 from ..geometry import Grid
 from ..sinks.nifti import SLICER_CTBL_NAME
 from ..statistics import pixel_areas
@@ -125,12 +124,12 @@ def read_label_map(path: Path) -> LabelMap:
 
 def _read_raster(path: Path) -> LabelMap:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a label map in pixels is fine
-            with rasterio.open(path) as ds:
-                if ds.count != 1:
-                    raise InputDataError(f"{path}: a label map has one band, this file has {ds.count}")
-                data, nodata, crs, transform = ds.read(1), ds.nodata, ds.crs, ds.transform
+        with ignoring_warnings((NotGeoreferencedWarning, "")):  # a label map in pixels is fine
+            ds = rasterio.open(path)
+        with ds:
+            if ds.count != 1:
+                raise InputDataError(f"{path}: a label map has one band, this file has {ds.count}")
+            data, nodata, crs, transform = ds.read(1), ds.nodata, ds.crs, ds.transform
     except RasterioError as exc:
         raise SourceError(f"{path}: cannot read as a raster: {exc}") from exc
     valid = None
@@ -275,10 +274,8 @@ def prediction_class_names(path: Path) -> dict[int, str]:
                     if len(parts) >= 2 and not line.startswith("#") and parts[0].isdigit():
                         names[int(parts[0])] = parts[1]
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.open(path) as ds:
-                    tags = ds.tags(1)
+            with ignoring_warnings((NotGeoreferencedWarning, "")), rasterio.open(path) as ds:
+                tags = ds.tags(1)
             for key, value in tags.items():
                 if key.startswith("class_") and key[6:].isdigit():
                     names[int(key[6:])] = value

@@ -51,13 +51,14 @@ arrays and their validity masks for the whole item (see :mod:`.runner`).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from monai.metrics.confusion_matrix import compute_confusion_matrix_metric, get_confusion_matrix
 from monai.metrics.utils import get_edge_surface_distance
+
+from ..errors import ignoring_warnings
 
 #: The Hausdorff distance percentile.
 HD_PERCENTILE = 95.0
@@ -152,9 +153,8 @@ def _defined(value: torch.Tensor) -> float | None:
 def hd95_distance(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...] | None) -> float:
     """Symmetric 95th-percentile Hausdorff distance of two non-empty boolean masks (see the
     module doc), in the units of ``spacing``."""
-    with warnings.catch_warnings():
-        # MONAI 1.5-1.6 passes its own deprecated ``always_return_as_numpy`` argument internally
-        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*")
+    # MONAI 1.5-1.6 passes its own deprecated ``always_return_as_numpy`` argument internally
+    with ignoring_warnings((Warning, ".*always_return_as_numpy.*")):
         _, distances, _ = get_edge_surface_distance(
             torch.from_numpy(np.ascontiguousarray(pred)), torch.from_numpy(np.ascontiguousarray(ref)),
             distance_metric="euclidean", spacing=None if spacing is None else [float(s) for s in spacing],

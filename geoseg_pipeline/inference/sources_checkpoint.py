@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, ignoring_warnings
 
 log = logging.getLogger("geoseg")
 
@@ -41,8 +40,8 @@ def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> Any:
     if archive_kind(path) == "torchscript":
         raise ModelError(f"{path}: is a TorchScript model, not a state dict: use type: torchscript with path")
     try:
-        with warnings.catch_warnings():  # a foreign pickle protocol warns before it is refused
-            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+        # a foreign pickle protocol warns before it is refused
+        with ignoring_warnings((UserWarning, "Detected pickle protocol")):
             return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:
         if trust_pickle:

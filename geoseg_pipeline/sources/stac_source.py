@@ -14,7 +14,6 @@ nodata.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +26,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window as RioWindow
 
-from ..errors import InputDataError, SourceError
+from ..errors import InputDataError, SourceError, ignoring_warnings
 from ..geometry import Grid, Window
 from ..storage.transient import open_error, read_error
 from .base import SourceOptions, check_window, checked_indices
@@ -251,8 +250,8 @@ class StacRasterSource:
 
     def _open(self, band: AssetBand) -> Any:
         try:
-            with warnings.catch_warnings():  # a file without georeferencing: refused with the reason below
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            # a file without georeferencing: refused with the reason below
+            with ignoring_warnings((NotGeoreferencedWarning, "")):
                 return rasterio.open(band.href)
         except RasterioError as exc:
             raise open_error(f"{self.ref.href}: asset {band.key!r}: cannot open {band.href}: {exc}", exc,

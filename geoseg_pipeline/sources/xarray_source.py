@@ -26,7 +26,6 @@ import json
 import os
 import threading
 import uuid
-import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -147,13 +146,7 @@ class XarrayZarrSource(XarrayBandsSource):
     def __init__(self, path: str, s3: S3Config | None = None) -> None:
         xarray = import_xarray()
         try:
-            with warnings.catch_warnings():
-                # whether the store has consolidated metadata (Zarr v3 warns that it is not in its
-                # specification; a store without it is read without): nothing the user must act on
-                warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
-                warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated", RuntimeWarning)
-                ds = xarray.open_dataset(path, engine="zarr", chunks=None, cache=False, mask_and_scale=False,
-                                         decode_coords="all", decode_times=False, **zarr_open_kwargs(path, s3))
+            ds = _open_cube(xarray, path, s3)
         except SourceError:
             raise
         except Exception as exc:  # zarr and xarray raise several unrelated types for a bad store
@@ -174,6 +167,18 @@ class XarrayZarrSource(XarrayBandsSource):
     def close(self) -> None:
         """Close the dataset; may be called again."""
         self._ds.close()
+
+
+def _open_cube(xarray: Any, path: str, s3: S3Config | None) -> Any:
+    """The store as a dataset, through its consolidated metadata where it has them. Asked in
+    two steps rather than with xarray's ``consolidated=None``, which warns about a store without
+    them: nothing the user must act on, and a warning filter is not thread-safe."""
+    kwargs = dict(engine="zarr", chunks=None, cache=False, mask_and_scale=False, decode_coords="all",
+                  decode_times=False, **zarr_open_kwargs(path, s3))
+    try:
+        return xarray.open_dataset(path, consolidated=True, **kwargs)
+    except ValueError:  # no consolidated metadata (Zarr v2 ".zmetadata", v3 in "zarr.json")
+        return xarray.open_dataset(path, consolidated=False, **kwargs)
 
 
 def _cube_dims(path: str, ds: Any) -> tuple[str, str]:
