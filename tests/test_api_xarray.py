@@ -90,10 +90,12 @@ def test_a_dask_array_is_read_chunk_by_chunk_never_whole(tmp_path: Path, conv_mo
     rows, cols = 400, 430
     data = _scene(rows, cols, seed=3)
     ran: list[tuple[int, ...]] = []
+    per_compute = ChunksPerCompute()
 
     def chunk(block_info: Any = None) -> np.ndarray:
         (b, r, c) = block_info[None]["array-location"]
         ran.append(tuple(block_info[None]["chunk-location"]))
+        per_compute.ran()
         return data[b[0]:b[1], r[0]:r[1], c[0]:c[1]]
 
     lazy = dask.array.map_blocks(chunk, chunks=((3,), (50,) * 8, (50,) * 8 + (30,)), dtype=data.dtype,
@@ -102,8 +104,7 @@ def test_a_dask_array_is_read_chunk_by_chunk_never_whole(tmp_path: Path, conv_mo
     da = xr.DataArray(lazy, dims=("band", "y", "x"), coords={"y": ys, "x": xs, "band": [4, 3, 2]})
     da = da.rio.write_crs("EPSG:4326").rio.write_nodata(0)
     model = conv_model(in_channels=3, classes=4)
-    per_compute = ChunksPerCompute("scene-chunks")
-    with dask.config.set(array_optimize=per_compute):
+    with per_compute:
         labels = predict_dataarray(da, str(model), tmp_path / "out", workers=2, name="cube", **TILING)
     # every read needs the chunks under one task region (a 128-pixel block and a window's margin,
     # at most 5 x 5 chunks of 50), never the whole array's 8 x 9

@@ -88,18 +88,19 @@ def test_a_dask_volume_is_read_chunk_by_chunk_never_whole(tmp_path: Path) -> Non
     model, net = _model(tmp_path)
     data = np.concatenate([_volume(), _volume()], axis=1)  # 80 slices: the job reads slabs of 16 and margins
     ran: list[tuple[int, ...]] = []
+    per_compute = ChunksPerCompute()
 
     def chunk(block_info: Any = None) -> np.ndarray:
         loc = block_info[None]["array-location"]
         ran.append(tuple(block_info[None]["chunk-location"]))
+        per_compute.ran()
         return data[tuple(slice(a, b) for a, b in loc)]
 
     lazy = dask.array.map_blocks(chunk, chunks=((2,), (10,) * 8, (12,) * 3, (10,) * 3), dtype=data.dtype,
                                  name="volume-chunks", meta=np.empty((0, 0, 0, 0), data.dtype))
     coords = {**_coords(), "z": -60.0 + 2.5 * np.arange(80)}
     da = xr.DataArray(lazy, dims=("channel", "z", "y", "x"), coords=coords)
-    per_compute = ChunksPerCompute("volume-chunks")
-    with dask.config.set(array_optimize=per_compute):
+    with per_compute:
         labels = predict_dataarray(da, str(model), tmp_path / "out", workers=2, name="lazy",
                                    **{**TILING, "block_size": 16})
     # a task region is a slab of 16 slices and a window's margin: a few of the 8 chunk layers

@@ -5,12 +5,12 @@ The engine reads an item task region by task region: a block plus a window's mar
 neighbouring regions overlap and share chunks. ``array[region].compute()`` computes every chunk
 under the region again for each region (a Zarr chunk decoded, a CF mask applied, a graph of
 operations run): with 512-pixel blocks and chunks about four times per chunk. A
-:class:`ChunkCache` computes the chunks a region lacks (one ``dask.compute`` for all of them, under
-the caller's dask configuration), keeps them, least recently used first out, up to a byte
-budget, and assembles regions from them. The cache is shared by the reading threads of one array;
-a chunk one thread is computing is waited for by the others, not computed again. Under dask's
-default scheduler the chunks are computed in the reading thread itself (see
-:meth:`ChunkCache._scheduler`).
+:class:`ChunkCache` computes the chunks a region lacks, keeps them, least recently used first out,
+up to a byte budget, and assembles regions from them. The cache is shared by the reading threads
+of one array; a chunk one thread is computing is waited for by the others, not computed again.
+Under dask's default scheduler the chunks are computed in the reading thread itself, from the
+array's graph built once (see :meth:`ChunkCache._compute`); under a scheduler the caller chose
+(a ``dask.config`` setting, a distributed client) with one ``dask.compute`` per region.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ import numpy as np
 #: 10980-pixel-wide four-band float64 scene: 176 MiB).
 CACHE_BYTES = 192 * 2**20
 
+#: Where a computed block lies among the leading (band, channel) axes, and the block.
+Piece = tuple[tuple[slice, ...], np.ndarray]
+
 
 class ChunkCache:
     """Computed chunks of one dask array ``(..., y, x)`` (``spatial=2``) or ``(..., z, y, x)``
@@ -37,10 +40,15 @@ class ChunkCache:
         self.spatial = spatial
         self._edges = [np.cumsum((0, *c)) for c in array.chunks[-spatial:]]
         self._lead = (slice(None),) * (array.ndim - spatial)
-        self._blocks: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
+        lead_edges = [np.cumsum((0, *c)) for c in array.chunks[:-spatial]]
+        #: Each leading block's index and where it lies (all of them make up a cached chunk).
+        self._lead_blocks = [(idx, tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(lead_edges, idx, strict=True)))
+                             for idx in itertools.product(*(range(len(e) - 1) for e in lead_edges))]
+        self._blocks: OrderedDict[tuple[int, ...], list[Piece]] = OrderedDict()
         self._bytes = 0
         self._pending: dict[tuple[int, ...], threading.Event] = {}
         self._lock = threading.Lock()
+        self._graph: dict[Any, Any] | None = None
 
     def cacheable(self) -> bool:
         """Whether a chunk (every band) fits a quarter of the budget; larger ones are not kept."""
@@ -65,12 +73,9 @@ class ChunkCache:
                 self._pending.update((k, done) for k in mine)
             try:
                 if mine:
-                    from dask.base import compute
-
-                    computed = compute(  # type: ignore[no-untyped-call]
-                        *(self.array.blocks[(*self._lead, *k)] for k in mine), **self._scheduler())
-                    found.update((k, np.asarray(b)) for k, b in zip(mine, computed, strict=True))
-                    self._keep({k: found[k] for k in mine})
+                    computed = self._compute(mine)
+                    found.update(computed)
+                    self._keep(computed)
             finally:
                 with self._lock:
                     for k in mine:
@@ -82,30 +87,59 @@ class ChunkCache:
             # then this thread computes them on the next turn
             found.update(self._found([k for k in missing if k not in found]))
         out = np.empty((*self.array.shape[:-self.spatial], *(s.stop - s.start for s in region)), self.array.dtype)
-        for key, block in found.items():
-            dst: list[Any] = [Ellipsis]
-            src: list[Any] = [Ellipsis]
+        for key, pieces in found.items():
+            dst: list[slice] = []
+            src: list[slice] = []
             for e, s, i in zip(self._edges, region, key, strict=True):
                 lo, hi = max(int(e[i]), s.start), min(int(e[i + 1]), s.stop)
                 dst.append(slice(lo - s.start, hi - s.start))
                 src.append(slice(lo - int(e[i]), hi - int(e[i])))
-            out[tuple(dst)] = block[tuple(src)]
+            for lead, block in pieces:
+                out[(*lead, *dst)] = block[(*self._lead, *src)]
         return out
 
-    def _scheduler(self) -> dict[str, str]:
-        """``scheduler="sync"`` where the caller left dask's default threaded scheduler: the
-        engine's reading threads already run in parallel, and a thread pool under each only adds
-        its overhead (about 10 % of a 10980² job). A scheduler the caller chose (a
-        ``dask.config`` setting, a distributed client) is kept."""
+    def _compute(self, keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], list[Piece]]:
+        """The chunks ``keys`` (spatial block indices), each as its leading blocks' pieces.
+
+        Under dask's default scheduler the array's low-level graph is built and optimized once
+        (at the first call) and each call runs only the tasks its chunks need, synchronously:
+        a ``compute`` of ``array.blocks[...]`` builds, culls and optimizes a new graph every
+        time, which cost more than decoding the Zarr chunks themselves (and stacks the bands
+        into a new array that the region's assembly copies again)."""
+        if not self._default_scheduler():
+            from dask.base import compute
+
+            computed = compute(*(self.array.blocks[(*self._lead, *k)] for k in keys))  # type: ignore[no-untyped-call]
+            return {k: [(self._lead, np.asarray(b))] for k, b in zip(keys, computed, strict=True)}
+        from dask.local import get_sync
+        from dask.optimization import cull
+
+        graph = self._low_level_graph()
+        names = [(self.array.name, *lead, *k) for k in keys for lead, _ in self._lead_blocks]
+        values = iter(get_sync(cull(graph, names)[0], names))  # type: ignore[no-untyped-call]
+        return {k: [(where, np.asarray(next(values))) for _, where in self._lead_blocks] for k in keys}
+
+    def _low_level_graph(self) -> dict[Any, Any]:
+        with self._lock:
+            if self._graph is None:
+                array = self.array
+                self._graph = dict(array.__dask_optimize__(array.__dask_graph__(), array.__dask_keys__()))
+            return self._graph
+
+    def _default_scheduler(self) -> bool:
+        """Whether the caller left dask's default threaded scheduler: the chunks are then
+        computed in the reading thread itself, as the engine's reading threads already run in
+        parallel and a thread pool under each only adds its overhead (about 10 % of a 10980²
+        job). A scheduler the caller chose (a ``dask.config`` setting, a distributed client) is
+        used through ``dask.compute``."""
         import dask
         import dask.threaded
         from dask.base import get_scheduler
 
-        default = dask.config.get("scheduler", None) is None \
+        return dask.config.get("scheduler", None) is None \
             and get_scheduler(collections=[self.array]) is dask.threaded.get  # type: ignore[no-untyped-call]
-        return {"scheduler": "sync"} if default else {}
 
-    def _found(self, keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray]:
+    def _found(self, keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], list[Piece]]:
         """The cached chunks among ``keys``, marked as used last."""
         with self._lock:
             found = {k: self._blocks[k] for k in keys if k in self._blocks}
@@ -113,14 +147,14 @@ class ChunkCache:
                 self._blocks.move_to_end(k)
         return found
 
-    def _keep(self, blocks: dict[tuple[int, ...], np.ndarray]) -> None:
+    def _keep(self, blocks: dict[tuple[int, ...], list[Piece]]) -> None:
         with self._lock:
-            for key, block in blocks.items():
+            for key, pieces in blocks.items():
                 if key not in self._blocks:
-                    self._blocks[key] = block
-                    self._bytes += block.nbytes
+                    self._blocks[key] = pieces
+                    self._bytes += sum(b.nbytes for _, b in pieces)
             while self._bytes > self.max_bytes and self._blocks:
-                self._bytes -= self._blocks.popitem(last=False)[1].nbytes
+                self._bytes -= sum(b.nbytes for _, b in self._blocks.popitem(last=False)[1])
 
 
 __all__ = ["CACHE_BYTES", "ChunkCache"]

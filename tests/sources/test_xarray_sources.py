@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import dask
 import dask.array
 import numpy as np
 import pytest
@@ -219,8 +220,9 @@ def test_a_cube_without_a_grid_is_refused(tmp_path: Path) -> None:
 # --- the chunk cache of dask-backed arrays -----------------------------------------------------------
 
 
+@pytest.mark.parametrize("scheduler", [None, "threads"])  # the cache's own graph, or dask.compute
 @pytest.mark.parametrize("budget_chunks", [1000, 5])
-def test_chunk_cache_regions_equal_the_array_and_chunks_compute_once(budget_chunks: int) -> None:
+def test_chunk_cache_regions_equal_the_array_and_chunks_compute_once(budget_chunks: int, scheduler: str | None) -> None:
     data = positional((2, 90, 110), np.int32)
     computed: list[tuple[int, ...]] = []
 
@@ -234,11 +236,12 @@ def test_chunk_cache_regions_equal_the_array_and_chunks_compute_once(budget_chun
     cache = ChunkCache(lazy, max_bytes=budget_chunks * 2 * 20 * 25 * 4)
     assert cache.cacheable() == (budget_chunks >= 4)
     rng = np.random.default_rng(0)
-    for _ in range(60):
-        r0, c0 = int(rng.integers(0, 89)), int(rng.integers(0, 109))
-        rows, cols = slice(r0, int(rng.integers(r0 + 1, 91))), slice(c0, int(rng.integers(c0 + 1, 111)))
-        np.testing.assert_array_equal(cache.read(rows, cols), data[:, rows, cols])
-        assert cache._bytes <= cache.max_bytes
+    with dask.config.set(scheduler=scheduler):
+        for _ in range(60):
+            r0, c0 = int(rng.integers(0, 89)), int(rng.integers(0, 109))
+            rows, cols = slice(r0, int(rng.integers(r0 + 1, 91))), slice(c0, int(rng.integers(c0 + 1, 111)))
+            np.testing.assert_array_equal(cache.read(rows, cols), data[:, rows, cols])
+            assert cache._bytes <= cache.max_bytes
     if budget_chunks >= 25:  # every chunk kept: each computed once (both bands: one block per band chunk)
         assert sorted(computed) == sorted(set(computed))
 
@@ -247,8 +250,6 @@ def test_the_chunk_cache_computes_in_the_reading_thread_unless_told_otherwise() 
     """Under dask's default scheduler the chunks are computed in the thread that reads (the
     engine's reading threads are the parallelism); a scheduler the caller sets is kept."""
     import threading
-
-    import dask
 
     where: list[int] = []
 
