@@ -17,6 +17,7 @@ from .formats import FORMAT_NAMES
 
 if TYPE_CHECKING:
     from .evaluation import EvaluationResult
+    from .ledger import LedgerRow
     from .runtime import JobResult
 
 log = logging.getLogger("geoseg")
@@ -130,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--follow", action="store_true", help="keep printing until the job ends")
 
     status = sub.add_parser("status", help="print the run ledger of an output directory")
-    status.add_argument("out", help="a job's output folder")
+    status.add_argument("out", help="a job's output folder, or the s3:// location it published to")
 
     sub.add_parser("formats", help="list the input and output formats (inputs.format, output.formats)")
 
@@ -396,18 +397,20 @@ def print_evaluation(result: EvaluationResult) -> None:
 
 
 def _status(given: str) -> int:
-    """Print the ledger of the folder ``given``; 1 when there is none, 0 otherwise (also when it
-    is empty)."""
+    """Print the ledger of the folder ``given`` (or of an ``s3://`` output location, as its last
+    run published it); 1 when there is none, 0 otherwise (also when it is empty)."""
     from .api import ledger_rows
     from .ledger import LEDGER_NAME
-    from .storage import is_uri, local_path
+    from .storage import is_s3, is_uri, local_path
 
     local = local_path(given)  # file:///a -> /a
+    if is_s3(local):
+        return _status_published(given)
     out = Path(local)
     problem = None
-    if is_uri(local):  # printed as given: Path would make s3://b/p into s3:/b/p
-        problem = (f"status reads a local output folder; copy {given.rstrip('/')}/{LEDGER_NAME} into one "
-                   "(or give the job's staging folder)")
+    if is_uri(local):  # printed as given: Path would make gs://b/p into gs:/b/p
+        problem = (f"status reads a local output folder or an s3:// location; copy {given.rstrip('/')}/"
+                   f"{LEDGER_NAME} into a folder (or give the job's staging folder)")
     elif not out.exists():
         problem = "no such folder"
     elif not out.is_dir():
@@ -417,7 +420,39 @@ def _status(given: str) -> int:
     if problem is not None:
         print(f"{given}: {problem}", file=sys.stderr)
         return 1
-    rows = ledger_rows(out)
+    return _print_ledger(given, ledger_rows(out))
+
+
+def _status_published(given: str) -> int:
+    """``geoseg status s3://...``: the ledger a run published there (at its end: a run that is
+    still going shows its predecessor's), fetched into a temporary folder."""
+    import tempfile
+
+    from .api import ledger_rows
+    from .errors import SourceError
+    from .ledger import LEDGER_NAME
+    from .storage import S3Config
+    from .storage.s3 import fetch_to, store_call
+
+    uri = f"{given.rstrip('/')}/{LEDGER_NAME}"
+    config = S3Config.from_env()
+    fs = config.filesystem()
+    with tempfile.TemporaryDirectory(prefix="geoseg-status-") as folder:
+        try:
+            if not store_call(uri, "read", config, lambda: fs.exists(uri)):
+                print(f"{given}: no run ledger ({LEDGER_NAME}) there: no geoseg run has published to this location",
+                      file=sys.stderr)
+                return 1
+            copy = fetch_to(uri, Path(folder), config, gunzip=False)
+        except SourceError as exc:
+            print(f"{given}: cannot read its run ledger: {exc}", file=sys.stderr)
+            return 1
+        copy.rename(Path(folder) / LEDGER_NAME)
+        print(f"{uri}: as the last run published it (at its end)")
+        return _print_ledger(given, ledger_rows(folder))
+
+
+def _print_ledger(given: str, rows: Sequence[LedgerRow]) -> int:
     if not rows:
         print(f"{given}: no items recorded yet (a run started here but did not get to any item)")
         return 0

@@ -1,7 +1,7 @@
 """``geoseg`` with an ``s3://`` output directory (a real S3-compatible server on loopback): the
 command prints the locations as given, ``s3://bucket/prefix/...``, never a local path made of the
 URI (``s3:/bucket/...``), and ``predict --out s3://...`` writes to the store (``geoseg status``
-of a URI: tests/test_cli_status.py)."""
+of a local folder: tests/test_cli_status.py; of an ``s3://`` location: here)."""
 
 from __future__ import annotations
 
@@ -88,3 +88,30 @@ def test_predict_writes_to_the_store_and_prints_the_uri(
     assert f"  scene: {uri}/scene/\n" in printed and f"summary: {uri}/summary.csv\n" in printed
     assert {"adhoc/scene/labels.tif", "adhoc/summary.csv"} <= _keys(store, "adhoc/")
     assert not (tmp_path / "s3:").exists()  # not a local folder named after the URI
+
+
+def test_status_of_a_location_reads_the_ledger_its_run_published(
+    workflow: Path, store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = f"s3://{BUCKET}/never-run/"
+    assert main(["-q", "status", empty]) == 1  # nothing there: the reason
+    err = capsys.readouterr().err
+    assert err == f"{empty}: no run ledger (ledger.sqlite) there: no geoseg run has published to this location\n"
+    uri = f"s3://{BUCKET}/nightly/"
+    assert main(["--no-progress", "run", str(workflow)]) == 0
+    capsys.readouterr()
+    assert main(["-q", "status", uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"s3://{BUCKET}/nightly/ledger.sqlite: as the last run published it (at its end)"
+    assert lines[2].split()[:2] == ["scene", "ok"]
+    assert lines[-1].startswith("1 item(s): 1 ok, 0 failed, 0 running")
+    assert not list(tmp_path.glob("**/geoseg-status-*"))  # the fetched copy is gone
+
+
+def test_status_of_an_unreachable_store_names_the_location(
+    store: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    assert main(["-q", "status", f"s3://{BUCKET}/nightly"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"s3://{BUCKET}/nightly: cannot read its run ledger: s3://{BUCKET}/nightly/ledger.sqlite")

@@ -85,6 +85,8 @@ def test_uris_are_named_as_given(tmp_path: Path, capsys: pytest.CaptureFixture[s
     Ledger(tmp_path).close()
     assert main(["-q", "status", tmp_path.as_uri()]) == 0  # file:// is a local folder
     assert capsys.readouterr().out.startswith(f"{tmp_path.as_uri()}: no items recorded yet")
-    assert main(["-q", "status", "s3://bucket/nightly/"]) == 1  # never s3:/bucket/nightly
-    assert capsys.readouterr().err == ("s3://bucket/nightly/: status reads a local output folder; copy s3://bucket/"
-                                       "nightly/ledger.sqlite into one (or give the job's staging folder)\n")
+    assert main(["-q", "status", "gs://bucket/nightly/"]) == 1  # never gs:/bucket/nightly
+    assert capsys.readouterr().err == ("gs://bucket/nightly/: status reads a local output folder or an s3:// "
+                                       "location; copy gs://bucket/nightly/ledger.sqlite into a folder (or give "
+                                       "the job's staging folder)\n")
+    # s3:// locations: tests/test_cli_s3_outputs.py (a real S3 server)
