@@ -1,0 +1,63 @@
+"""``ChunkCache`` on the kinds of dask arrays users hand to ``predict_dataarray``: its regions
+equal the array's, whatever the graph under the chunks (the cache runs the array's own graph,
+built once, for the chunks a region needs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as dka
+import numpy as np
+import pytest
+import rasterio
+import rioxarray
+import xarray as xr
+from rasterio.transform import from_origin
+
+from geoseg_pipeline.sources.dask_chunks import ChunkCache
+
+BASE = np.random.default_rng(0).integers(0, 1000, (3, 300, 350)).astype("uint16")
+
+
+def _geotiff(folder: Path) -> Any:
+    path = folder / "scene.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=350, height=300, count=3, dtype="uint16", tiled=True,
+                       blockxsize=64, blockysize=64, transform=from_origin(500000, 4600000, 10, 10),
+                       crs="EPSG:32633") as ds:
+        ds.write(BASE)
+    return rioxarray.open_rasterio(path, chunks={"band": 1, "x": 128, "y": 128}, lock=False).data
+
+
+ARRAYS: dict[str, Callable[[Path], Any]] = {
+    "from_array": lambda _: dka.from_array(BASE, chunks=(1, 64, 80)),
+    "persisted": lambda _: dka.from_array(BASE, chunks=(3, 64, 80)).persist(),
+    # a window of a larger array: the chunks are slices of the source's chunks
+    "sliced": lambda _: dka.from_array(np.pad(BASE, ((0, 0), (7, 3), (5, 9))), chunks=(1, 50, 50))[:, 7:307, 5:355],
+    "concatenated": lambda _: dka.concatenate([dka.from_array(BASE[:1], chunks=(1, 64, 64)),
+                                               dka.from_array(BASE[1:], chunks=(2, 100, 70))], axis=0),
+    # CF-style decoding, as xarray's open_zarr builds it
+    "decoded": lambda _: dka.where(dka.from_array(BASE, chunks=(1, 64, 80)) == 0, np.nan,
+                                   dka.from_array(BASE, chunks=(1, 64, 80)).astype("float64") * 0.5),
+    "stacked_variables": lambda _: xr.concat([xr.DataArray(dka.from_array(BASE[i], chunks=(90, 100)), dims=("y", "x"))
+                                              for i in range(3)], dim="band").data,
+    "geotiff": _geotiff,
+}
+
+
+@pytest.mark.parametrize("scheduler", [None, "threads"])
+@pytest.mark.parametrize("kind", sorted(ARRAYS))
+def test_regions_equal_the_array(tmp_path: Path, kind: str, scheduler: str | None) -> None:
+    array = ARRAYS[kind](tmp_path)
+    expected = np.asarray(array.compute())
+    cache = ChunkCache(array, max_bytes=256 * 1024)  # a few chunks: evictions and recomputations too
+    rng = np.random.default_rng(1)
+    with dask.config.set(scheduler=scheduler):
+        for _ in range(25):
+            r0, c0 = int(rng.integers(0, 299)), int(rng.integers(0, 349))
+            rows, cols = slice(r0, int(rng.integers(r0 + 1, 301))), slice(c0, int(rng.integers(c0 + 1, 351)))
+            got = cache.read(rows, cols)
+            assert got.dtype == expected.dtype
+            np.testing.assert_array_equal(got, expected[:, rows, cols])
