@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
     from ..inference.tile_executor import TileExecutor
     from ..storage import S3Config
 
+log = logging.getLogger("geoseg")
+
 
 class InferenceActor:
     """One model per actor: loaded once, on the actor's GPU when it has one, else on CPU with
@@ -27,28 +31,43 @@ class InferenceActor:
         self, model: ModelSpec, use_gpu: bool, threads: int, gdal_cache_mb: int, options: InferenceSpec | None = None,
         s3: S3Config | None = None,
     ) -> None:
-        from ..inference.tile_executor import TileExecutor
-        from ..storage import rasterio_env
-        from .pool import reader_threads
-
-        # A model that cannot be loaded is reported by describe()/run(), not by dying here:
-        # Ray would report only "the actor died in its creation task" and restart it in vain.
+        # Only the arguments here: the model is loaded by load() (or by the first call of an
+        # actor Ray restarted), so that the driver's wait for placement counts placing the actor
+        # and starting its process, not loading a large model.
+        self._args = (model, use_gpu, threads, gdal_cache_mb, options, s3)
+        self._lock = threading.Lock()  # the "prepare" group calls in on a thread of its own
+        self._executor: TileExecutor | None = None
         self._load_error: Exception | None = None
-        try:
-            # GDAL's block cache defaults to 5 % of RAM per process and keeps every decoded input
-            # tile, so without a cap an actor's memory grows with the image; the reading threads
-            # hold the environment for their lives. A GPU actor's CPUs all read for its model.
-            self._executor = TileExecutor(
-                model, device="cuda" if use_gpu else "cpu", threads=threads, options=options, s3=s3,
-                reader_threads=reader_threads(use_gpu, threads),
-                reader_env=lambda: rasterio_env(s3, gdal_cache_mb=gdal_cache_mb),
-            )
-        except Exception as exc:  # re-raised, with its type, on every call
-            self._load_error = exc
+
+    def load(self) -> None:
+        """Load the model, once. A model that cannot be loaded is reported by describe() and
+        run(), not by dying here: Ray would report only "the actor died" and restart it in vain."""
+        with self._lock:
+            if self._executor is not None or self._load_error is not None:
+                return
+            from ..inference.tile_executor import TileExecutor
+            from ..storage import rasterio_env
+            from .pool import reader_threads
+
+            model, use_gpu, threads, gdal_cache_mb, options, s3 = self._args
+            try:
+                # GDAL's block cache defaults to 5 % of RAM per process and keeps every decoded
+                # input tile, so without a cap an actor's memory grows with the image; the reading
+                # threads hold the environment for their lives. A GPU actor's CPUs all read for its
+                # model.
+                self._executor = TileExecutor(
+                    model, device="cuda" if use_gpu else "cpu", threads=threads, options=options, s3=s3,
+                    reader_threads=reader_threads(use_gpu, threads),
+                    reader_env=lambda: rasterio_env(s3, gdal_cache_mb=gdal_cache_mb),
+                )
+            except Exception as exc:  # re-raised, with its type, on every call
+                self._load_error = exc
 
     def _ready(self) -> TileExecutor:
+        self.load()
         if self._load_error is not None:
             raise self._load_error
+        assert self._executor is not None
         return self._executor
 
     def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
@@ -68,7 +87,7 @@ class InferenceActor:
 
     def release(self, path: str) -> None:
         """Close an item's file once the item is done."""
-        if self._load_error is None:
+        if self._executor is not None:
             self._executor.release(path)
 
     def pid(self) -> int:
@@ -202,10 +221,12 @@ class RayActorPool:
             _check_fits(resources, self.size)
         self._actors = start_actors(model, resources, self.size, options, s3)
         self._await_placement(resources)
+        self._load_models()
         self._next_prepare = 0
 
     def _await_placement(self, resources: ResourceSpec) -> None:
-        """Wait until every actor is placed and started, or stop them all.
+        """Wait until every actor is placed and its process started (the model is loaded after),
+        or stop them all.
 
         Raises:
             JobError: some actors were not placed within ``resources.placement_timeout_s``.
@@ -223,6 +244,21 @@ class RayActorPool:
         )
         self.close()
         raise JobError(message)
+
+    def _load_models(self) -> None:
+        """Let every placed actor load the model, and wait (as long as it takes: a large model
+        on a slow disk may take minutes). A model that cannot be loaded is reported by
+        :meth:`describe`.
+
+        Raises:
+            GeosegError: an actor died while loading (out of memory, a crash in native code).
+        """
+        log.info("loading the model on %d inference actor(s)", len(self._actors))
+        try:
+            ray.get([a.load.remote() for a in self._actors])
+        except (RayTaskError, RayActorError) as exc:
+            self.close()
+            raise _unwrap(exc) from exc
 
     def describe(self, in_channels: int | None, roi: tuple[int, ...], fallback: int | None = None) -> ModelInfo:
         """The model's input channels and classes, from the first actor.

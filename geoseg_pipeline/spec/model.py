@@ -471,9 +471,10 @@ class ResourceSpec(_Frozen):
     read_retries: Annotated[int, Field(ge=0, le=10)] = 3
     """A window read that fails with an I/O error is retried this many times, with backoff."""
     placement_timeout_s: Annotated[float, Field(gt=0)] = 120.0
-    """Seconds to wait for every Ray actor to be placed on a node and started (model loaded);
-    the job fails if they are not. Raise it on an autoscaling cluster whose nodes take longer
-    to start, or on a cluster shared with other jobs."""
+    """Seconds to wait for every Ray actor to be placed on a node and its process started; the
+    job fails if they are not. Loading the model comes after and is not counted (a large model
+    may take minutes). Raise it on an autoscaling cluster whose nodes take longer to start, or
+    on a cluster shared with other jobs."""
     backend: Literal["auto", "ray", "local"] = "auto"
     """Where tile tasks run: ``ray`` actors (a local Ray, or the cluster given by ``--address``),
     or ``local`` threads of the job's own process (no Ray start-up; no actor restarts).
