@@ -61,3 +61,13 @@ def test_regions_equal_the_array(tmp_path: Path, kind: str, scheduler: str | Non
             got = cache.read(rows, cols)
             assert got.dtype == expected.dtype
             np.testing.assert_array_equal(got, expected[:, rows, cols])
+
+
+@pytest.mark.parametrize("scheduler", [None, "threads"])
+def test_an_array_of_spatial_axes_only(scheduler: str | None) -> None:
+    """A ``(z, y, x)`` volume of one channel: no leading axis to assemble."""
+    data = np.arange(20 * 30 * 40, dtype=np.float32).reshape(20, 30, 40)
+    cache = ChunkCache(dka.from_array(data, chunks=(7, 11, 13)), spatial=3)
+    with dask.config.set(scheduler=scheduler):
+        for region in [(slice(0, 20), slice(0, 30), slice(0, 40)), (slice(5, 9), slice(10, 12), slice(12, 27))]:
+            np.testing.assert_array_equal(cache.read(*region), data[region])
