@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from ..formats import OUTPUT_NAMES, outputs_for
-from ..storage.uri import staging_dir_for, uri_scheme
+from ..storage.uri import local_path, staging_dir_for, uri_scheme
 from .base import DicomWebSpec, Frozen
 
 _UNIT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(px|pixels?|m2|m²|ha)?\s*$")
@@ -79,8 +79,10 @@ class OutputSpec(Frozen):
             return data
         uri = data["directory"]
         scheme = uri_scheme(uri)
-        if scheme in (None, "file"):
+        if scheme is None:
             return data
+        if scheme == "file":  # a local folder: as a Path, file:///a/b would be the folder "file:/a/b"
+            return {**data, "directory": local_path(uri)}
         if scheme != "s3" or not uri[5:].strip("/"):
             raise ValueError(f"directory {uri!r}: outputs go to a local path or s3://bucket/prefix")
 

@@ -55,8 +55,8 @@ def test_a_model_slower_to_load_than_the_placement_timeout_runs(
     (tmp_path / "wf.yaml").write_text(yaml.safe_dump(wf))
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "RAY_ADDRESS": ""}
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "geoseg_pipeline.cli", "--no-progress", "run", str(tmp_path / "wf.yaml")],
-                          env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    command = [sys.executable, "-m", "geoseg_pipeline.cli", "--no-progress", "run", str(tmp_path / "wf.yaml")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert time.monotonic() - started > LOAD_S  # the model did take that long to load
     assert "not placed" not in done.stdout + done.stderr

@@ -55,6 +55,13 @@ def test_relative_paths_resolve_against_base_dir(tmp_path: Path) -> None:
     assert spec.output.directory == tmp_path / "out"
 
 
+def test_a_file_uri_output_directory_is_the_local_folder(tmp_path: Path) -> None:
+    data = _minimal()
+    data["output"]["directory"] = (tmp_path / "nightly out").as_uri()  # file:///.../nightly%20out
+    spec = parse_workflow(data, tmp_path)
+    assert spec.output.directory == tmp_path / "nightly out" and spec.output.remote is None
+
+
 def test_absolute_output_directory_kept(tmp_path: Path) -> None:
     data = _minimal()
     data["output"]["directory"] = str(tmp_path / "elsewhere")
