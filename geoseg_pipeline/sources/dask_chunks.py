@@ -26,6 +26,11 @@ import numpy as np
 #: 10980-pixel-wide four-band float64 scene: 176 MiB).
 CACHE_BYTES = 192 * 2**20
 
+#: Arrays of at most this many chunks have their graph built once (see
+#: :meth:`ChunkCache._compute`); building it costs about 0.2 ms a task, so larger arrays are
+#: computed region by region instead.
+GRAPH_CHUNKS = 20_000
+
 #: Where a computed block lies among the leading (band, channel) axes, and the block.
 Piece = tuple[tuple[slice, ...], np.ndarray]
 
@@ -105,11 +110,14 @@ class ChunkCache:
         (at the first call) and each call runs only the tasks its chunks need, synchronously:
         a ``compute`` of ``array.blocks[...]`` builds, culls and optimizes a new graph every
         time, which cost more than decoding the Zarr chunks themselves (and stacks the bands
-        into a new array that the region's assembly copies again)."""
-        if not self._default_scheduler():
+        into a new array that the region's assembly copies again). Arrays of more than
+        :data:`GRAPH_CHUNKS` chunks are computed region by region, as under another scheduler."""
+        default = self._default_scheduler()
+        if not default or int(np.prod(self.array.numblocks, dtype=np.int64)) > GRAPH_CHUNKS:
             from dask.base import compute
 
-            computed = compute(*(self.array.blocks[(*self._lead, *k)] for k in keys))  # type: ignore[no-untyped-call]
+            computed = compute(  # type: ignore[no-untyped-call]
+                *(self.array.blocks[(*self._lead, *k)] for k in keys), **({"scheduler": "sync"} if default else {}))
             return {k: [(self._lead, np.asarray(b))] for k, b in zip(keys, computed, strict=True)}
         from dask.local import get_sync
         from dask.optimization import cull
@@ -157,4 +165,4 @@ class ChunkCache:
                 self._bytes -= sum(b.nbytes for _, b in self._blocks.popitem(last=False)[1])
 
 
-__all__ = ["CACHE_BYTES", "ChunkCache"]
+__all__ = ["CACHE_BYTES", "GRAPH_CHUNKS", "ChunkCache"]

@@ -17,6 +17,7 @@ import rioxarray
 import xarray as xr
 from rasterio.transform import from_origin
 
+from geoseg_pipeline.sources import dask_chunks
 from geoseg_pipeline.sources.dask_chunks import ChunkCache
 
 BASE = np.random.default_rng(0).integers(0, 1000, (3, 300, 350)).astype("uint16")
@@ -47,9 +48,14 @@ ARRAYS: dict[str, Callable[[Path], Any]] = {
 }
 
 
-@pytest.mark.parametrize("scheduler", [None, "threads"])
+@pytest.mark.parametrize("way", ["graph", "per-region", "threads"])
 @pytest.mark.parametrize("kind", sorted(ARRAYS))
-def test_regions_equal_the_array(tmp_path: Path, kind: str, scheduler: str | None) -> None:
+def test_regions_equal_the_array(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, way: str) -> None:
+    """The cache's own graph; ``dask.compute`` per region for an array of too many chunks to
+    build its graph; ``dask.compute`` under a scheduler the caller chose."""
+    scheduler = "threads" if way == "threads" else None
+    if way == "per-region":
+        monkeypatch.setattr(dask_chunks, "GRAPH_CHUNKS", 1)
     array = ARRAYS[kind](tmp_path)
     expected = np.asarray(array.compute())
     cache = ChunkCache(array, max_bytes=256 * 1024)  # a few chunks: evictions and recomputations too
@@ -71,3 +77,21 @@ def test_an_array_of_spatial_axes_only(scheduler: str | None) -> None:
     with dask.config.set(scheduler=scheduler):
         for region in [(slice(0, 20), slice(0, 30), slice(0, 40)), (slice(5, 9), slice(10, 12), slice(12, 27))]:
             np.testing.assert_array_equal(cache.read(*region), data[region])
+
+
+@pytest.mark.parametrize("graph_chunks", [dask_chunks.GRAPH_CHUNKS, 1])
+def test_chunks_are_computed_in_the_reading_thread(monkeypatch: pytest.MonkeyPatch, graph_chunks: int) -> None:
+    """Under dask's default scheduler, by the cache's own graph or region by region alike: the
+    engine's reading threads are the parallelism, a thread pool under each only adds overhead."""
+    import threading
+
+    monkeypatch.setattr(dask_chunks, "GRAPH_CHUNKS", graph_chunks)
+    where: list[int] = []
+
+    def chunk(block_info: Any = None) -> np.ndarray:
+        where.append(threading.get_ident())
+        return np.ones((2, 10, 10), np.uint8)
+
+    lazy = dka.map_blocks(chunk, chunks=((2,), (10, 10), (10, 10)), dtype=np.uint8, meta=np.empty((0, 0, 0), np.uint8))
+    ChunkCache(lazy).read(slice(0, 20), slice(0, 20))
+    assert len(where) == 4 and set(where) == {threading.get_ident()}
