@@ -425,30 +425,28 @@ def _status(given: str) -> int:
 
 def _status_published(given: str) -> int:
     """``geoseg status s3://...``: the ledger a run published there (at its end: a run that is
-    still going shows its predecessor's), fetched into a temporary folder."""
+    still going shows its predecessor's), fetched into a temporary folder as a run fetches it."""
     import tempfile
 
     from .api import ledger_rows
-    from .errors import SourceError
+    from .errors import SinkError
     from .ledger import LEDGER_NAME
+    from .sinks.publish import OutputLocation, Publisher
     from .storage import S3Config
-    from .storage.s3 import fetch_to, store_call
 
-    uri = f"{given.rstrip('/')}/{LEDGER_NAME}"
-    config = S3Config.from_env()
-    fs = config.filesystem()
+    uri = given.rstrip("/")
     with tempfile.TemporaryDirectory(prefix="geoseg-status-") as folder:
         try:
-            if not store_call(uri, "read", config, lambda: fs.exists(uri)):
-                print(f"{given}: no run ledger ({LEDGER_NAME}) there: no geoseg run has published to this location",
-                      file=sys.stderr)
-                return 1
-            copy = fetch_to(uri, Path(folder), config, gunzip=False)
-        except SourceError as exc:
+            publisher = Publisher(OutputLocation(uri, Path(folder)), S3Config.from_env())
+            found = publisher.fetch_file(LEDGER_NAME, Path(folder) / LEDGER_NAME)
+        except (SinkError, ValueError) as exc:
             print(f"{given}: cannot read its run ledger: {exc}", file=sys.stderr)
             return 1
-        copy.rename(Path(folder) / LEDGER_NAME)
-        print(f"{uri}: as the last run published it (at its end)")
+        if not found:
+            print(f"{given}: no run ledger ({LEDGER_NAME}) there: no geoseg run has published to this location",
+                  file=sys.stderr)
+            return 1
+        print(f"{uri}/{LEDGER_NAME}: as the last run published it (at its end)")
         return _print_ledger(given, ledger_rows(folder))
 
 

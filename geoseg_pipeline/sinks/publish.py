@@ -46,7 +46,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import SinkError
-from ..storage import S3Config, describe_store_error, is_s3, is_transient, split_s3, staging_dir_for, uri_scheme
+from ..storage import (
+    S3Config,
+    describe_store_error,
+    is_s3,
+    is_transient,
+    local_path,
+    split_s3,
+    staging_dir_for,
+    uri_scheme,
+)
 from ..storage.retry import retrying
 
 #: The completion marker of an item: uploaded last (see the module docstring).
@@ -102,10 +111,7 @@ class OutputLocation:
         if is_s3(text):
             uri = text.rstrip("/")
             return cls(uri, staging_dir_for(uri, staging_base))
-        if uri_scheme(text) == "file":
-            from urllib.parse import unquote, urlparse
-
-            text = unquote(urlparse(text).path)
+        text = local_path(text)  # file:///a/b -> /a/b
         return cls(text, Path(text))
 
     @property

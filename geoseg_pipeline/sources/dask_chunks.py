@@ -54,6 +54,7 @@ class ChunkCache:
         self._pending: dict[tuple[int, ...], threading.Event] = {}
         self._lock = threading.Lock()
         self._graph: dict[Any, Any] | None = None
+        self._graph_once = int(np.prod(array.numblocks, dtype=np.int64)) <= GRAPH_CHUNKS
 
     def cacheable(self) -> bool:
         """Whether a chunk (every band) fits a quarter of the budget; larger ones are not kept."""
@@ -113,7 +114,7 @@ class ChunkCache:
         into a new array that the region's assembly copies again). Arrays of more than
         :data:`GRAPH_CHUNKS` chunks are computed region by region, as under another scheduler."""
         default = self._default_scheduler()
-        if not default or int(np.prod(self.array.numblocks, dtype=np.int64)) > GRAPH_CHUNKS:
+        if not (default and self._graph_once):
             from dask.base import compute
 
             computed = compute(  # type: ignore[no-untyped-call]
