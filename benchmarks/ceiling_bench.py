@@ -9,6 +9,9 @@ DEFLATE), side by side in one run, contenders alternated within each repeat, med
 * ``zero_local``: ``geoseg run`` with a zero-cost TorchScript model (returns zeros of 10
   classes), one scene, ``resources.backend: local``, ``--workers`` workers.
 * ``zero_ray_2``: the same model on both scenes, ``resources.backend: ray`` (its own local Ray).
+* ``monai_zero``: the same zero model through MONAI's ``sliding_window_inference`` (the scene
+  read whole, gaussian blend, argmax, a GeoTIFF written: ``landcover_bench.py _baseline``), torch
+  threads = workers: what the field's reference does with the same model, on the same cores.
 * ``unet_local``: the land-cover benchmark's MONAI UNet through geoseg, one scene, local;
   ``unet_model_only``: its forward passes alone over the scene's windows held in memory, batches
   of 8, torch threads = workers (``landcover_bench.py _model_only``).
@@ -175,6 +178,9 @@ class Bench:
                                     str(self.scenes[0])], px)
             wf, out = self.workflow("zero_local", self.scenes[:1], self.zero, "local")
             self.run("zero_local", r, [self.geoseg, "--no-progress", "run", str(wf)], px, summary=out / "summary.json")
+            self.run("monai_zero", r, [sys.executable, lc, "_baseline", "--model", str(self.zero), "--out",
+                                       str(self.out / "monai_zero"), "--threads", str(w), str(self.scenes[0])],
+                     px, env=thread_env(w))
             self.run("floor_2", r, [sys.executable, script, "_floor", "--work", str(self.out / "floor"),
                                     *map(str, self.scenes)], 2 * px)
             wf, out = self.workflow("zero_ray_2", self.scenes, self.zero, "ray")

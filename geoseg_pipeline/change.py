@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,13 +99,38 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
         areas = pixel_areas(grid)
         counts = np.zeros((k, k), np.int64)
         area = np.zeros((k, k), np.float64)
+
+        def count(code: np.ndarray, valid: np.ndarray, r0: int) -> None:
+            h = code.shape[0]
+            if areas.method == "geodesic" and areas.row_area_m2 is not None:  # the area varies by row
+                rows = np.broadcast_to(np.arange(h)[:, None], (h, b.width))[valid]
+                per_row = np.bincount(rows * (k * k) + code[valid], minlength=h * k * k).reshape(h, k * k)
+                counts[...] += per_row.sum(axis=0).reshape(k, k)
+                area[...] += (per_row * areas.row_area_m2[r0 : r0 + h, None]).sum(axis=0).reshape(k, k)
+            else:
+                strip = _count_codes(code, k * k).reshape(k, k)
+                counts[...] += strip
+                if areas.row_area_m2 is not None:
+                    area[...] += strip * float(areas.row_area_m2[0])
+
+        def read(r0: int) -> tuple[np.ndarray, np.ndarray]:
+            win = RioWindow(0, r0, b.width, min(STRIP, b.height - r0))
+            return b.read(1, window=win), a.read(1, window=win)
+
+        # The next strip is read (GDAL lets go of the GIL) and the last one counted (numpy, for
+        # most of its time) on threads of their own while this one is coded and written; one
+        # strip at most waits for each.
+        helpers = ThreadPoolExecutor(2, thread_name_prefix="geoseg-change")
+        counting: Future[None] | None = None
         try:
+            dtype = np.dtype(sink.dtype)
+            reading = helpers.submit(read, 0)
             for r0 in range(0, b.height, STRIP):
                 h = min(STRIP, b.height - r0)
-                win = RioWindow(0, r0, b.width, h)
-                dtype = np.dtype(sink.dtype)
-                fb = b.read(1, window=win).astype(dtype, copy=False)
-                fa = a.read(1, window=win).astype(dtype, copy=False)
+                raw_b, raw_a = reading.result()
+                if r0 + STRIP < b.height:
+                    reading = helpers.submit(read, r0 + STRIP)
+                fb, fa = raw_b.astype(dtype, copy=False), raw_a.astype(dtype, copy=False)
                 valid = (fb < k) & (fa < k)  # a nodata value of k or more is outside already
                 if nodata_b < k:
                     valid &= fb != nodata_b
@@ -112,22 +138,18 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
                     valid &= fa != nodata_a
                 code = fb * dtype.type(k) + fa  # < k * k where valid: fits the change map's type
                 np.putmask(code, ~valid, dtype.type(change_nodata))
+                if counting is not None:
+                    counting.result()
+                counting = helpers.submit(count, code, valid, r0)
                 sink.write(Window((r0, 0), (h, b.width)), code)
-                if areas.method == "geodesic" and areas.row_area_m2 is not None:  # the area varies by row
-                    rows = np.broadcast_to(np.arange(h)[:, None], (h, b.width))[valid]
-                    per_row = np.bincount(rows * (k * k) + code[valid], minlength=h * k * k).reshape(h, k * k)
-                    counts += per_row.sum(axis=0).reshape(k, k)
-                    area += (per_row * areas.row_area_m2[r0 : r0 + h, None]).sum(axis=0).reshape(k, k)
-                else:
-                    strip = _count_codes(code, k * k).reshape(k, k)
-                    counts += strip
-                    if areas.row_area_m2 is not None:
-                        area += strip * float(areas.row_area_m2[0])
+            if counting is not None:
+                counting.result()
             path = sink.commit()
         except BaseException:
             sink.abort()
             raise
         finally:
+            helpers.shutdown(wait=True, cancel_futures=True)
             if a is not a0:
                 a.close()
     change = out_dir / "change.tif"

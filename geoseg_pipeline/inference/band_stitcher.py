@@ -18,7 +18,7 @@ import torch
 
 from ..geometry import Window, full_window, intersection
 from ..stitching import FinishedBlock
-from ..stitching.blocks import finished_block
+from ..stitching.blocks import class_argmax, finished_block
 from ..tasks import StitchSettings
 from ..tiling import TilePlan, TileTask
 
@@ -124,8 +124,8 @@ class DeviceBandStitcher:
         st, sums = self.settings, block.sums
 
         def argmax() -> np.ndarray:
-            # numpy's argmax over the class axis beats torch's on a CPU; on a GPU it stays there
-            best: np.ndarray = (np.argmax(sums.numpy(), axis=0) if sums.device.type == "cpu"
+            # numpy beats torch's argmax over the class axis on a CPU; on a GPU it stays there
+            best: np.ndarray = (class_argmax(sums.numpy()) if sums.device.type == "cpu"
                                 else torch.argmax(sums, dim=0).cpu().numpy())
             return best
 
