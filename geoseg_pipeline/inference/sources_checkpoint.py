@@ -49,11 +49,21 @@ def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> Any:
         raise ModelError(_refusal(path, str(exc))) from None
     except EOFError:
         raise ModelError(f"{path}: the checkpoint file is empty or truncated") from None
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint (damaged or not saved with torch.save): "
-                         f"{str(exc).splitlines()[0]}") from None
+    except (RuntimeError, safetensors_error()) as exc:
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint (damaged or not saved with torch.save "
+                         f"or safetensors): {str(exc).splitlines()[0]}") from None
     except (AttributeError, ImportError) as exc:  # trust_pickle: the pickled class cannot be found
         raise ModelError(f"{path}: the pickled model needs code that cannot be imported here: {exc}") from exc
+
+
+def safetensors_error() -> type[Exception]:
+    """What safetensors raises for a damaged file (``torch.load`` hands ``.safetensors`` files
+    to it): a subclass of no built-in error but ``Exception``."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # without safetensors torch reads no such file
+        return RuntimeError
+    return SafetensorError  # type: ignore[no-any-return]
 
 
 def archive_kind(path: Path) -> str | None:

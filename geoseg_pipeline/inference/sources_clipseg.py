@@ -29,7 +29,7 @@ import torch
 
 from ..errors import ModelError
 from ..spec.prompts import TextClasses
-from .sources_huggingface import ProcessorNormalization
+from .sources_huggingface import ProcessorNormalization, cannot_load, load_errors
 
 
 class TextPromptSegmenter(torch.nn.Module):
@@ -117,9 +117,8 @@ def load_clipseg(transformers: Any, folder: Path, text: TextClasses, **options: 
     try:
         model = transformers.CLIPSegForImageSegmentation.from_pretrained(folder, **options)
         processor = transformers.AutoProcessor.from_pretrained(folder, **processor_options)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(f"{folder}: transformers cannot load it: {first}") from exc
+    except load_errors() as exc:
+        raise cannot_load(folder, exc) from exc
     if getattr(processor, "tokenizer", None) is None or getattr(processor, "image_processor", None) is None:
         raise ModelError(f"{folder}: no CLIPSegProcessor (a tokenizer and an image processor) saved beside the "
                          "model: save one with processor.save_pretrained(folder)")

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ from ..errors import ModelError
 from ..spec.model import HF_PICKLE_WEIGHTS, HF_SAFE_WEIGHTS
 from ..spec.prompts import TextClasses, prompt_mismatch
 from .hf_windows import WindowRule, window_rule
+from .sources_checkpoint import safetensors_error
 
 INSTALL_HINT = "pip install 'geoseg-pipeline[huggingface]'"
 
@@ -169,23 +173,62 @@ def load_huggingface(folder: Path, *, trust_code: bool = False, trust_pickle: bo
         transformers: Any = importlib.import_module("transformers")
     except ImportError as exc:
         raise ModelError(f"model type huggingface needs transformers: {INSTALL_HINT} ({exc})") from exc
-    # no progress bar per actor when the weights load, no advice about training
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
     common: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_code}
-    if text is not None:
-        from .sources_clipseg import load_clipseg
+    with _quiet(transformers):
+        if text is not None:
+            from .sources_clipseg import load_clipseg
 
-        return load_clipseg(transformers, folder, text, use_safetensors=safe, **common)
-    auto = _auto_class(transformers, config, folder)
-    try:
-        model = auto.from_pretrained(folder, use_safetensors=safe, **common)
-        processor = transformers.AutoImageProcessor.from_pretrained(folder, **common)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(f"{folder}: transformers cannot load it: {first}") from exc
+            return load_clipseg(transformers, folder, text, use_safetensors=safe, **common)
+        auto = _auto_class(transformers, config, folder)
+        try:
+            model = auto.from_pretrained(folder, use_safetensors=safe, **common)
+            processor = transformers.AutoImageProcessor.from_pretrained(folder, **common)
+        except load_errors() as exc:
+            raise cannot_load(folder, exc) from exc
     return HuggingFaceSegmenter(model.eval(), processor, folder,
                                 mask_head=auto is transformers.AutoModelForUniversalSegmentation)
+
+
+def load_errors() -> tuple[type[Exception], ...]:
+    """What ``from_pretrained`` raises for a folder it cannot load (a damaged safetensors file:
+    safetensors' own error)."""
+    return (OSError, ValueError, KeyError, RuntimeError, safetensors_error())
+
+
+def cannot_load(folder: Path, exc: Exception) -> ModelError:
+    """The error for a folder ``from_pretrained`` failed on (the first line of its reason)."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ModelError(f"{folder}: transformers cannot load it: {first}")
+
+
+_QUIET_LOCK = threading.Lock()
+_quiet_loads = 0
+_saved: tuple[int, bool] | None = None
+
+
+@contextmanager
+def _quiet(transformers: Any) -> Iterator[None]:
+    """transformers without its progress bars and advice (about training a head, ...) while
+    models load: one of each per actor otherwise. Its settings are global: they are set back to
+    what the process had when the last of the loads running at the same time ends."""
+    global _quiet_loads, _saved
+    hf_logging = transformers.utils.logging
+    with _QUIET_LOCK:
+        if _quiet_loads == 0:
+            _saved = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+        _quiet_loads += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _quiet_loads -= 1
+            if _quiet_loads == 0 and _saved is not None:
+                verbosity, bars = _saved
+                hf_logging.set_verbosity(verbosity)
+                if bars:
+                    hf_logging.enable_progress_bar()
 
 
 def _auto_class(transformers: Any, config: dict[str, Any], folder: Path) -> Any:
@@ -217,4 +260,4 @@ def _read_json(path: Path) -> dict[str, Any]:
     return doc
 
 
-__all__ = ["HuggingFaceSegmenter", "load_huggingface"]
+__all__ = ["HuggingFaceSegmenter", "cannot_load", "load_errors", "load_huggingface"]

@@ -174,3 +174,37 @@ def test_a_workflow_names_the_model_type_and_validates_its_keys(tmp_path: Path) 
         ModelSpec(type="huggingface", path=folder, network="UNet")
     with pytest.raises(ValueError, match="type 'huggingface' needs 'path'"):
         ModelSpec(type="huggingface")
+
+
+def test_loading_leaves_the_process_s_transformers_logging_as_it_was(tmp_path: Path) -> None:
+    """Quiet while the weights load (no progress bar and advice per actor), and the user's own
+    verbosity and progress bars back afterwards, also when loads overlap in threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hf_logging = transformers.utils.logging
+    folder = segformer(tmp_path / "model")
+    before = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+    try:
+        hf_logging.set_verbosity_info()
+        hf_logging.enable_progress_bar()
+        seen: list[int] = []
+        original = transformers.AutoModelForSemanticSegmentation.from_pretrained
+
+        def spying(*args: Any, **kwargs: Any) -> Any:
+            seen.append(hf_logging.get_verbosity())
+            return original(*args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(transformers.AutoModelForSemanticSegmentation, "from_pretrained", spying)
+            with ThreadPoolExecutor(3) as pool:
+                list(pool.map(lambda _: load_model(_spec(folder), torch.device("cpu")), range(3)))
+        assert seen == [hf_logging.ERROR] * 3
+        assert hf_logging.get_verbosity() == hf_logging.INFO
+        assert hf_logging.is_progress_bar_enabled()
+        with pytest.raises(ModelError, match="transformers cannot load it"):
+            (folder / "model.safetensors").write_bytes(b"not safetensors")
+            load_model(_spec(folder), torch.device("cpu"))
+        assert hf_logging.get_verbosity() == hf_logging.INFO  # set back after a failed load too
+    finally:
+        hf_logging.set_verbosity(before[0])
+        (hf_logging.enable_progress_bar if before[1] else hf_logging.disable_progress_bar)()

@@ -122,10 +122,14 @@ def test_bad_network_arguments_are_a_model_error() -> None:
         (b"\x00garbage" * 20, "not a readable PyTorch checkpoint"),
         ("truncated", "not a readable PyTorch checkpoint"),
         ("torchscript", "is a TorchScript model"),
+        # torch.load hands a .safetensors file to safetensors, which raises its own error
+        (b"\x00garbage" * 20, "not a readable PyTorch checkpoint (damaged or not saved with torch.save or "
+                               "safetensors): Error while deserializing header"),
+        (b"", "Error while deserializing header"),
     ],
 )
 def test_unreadable_checkpoints_name_the_file(tmp_path: Path, content: bytes | str | None, fragment: str) -> None:
-    path = tmp_path / "bad.pt"
+    path = tmp_path / ("bad.safetensors" if "deserializing" in fragment else "bad.pt")
     if content == "truncated":
         torch.save(torch.nn.Conv2d(1, 2, 3).state_dict(), path)
         path.write_bytes(path.read_bytes()[:200])
