@@ -94,3 +94,12 @@ def ignoring_warnings(*rules: tuple[type[Warning], str]) -> Iterator[None]:
         for category, message in rules:
             warnings.filterwarnings("ignore", message, category)
         yield
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of ``exc``'s message (libraries put pages of context after it),
+    or the exception's type name when it has none."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__

@@ -108,3 +108,12 @@ def test_a_cube_opens_from_threads_with_or_without_consolidated_metadata(
         for t in threads:
             t.join(60)
     assert not errors, errors[:3]
+
+
+def test_first_line_skips_blank_lines_and_names_a_silent_error() -> None:
+    from geoseg_pipeline.errors import first_line
+
+    assert first_line(RuntimeError("\n  header too large  \nat byte 8")) == "header too large"
+    assert first_line(RuntimeError("")) == "RuntimeError"
+    assert first_line(KeyError()) == "KeyError"
+    assert first_line(OSError("  \n\n")) == "OSError"

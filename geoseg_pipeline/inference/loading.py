@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from ..spec import ModelSpec
 from ..tasks import ModelInfo
 from .onnx_model import OnnxModel
@@ -56,7 +56,7 @@ def _load_torchscript(spec: ModelSpec, device: torch.device) -> torch.nn.Module:
     except (RuntimeError, ValueError) as exc:
         hint = "; it looks like a torch.save checkpoint: use type monai or python with checkpoint" if (
             archive_kind(path) == "checkpoint") else ""
-        raise ModelError(f"{path}: not a TorchScript model ({str(exc).splitlines()[0]}){hint}") from exc
+        raise ModelError(f"{path}: not a TorchScript model ({first_line(exc)}){hint}") from exc
     return model
 
 
@@ -208,7 +208,7 @@ def probe_model(
         with torch.inference_mode():
             y = model(x)
     except RuntimeError as exc:  # ModelError is one too (ONNX)
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(
             f"{where}the model fails on a window of {in_channels} channel(s) and size {list(roi)}: "
             f"{first}{_failure_hint(model, in_channels, roi, str(exc))}"

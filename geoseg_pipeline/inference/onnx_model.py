@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 
 log = logging.getLogger("geoseg")
 
@@ -70,7 +70,7 @@ class OnnxModel(torch.nn.Module):
         try:
             session = ort.InferenceSession(str(path), sess_options=options, providers=_providers(ort, device, path))
         except Exception as exc:  # onnxruntime's errors derive from Exception only
-            raise ModelError(f"{path}: not a readable ONNX model: {str(exc).splitlines()[0]}") from None
+            raise ModelError(f"{path}: not a readable ONNX model: {first_line(exc)}") from None
         self.path = path
         self.providers: list[str] = list(session.get_providers())
         self.input_shape, self._input_name, self._dtype = self._check_input(session.get_inputs())
@@ -134,7 +134,7 @@ class OnnxModel(torch.nn.Module):
                 (y,) = self._session.run([self._output_name], {self._input_name: part})
             except Exception as exc:  # onnxruntime's errors derive from Exception only
                 raise ModelError(f"{self.path}: onnxruntime failed on a batch of {list(part.shape)}: "
-                                 f"{str(exc).splitlines()[0]}") from None
+                                 f"{first_line(exc)}") from None
             results.append(np.asarray(y)[: min(chunk, n - start)])
         out = results[0] if len(results) == 1 else np.concatenate(results)
         return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(x.device)

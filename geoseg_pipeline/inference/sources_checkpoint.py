@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError, ignoring_warnings
+from ..errors import ModelError, first_line, ignoring_warnings
 
 log = logging.getLogger("geoseg")
 
@@ -51,7 +51,7 @@ def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> Any:
         raise ModelError(f"{path}: the checkpoint file is empty or truncated") from None
     except (RuntimeError, safetensors_error()) as exc:
         raise ModelError(f"{path}: not a readable PyTorch checkpoint (damaged or not saved with torch.save "
-                         f"or safetensors): {str(exc).splitlines()[0]}") from None
+                         f"or safetensors): {first_line(exc)}") from None
     except (AttributeError, ImportError) as exc:  # trust_pickle: the pickled class cannot be found
         raise ModelError(f"{path}: the pickled model needs code that cannot be imported here: {exc}") from exc
 

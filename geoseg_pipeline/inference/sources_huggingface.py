@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from ..spec.model import HF_PICKLE_WEIGHTS, HF_SAFE_WEIGHTS
 from ..spec.prompts import TextClasses, prompt_mismatch
 from .hf_windows import WindowRule, window_rule
@@ -174,7 +174,7 @@ def load_huggingface(folder: Path, *, trust_code: bool = False, trust_pickle: bo
     except ImportError as exc:
         raise ModelError(f"model type huggingface needs transformers: {INSTALL_HINT} ({exc})") from exc
     common: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_code}
-    with _quiet(transformers):
+    with _one_load_at_a_time(transformers):
         if text is not None:
             from .sources_clipseg import load_clipseg
 
@@ -197,38 +197,31 @@ def load_errors() -> tuple[type[Exception], ...]:
 
 def cannot_load(folder: Path, exc: Exception) -> ModelError:
     """The error for a folder ``from_pretrained`` failed on (the first line of its reason)."""
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return ModelError(f"{folder}: transformers cannot load it: {first}")
+    return ModelError(f"{folder}: transformers cannot load it: {first_line(exc)}")
 
 
-_QUIET_LOCK = threading.Lock()
-_quiet_loads = 0
-_saved: tuple[int, bool] | None = None
+#: transformers' ``from_pretrained`` patches torch's globals while it builds a model
+#: (``torch.linspace``, ``torch.nn.init``'s functions: ``meta_device_safe_creation_ops``,
+#: ``no_init_weights``) and puts back what it found: two loads at once in one process (the local
+#: backend's worker threads) leave them patched for good. Loads take turns.
+_LOAD_LOCK = threading.Lock()
 
 
 @contextmanager
-def _quiet(transformers: Any) -> Iterator[None]:
-    """transformers without its progress bars and advice (about training a head, ...) while
-    models load: one of each per actor otherwise. Its settings are global: they are set back to
-    what the process had when the last of the loads running at the same time ends."""
-    global _quiet_loads, _saved
+def _one_load_at_a_time(transformers: Any) -> Iterator[None]:
+    """Hold the process's one transformers load, quiet (no progress bar and advice about
+    training per actor), with the process's own verbosity and progress bars set back after."""
     hf_logging = transformers.utils.logging
-    with _QUIET_LOCK:
-        if _quiet_loads == 0:
-            _saved = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
-            hf_logging.disable_progress_bar()
-            hf_logging.set_verbosity_error()
-        _quiet_loads += 1
-    try:
-        yield
-    finally:
-        with _QUIET_LOCK:
-            _quiet_loads -= 1
-            if _quiet_loads == 0 and _saved is not None:
-                verbosity, bars = _saved
-                hf_logging.set_verbosity(verbosity)
-                if bars:
-                    hf_logging.enable_progress_bar()
+    with _LOAD_LOCK:
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        try:
+            yield
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
 
 
 def _auto_class(transformers: Any, config: dict[str, Any], folder: Path) -> Any:

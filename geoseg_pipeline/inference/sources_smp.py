@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from .sources_checkpoint import load_checkpoint_into
 
 INSTALL_HINT = ("pip install 'geoseg-pipeline[vision]' beside a torch and its matching torchvision "
@@ -38,8 +38,8 @@ def import_vision(module: str, model_type: str) -> Any:
     try:
         return importlib.import_module(module)
     except (ImportError, RuntimeError) as exc:  # torchvision beside the wrong torch: RuntimeError
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(f"model type {model_type} needs {module.split('.')[0]} ({first}): {INSTALL_HINT}") from exc
+        package = module.split(".")[0]
+        raise ModelError(f"model type {model_type} needs {package} ({first_line(exc)}): {INSTALL_HINT}") from exc
 
 
 class MasksOnly(torch.nn.Module):
@@ -87,7 +87,7 @@ def build_smp_network(architecture: str, args: dict[str, Any]) -> torch.nn.Modul
     except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as exc:
         text = ", ".join(f"{k}={v!r}" for k, v in args.items())
         raise ModelError(f"segmentation_models_pytorch {cls.__name__}({text}) cannot be built: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+                         f"{type(exc).__name__}: {first_line(exc)}; "
                          "check model.args") from exc
     return network
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from .sources_checkpoint import load_weights, read_checkpoint, state_dict_of
 from .sources_smp import import_vision
 
@@ -114,9 +114,8 @@ def load_torchgeo(path: Path, *, trust_pickle: bool = False) -> torch.nn.Module:
     try:
         task = trainers.SemanticSegmentationTask(**{k: v for k, v in hparams.items() if k != "_class_path"})
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"{path}: TorchGeo {torchgeo.__version__} cannot build its SemanticSegmentationTask from "
-                         f"the checkpoint's hyper_parameters: {type(exc).__name__}: {first}") from exc
+                         f"the checkpoint's hyper_parameters: {type(exc).__name__}: {first_line(exc)}") from exc
     load_weights(task, state, path)
     network: torch.nn.Module = task.model
     one_logit = (hparams.get("num_classes") or hparams.get("num_labels") or 1) == 1

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from .folder import NnunetModel
 
 #: Module prefixes a plans file may name as classes (the network's, its ops'); anything else is
@@ -88,8 +88,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(safe):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(f"{path}: not readable as a checkpoint of tensors ({first})") from exc
+        raise ModelError(f"{path}: not readable as a checkpoint of tensors ({first_line(exc)})") from exc
     if not isinstance(data, dict) or "network_weights" not in data:
         raise ModelError(f"{path}: not an nnU-Net checkpoint (no network_weights)")
     return data

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from ..errors import GeosegError, JobError, WorkerError, WorkerLost
+from ..errors import GeosegError, JobError, WorkerError, WorkerLost, first_line
 from ..spec import InferenceSpec, ModelSpec, ResourceSpec
 from ..tasks import BandResult, ItemFacts, ItemJob, ModelInfo
 from ..tiling import BandTask
@@ -362,5 +362,5 @@ def _unwrap(exc: BaseException) -> GeosegError:
             return WorkerError(str(cause) or type(cause).__name__)
         return WorkerError(str(exc).strip().splitlines()[-1])
     if isinstance(exc, RayActorError):
-        return WorkerLost(f"an inference actor died: {str(exc).splitlines()[0]}")
+        return WorkerLost(f"an inference actor died: {first_line(exc)}")
     return WorkerError(str(exc))

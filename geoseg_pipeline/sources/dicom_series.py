@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import InputDataError, SourceError
+from ..errors import InputDataError, SourceError, first_line
 from ..formats import SERIES_MARK
 from .dicomweb import is_dicomweb
 
@@ -287,7 +287,7 @@ def _read_header(path: str) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc) or type(exc).__name__).strip().splitlines()[0][:300]
+    return first_line(exc)[:300]
 
 
 def _scan(folder: str, files: Sequence[tuple[str, int, int]]) -> FolderScan:

@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
+from ..errors import first_line
+
 log = logging.getLogger("geoseg")
 
 _T = TypeVar("_T")
@@ -82,8 +84,7 @@ def retrying(fn: Callable[[], _T], *, what: str, kind: str, key: str, attempts: 
             if attempt == attempts or not transient(exc):
                 raise
             delay = backoff(attempt)
-            first_line = (str(exc) or type(exc).__name__).splitlines()[0]
-            log.warning("%s failed (%s); try %d of %d in %.1f s", what, first_line[:200], attempt + 1, attempts,
+            log.warning("%s failed (%s); try %d of %d in %.1f s", what, first_line(exc)[:200], attempt + 1, attempts,
                         delay)
             TALLY.add(kind, key)
             sleep(delay)

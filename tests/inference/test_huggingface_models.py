@@ -176,14 +176,17 @@ def test_a_workflow_names_the_model_type_and_validates_its_keys(tmp_path: Path) 
         ModelSpec(type="huggingface")
 
 
-def test_loading_leaves_the_process_s_transformers_logging_as_it_was(tmp_path: Path) -> None:
-    """Quiet while the weights load (no progress bar and advice per actor), and the user's own
-    verbosity and progress bars back afterwards, also when loads overlap in threads."""
+def test_loads_in_threads_leave_torch_and_transformers_logging_as_they_were(tmp_path: Path) -> None:
+    """The local backend's workers load the model in threads of one process: from_pretrained
+    patches torch's globals while it runs (torch.linspace among them), so loads at the same time
+    would leave them patched for good. And transformers is quiet while the weights load (no
+    progress bar and advice per actor), with the user's own verbosity and bars back after."""
     from concurrent.futures import ThreadPoolExecutor
 
     hf_logging = transformers.utils.logging
     folder = segformer(tmp_path / "model")
     before = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+    linspace, normal = torch.linspace, torch.nn.init.normal_
     try:
         hf_logging.set_verbosity_info()
         hf_logging.enable_progress_bar()
@@ -199,6 +202,7 @@ def test_loading_leaves_the_process_s_transformers_logging_as_it_was(tmp_path: P
             with ThreadPoolExecutor(3) as pool:
                 list(pool.map(lambda _: load_model(_spec(folder), torch.device("cpu")), range(3)))
         assert seen == [hf_logging.ERROR] * 3
+        assert torch.linspace is linspace and torch.nn.init.normal_ is normal
         assert hf_logging.get_verbosity() == hf_logging.INFO
         assert hf_logging.is_progress_bar_enabled()
         with pytest.raises(ModelError, match="transformers cannot load it"):

@@ -127,3 +127,18 @@ def test_python_import_path_errors(user_module: str, target: str, fragment: str)
 def test_unknown_builtin_lists_the_available() -> None:
     with pytest.raises(ModelError, match="unknown built-in model 'nope'; available: ct-demo, landcover-demo"):
         load_model(ModelSpec(type="builtin", name="nope"), CPU)
+
+
+def test_a_loader_error_without_a_message_is_named_by_its_type(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some loaders raise errors with an empty message: the ModelError names the file and the
+    error's type instead of failing on the missing first line."""
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"anything")
+
+    def silent(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("")
+
+    monkeypatch.setattr(torch.jit, "load", silent)
+    with pytest.raises(ModelError, match=r"model\.pt: not a TorchScript model \(RuntimeError\)"):
+        load_model(ModelSpec(type="torchscript", path=path), torch.device("cpu"))
