@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window as RioWindow
 
-from .errors import InputDataError
+from .errors import InputDataError, chained_reason, first_line
 from .geometry import Grid, Window
 from .report.landcover import write_change_report
 from .sinks.cog import CogLabelSink
@@ -76,7 +79,7 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
     Raises:
         InputDataError: different class lists, or different grids without ``reproject``.
     """
-    with rasterio.open(before) as b, rasterio.open(after) as a0:
+    with _open_map(before) as b, _open_map(after) as a0:
         names = class_names(before, b)
         other = class_names(after, a0)
         if names != other:
@@ -95,6 +98,7 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
         if k * k > 65535:
             raise InputDataError(f"{before}: {k} classes make {k * k} transitions, more than a uint16 map holds")
         legend = ClassLegend(tuple(f"{f} -> {t}" for f in names for t in names), _change_colours(k))
+        fresh = not out_dir.exists()
         sink = CogLabelSink(out_dir, grid, legend, change_nodata)
         areas = pixel_areas(grid)
         counts = np.zeros((k, k), np.int64)
@@ -115,7 +119,7 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
 
         def read(r0: int) -> tuple[np.ndarray, np.ndarray]:
             win = RioWindow(0, r0, b.width, min(STRIP, b.height - r0))
-            return b.read(1, window=win), a.read(1, window=win)
+            return _read(before, b, win), _read(after, a, win)
 
         # The next strip is read (GDAL lets go of the GIL) and the last one counted (numpy, for
         # most of its time) on threads of their own while this one is coded and written; one
@@ -131,7 +135,10 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
                 if r0 + STRIP < b.height:
                     reading = helpers.submit(read, r0 + STRIP)
                 fb, fa = raw_b.astype(dtype, copy=False), raw_a.astype(dtype, copy=False)
-                valid = (fb < k) & (fa < k)  # a nodata value of k or more is outside already
+                inside_b, inside_a = fb < k, fa < k  # a nodata value of k or more is outside already
+                _check_classes(before, fb, inside_b, nodata_b, k, r0)
+                _check_classes(after, fa, inside_a, nodata_a, k, r0)
+                valid = inside_b & inside_a
                 if nodata_b < k:
                     valid &= fb != nodata_b
                 if nodata_a < k:
@@ -147,6 +154,8 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
             path = sink.commit()
         except BaseException:
             sink.abort()
+            if fresh and out_dir.is_dir() and not any(out_dir.iterdir()):
+                out_dir.rmdir()  # nothing half-written left behind
             raise
         finally:
             helpers.shutdown(wait=True, cancel_futures=True)
@@ -180,23 +189,91 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
     return ChangeResult(change, transitions, net, counts, names, report)
 
 
-def change_runs(before: Path, after: Path, out_dir: Path, reproject: bool = False) -> dict[str, ChangeResult]:
+@dataclass(frozen=True)
+class ChangeRuns:
+    """What :func:`change_runs` did: the items changed, those it could not change (item:
+    reason), and the items of one folder only (item: which)."""
+
+    done: dict[str, ChangeResult]
+    failed: dict[str, str]
+    unmatched: dict[str, str] = field(default_factory=dict)
+
+
+def change_runs(before: Path, after: Path, out_dir: Path, reproject: bool = False) -> ChangeRuns:
     """Two label maps, or two run output folders matched by item (``<item>/labels.tif`` in
-    both): the change of each into ``out_dir`` (``out_dir/<item>/`` for folders).
+    both): the change of each into ``out_dir`` (``out_dir/<item>/`` for folders). An item that
+    cannot be compared (a damaged map, other classes) is reported in ``failed``, one in a single
+    folder in ``unmatched``; the others are still compared.
 
     Raises:
-        InputDataError: the folders share no item; a map or pair is refused (see :func:`change_maps`).
+        InputDataError: a path does not exist; not two maps or two folders; the folders share no
+            item; two maps given as files that cannot be compared (see :func:`change_maps`).
     """
+    for path in (before, after):
+        if not path.exists():
+            raise InputDataError(f"{path}: no such file or folder")
     if before.is_file() and after.is_file():
-        return {before.stem: change_maps(before, after, out_dir, reproject)}
+        return ChangeRuns({before.stem: change_maps(before, after, out_dir, reproject)}, {})
     if not (before.is_dir() and after.is_dir()):
-        raise InputDataError(f"{before} and {after}: give two label maps or two output folders of runs")
-    items = sorted(p.parent.name for p in before.glob("*/labels.tif")
-                   if (after / p.parent.name / "labels.tif").exists())
+        raise InputDataError(f"{before} and {after}: give two label maps or two output folders of runs, "
+                             "not one of each")
+    in_before = {p.parent.name for p in before.glob("*/labels.tif")}
+    in_after = {p.parent.name for p in after.glob("*/labels.tif")}
+    items = sorted(in_before & in_after)
     if not items:
         raise InputDataError(f"{before} and {after} share no item (<item>/labels.tif in both)")
-    return {i: change_maps(before / i / "labels.tif", after / i / "labels.tif", out_dir / i, reproject)
-            for i in items}
+    unmatched = {i: f"only in {before if i in in_before else after}" for i in sorted(in_before ^ in_after)}
+    failed = {}
+    done = {}
+    for i in items:
+        try:
+            done[i] = change_maps(before / i / "labels.tif", after / i / "labels.tif", out_dir / i, reproject)
+        except (InputDataError, OSError) as exc:
+            failed[i] = str(exc)
+    return ChangeRuns(done, failed, unmatched)
+
+
+@contextmanager
+def _open_map(path: Path) -> Iterator[rasterio.DatasetReader]:
+    """``path`` opened as a one-band integer label map.
+
+    Raises:
+        InputDataError: it cannot be opened, has more than one band or non-integer values.
+    """
+    try:
+        ds = rasterio.open(path)
+    except RasterioError as exc:
+        raise InputDataError(f"{path}: cannot be read as a label map: {first_line(exc)}") from None
+    with ds:
+        if ds.count != 1:
+            raise InputDataError(f"{path}: has {ds.count} bands; a label map has one")
+        if not np.issubdtype(np.dtype(ds.dtypes[0]), np.integer):
+            raise InputDataError(f"{path}: holds {ds.dtypes[0]} values; a label map holds class indices (integers)")
+        yield ds
+
+
+def _read(path: Path, ds: rasterio.DatasetReader | WarpedVRT, window: RioWindow) -> np.ndarray:
+    try:
+        data: np.ndarray = ds.read(1, window=window)
+    except RasterioError as exc:
+        raise InputDataError(f"{path}: cannot read rows {window.row_off}..{window.row_off + window.height - 1} "
+                             f"(damaged or truncated?): {chained_reason(exc)}") from None
+    return data
+
+
+def _check_classes(path: Path, labels: np.ndarray, inside: np.ndarray, nodata: float, k: int, r0: int) -> None:
+    """Refuse label values that are neither a class (``< k``) nor the map's nodata.
+
+    Raises:
+        InputDataError: naming the first such value and where it lies.
+    """
+    outside = ~inside
+    if nodata >= k:
+        outside &= labels != nodata
+    if outside.any():
+        row, col = (int(v[0]) for v in np.nonzero(outside))
+        raise InputDataError(f"{path}: value {int(labels[row, col])} at row {r0 + row}, col {col} is neither one of "
+                             f"its {k} classes (0..{k - 1}) nor its nodata ({nodata:g})")
 
 
 def _count_codes(code: np.ndarray, bins: int) -> np.ndarray:
@@ -224,4 +301,4 @@ def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
 
 
-__all__ = ["ChangeResult", "change_maps", "change_runs", "class_names"]
+__all__ = ["ChangeResult", "ChangeRuns", "change_maps", "change_runs", "class_names"]

@@ -167,11 +167,18 @@ def format_lines() -> list[str]:
 def _change(before: Path, after: Path, out: Path, reproject: bool) -> int:
     from .change import change_runs
 
-    for item, r in change_runs(before, after, out, reproject).items():
+    runs = change_runs(before, after, out, reproject)
+    for item, r in runs.done.items():
         changed = int(r.counts.sum()) - int(r.counts.trace())
         print(f"{item}: {changed} of {int(r.counts.sum())} pixels changed class; {r.change_map}, {r.transitions}, "
               f"{r.net_change}")
-    return 0
+    for item, where in runs.unmatched.items():
+        print(f"  not compared {item}: {where}")
+    for item, reason in runs.failed.items():
+        print(f"  FAILED {item}: {reason}")
+    if runs.failed or runs.unmatched:
+        print(f"{len(runs.done)} item(s) compared, {len(runs.failed)} failed, {len(runs.unmatched)} in one folder only")
+    return 1 if runs.failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size, workers=args.workers,
                 classes=args.classes.split(",") if args.classes else None,
                 formats=_formats(args), address=args.address,
-                lesion_classes=[int(k) for k in args.lesion_classes.split(",") if k.strip()],
+                lesion_classes=_lesion_classes(args.lesion_classes),
                 orientation=args.orientation, spacing=args.spacing, block_size=args.block_size,
                 input_format=args.input_format, progress=progress, force=args.force,
                 folds=args.folds.split(",") if args.folds else None, mirroring=not args.no_mirroring,
@@ -245,8 +252,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GeosegError as exc:
         print(f"geoseg: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("geoseg: interrupted; the items finished so far are kept: run the same command again to go on "
+              "from there", file=sys.stderr)
+        return 130
     print("\n".join(report_lines(result, remote)))
     return 0 if result.ok else 1
+
+
+def _lesion_classes(text: str) -> list[int]:
+    """``--lesion-classes 2,3`` -> ``[2, 3]``.
+
+    Raises:
+        SpecError: not class numbers.
+    """
+    try:
+        return [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise SpecError(f"--lesion-classes takes class numbers (K[,K]), got {text!r}",
+                        [("--lesion-classes", "expected class numbers such as 2 or 2,3")]) from None
 
 
 def _mask(text: str) -> dict[str, object]:
@@ -299,7 +323,7 @@ def _validate(path: Path) -> int:
     try:
         # the environment is read here, once, as a job's driver reads it
         s3 = S3Config.from_env() if needs_s3(spec.inputs.locations) else None
-        found = discover(spec.inputs, spec.tiling.kind, s3)
+        found = discover(spec.inputs, spec.tiling.kind, s3, spec.output.directory)
         items = list(found.items)
         problems += [("inputs", m) for m in found.unmatched]
     except SpecError as exc:

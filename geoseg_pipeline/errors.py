@@ -98,8 +98,22 @@ def ignoring_warnings(*rules: tuple[type[Warning], str]) -> Iterator[None]:
 
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of ``exc``'s message (libraries put pages of context after it),
-    or the exception's type name when it has none."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
+    or the exception's type name when it has none. A TorchScript error says what failed on its
+    last line, after the interpreter's traceback: that line is the one."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("The following operation failed in the TorchScript interpreter"):
+        return lines[-1]
+    return lines[0]
+
+
+def chained_reason(exc: BaseException) -> str:
+    """``exc``'s first line, with the chained exception's when the message only points at it
+    (rasterio's "Read failed. See previous exception for details." hides GDAL's reason, such as
+    ``TIFFReadEncodedStrip() failed``, in ``__cause__``)."""
+    text = first_line(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and "previous exception" in text:
+        return f"{text.removesuffix(' See previous exception for details.')} ({first_line(cause)})"
+    return text

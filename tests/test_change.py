@@ -43,7 +43,7 @@ def test_transitions_equal_a_direct_count(tmp_path: Path) -> None:
     after = np.where(rng.random(before.shape) < 0.2, rng.integers(0, 3, before.shape), before).astype(np.uint8)
     before[:5] = 255  # nodata in one map: not counted, nodata in the change map
     b, a = _map(tmp_path / "b", before), _map(tmp_path / "a", after)
-    result = change_runs(b, a, tmp_path / "out")["labels"]
+    result = change_runs(b, a, tmp_path / "out").done["labels"]
     valid = before != 255
     expected = np.zeros((3, 3), int)
     np.add.at(expected, (before[valid], after[valid]), 1)
@@ -72,7 +72,7 @@ def test_odd_sizes_count_every_pixel_once(tmp_path: Path) -> None:
     before = rng.integers(0, 3, (513, 531)).astype(np.uint8)  # the last strip is one row of 531
     after = rng.integers(0, 3, before.shape).astype(np.uint8)
     after[-1, -1] = 255
-    result = change_runs(_map(tmp_path / "b", before), _map(tmp_path / "a", after), tmp_path / "out")["labels"]
+    result = change_runs(_map(tmp_path / "b", before), _map(tmp_path / "a", after), tmp_path / "out").done["labels"]
     valid = after != 255
     expected = np.zeros((3, 3), int)
     np.add.at(expected, (before[valid], after[valid]), 1)
@@ -88,14 +88,14 @@ def test_different_grids_are_refused_unless_reproject(tmp_path: Path) -> None:
     a = _map(tmp_path / "a", np.repeat(np.repeat(labels, 2, 0), 2, 1), res=5.0)
     with pytest.raises(InputDataError, match=r"different grids \(size"):
         change_runs(b, a, tmp_path / "out")
-    result = change_runs(b, a, tmp_path / "out", reproject=True)["labels"]
+    result = change_runs(b, a, tmp_path / "out", reproject=True).done["labels"]
     assert result.counts.trace() == result.counts.sum() == labels.size  # the same map at twice the resolution
     other = _map(tmp_path / "o", labels, names=("water", "trees", "urban"))
     with pytest.raises(InputDataError, match="differ from"):
         change_runs(b, other, tmp_path / "out2")
 
 
-def test_run_folders_are_matched_by_item(tmp_path: Path) -> None:
+def test_run_folders_are_matched_by_item(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(1)
     for run in ("y1", "y2"):
         for item in ("s1", "s2"):
@@ -103,7 +103,54 @@ def test_run_folders_are_matched_by_item(tmp_path: Path) -> None:
     _map(tmp_path / "y1" / "only_before", np.zeros((10, 10), np.uint8))
     assert main(["change", str(tmp_path / "y1"), str(tmp_path / "y2"), "--out", str(tmp_path / "chg")]) == 0
     assert sorted(p.parent.name for p in (tmp_path / "chg").glob("*/change.tif")) == ["s1", "s2"]
+    assert "not compared only_before: only in " in capsys.readouterr().out  # said, not an error
     assert main(["change", str(tmp_path / "y1"), str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 1
+    assert "nothing: no such file or folder" in capsys.readouterr().err
+
+
+def test_a_bad_item_fails_alone_and_the_others_are_compared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(3)
+    for run in ("y1", "y2"):
+        for item in ("a", "b", "c"):
+            _map(tmp_path / run / item, rng.integers(0, 3, (600, 70)).astype(np.uint8))
+    good = (tmp_path / "y2" / "a" / "labels.tif").read_bytes()
+    (tmp_path / "y2" / "a" / "labels.tif").write_bytes(good[: len(good) * 2 // 3])  # truncated: the tiles go
+    (tmp_path / "y2" / "b" / "labels.tif").write_text("not a raster", encoding="utf-8")
+    assert main(["change", str(tmp_path / "y1"), str(tmp_path / "y2"), "--out", str(tmp_path / "chg")]) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED a: {tmp_path / 'y2' / 'a' / 'labels.tif'}: cannot read rows" in out
+    assert f"FAILED b: {tmp_path / 'y2' / 'b' / 'labels.tif'}: cannot be read as a label map" in out
+    assert "1 item(s) compared, 2 failed" in out
+    assert (tmp_path / "chg" / "c" / "change.tif").is_file()
+    assert not (tmp_path / "chg" / "a").exists() and not (tmp_path / "chg" / "b").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("bad", ["value", "float", "bands"])
+def test_what_is_not_a_label_map_of_those_classes_is_refused(tmp_path: Path, bad: str) -> None:
+    labels = np.random.default_rng(4).integers(0, 3, (30, 40)).astype(np.uint8)
+    b = _map(tmp_path / "b", labels)
+    a = _map(tmp_path / "a", labels)
+    with rasterio.open(a) as ds:
+        profile, tags, data = ds.profile, ds.tags(), ds.read()
+    profile.update(driver="GTiff")
+    if bad == "value":
+        data[0, 12, 7] = 7  # neither a class (0..2) nor the nodata 255: it would vanish from the counts
+        fragment = rf"{a}: value 7 at row 12, col 7 is neither one of its 3 classes \(0..2\) nor its nodata \(255\)"
+    elif bad == "float":
+        profile.update(dtype="float32", nodata=None)
+        data = data.astype(np.float32) + 0.5
+        fragment = f"{a}: holds float32 values"
+    else:
+        profile.update(count=2)
+        data = np.concatenate([data, data])
+        fragment = f"{a}: has 2 bands"
+    a.unlink()
+    with rasterio.open(a, "w", **profile) as ds:
+        ds.write(data)
+        ds.update_tags(**tags)
+    with pytest.raises(InputDataError, match=fragment):
+        change_runs(b, a, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_geodesic_areas_on_a_geographic_grid(tmp_path: Path) -> None:
@@ -114,7 +161,7 @@ def test_geodesic_areas_on_a_geographic_grid(tmp_path: Path) -> None:
     after = rng.integers(0, 3, (90, 120)).astype(np.uint8)
     b = _map(tmp_path / "b", before, crs="EPSG:4326", res=0.5, origin=(10.0, 75.0))
     a = _map(tmp_path / "a", after, crs="EPSG:4326", res=0.5, origin=(10.0, 75.0))
-    result = change_runs(b, a, tmp_path / "out")["labels"]
+    result = change_runs(b, a, tmp_path / "out").done["labels"]
     with rasterio.open(b) as ds:
         rows = pixel_areas(Grid((ds.height, ds.width), ds.transform, ds.crs.to_wkt())).row_area_m2
     assert rows is not None and rows.std() > 0  # geodesic: the pixel area varies with latitude

@@ -91,6 +91,25 @@ def test_wrong_class_count_fails_before_any_data(
     assert not (tmp_path / "o" / "scene").exists()
 
 
+def test_lesion_classes_are_checked_against_the_classes(
+    tmp_path: Path, write_raster: Callable[..., Path], conv_model: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A name, or a class the model does not predict, is refused before any data is read (an
+    empty lesion table would otherwise look like a finding)."""
+    scene = write_raster("scene.tif", np.ones((3, 40, 40), dtype="uint8"))
+    model = conv_model(in_channels=3, classes=3)
+    base = ["--no-progress", "predict", str(scene), "--model", str(model), "--roi-size", "32", "--workers", "1"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--lesion-classes", "tumour"]) == 2
+    assert "--lesion-classes takes class numbers" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "b"), "--lesion-classes", "7"]) == 1
+    summary = (tmp_path / "b" / "summary.csv").read_text()
+    assert "lesion_classes names class 7, but the model predicts 3 classes" in summary
+    assert not (tmp_path / "b" / "scene").exists()
+    assert main([*base, "--out", str(tmp_path / "c"), "--lesion-classes", "3", "--classes", "a,b,c"]) == 2
+    assert "names class 3 but 3 classes are listed" in capsys.readouterr().err
+
+
 def test_shipped_demo_workflow_matches_the_demo_command() -> None:
     from geoseg_pipeline.demo.run import landcover_workflow
 

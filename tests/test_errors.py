@@ -117,3 +117,31 @@ def test_first_line_skips_blank_lines_and_names_a_silent_error() -> None:
     assert first_line(RuntimeError("")) == "RuntimeError"
     assert first_line(KeyError()) == "KeyError"
     assert first_line(OSError("  \n\n")) == "OSError"
+
+
+def test_chained_reason_shows_what_rasterio_hides_in_the_cause() -> None:
+    from geoseg_pipeline.errors import chained_reason
+
+    try:
+        try:
+            raise ValueError("trunc.tif, band 1: IReadBlock failed: TIFFReadEncodedStrip() failed.")
+        except ValueError as inner:
+            raise OSError("Read failed. See previous exception for details.") from inner
+    except OSError as exc:
+        assert chained_reason(exc) == ("Read failed. (trunc.tif, band 1: IReadBlock failed: "
+                                       "TIFFReadEncodedStrip() failed.)")
+    assert chained_reason(OSError("disk full")) == "disk full"
+
+
+def test_a_torchscript_error_gives_its_last_line() -> None:
+    import torch
+
+    from geoseg_pipeline.errors import first_line
+
+    model = torch.jit.script(torch.nn.Conv2d(4, 3, 1))
+    try:
+        model(torch.zeros(1, 4, 8, 8, 8))
+    except RuntimeError as exc:
+        assert "TorchScript interpreter" in str(exc).splitlines()[0]
+        line = first_line(exc)
+    assert line.startswith("RuntimeError: ") and "4, 8, 8, 8" in line

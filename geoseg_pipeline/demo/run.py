@@ -98,8 +98,11 @@ def run_landcover_demo(out_dir: Path, address: str | None = None, progress: bool
         workflow.write_text(yaml.safe_dump(landcover_workflow(out_dir, later), sort_keys=False), encoding="utf-8")
         results.append(run_job(load_workflow(workflow), address=address, progress=progress))
     if all(r.ok for r in results):
-        for item, change in change_runs(out_dir / "landcover", out_dir / "landcover-later", out_dir / "change").items():
+        runs = change_runs(out_dir / "landcover", out_dir / "landcover-later", out_dir / "change")
+        for item, change in runs.done.items():
             log.info("change of %s between the two dates: %s (report %s)", item, change.transitions, change.report)
+        for item, reason in runs.failed.items():
+            log.warning("no change map for %s: %s", item, reason)
     return results[0]
 
 

@@ -18,7 +18,7 @@ import torch
 
 from ..geometry import Window, full_window, intersection
 from ..stitching import FinishedBlock
-from ..stitching.blocks import class_argmax, finished_block
+from ..stitching.blocks import check_no_nan, class_argmax, finished_block
 from ..tasks import StitchSettings
 from ..tiling import TilePlan, TileTask
 
@@ -123,15 +123,19 @@ class DeviceBandStitcher:
     def _finish(self, index: tuple[int, ...], block: _Open) -> FinishedBlock:
         st, sums = self.settings, block.sums
 
+        valid = block.seen & (block.weights > 0).cpu().numpy()
+
         def argmax() -> np.ndarray:
             # numpy beats torch's argmax over the class axis on a CPU; on a GPU it stays there
-            best: np.ndarray = (class_argmax(sums.numpy()) if sums.device.type == "cpu"
-                                else torch.argmax(sums, dim=0).cpu().numpy())
+            if sums.device.type == "cpu":
+                return class_argmax(sums.numpy(), valid, block.window)
+            check_no_nan(torch.isnan(sums).any(dim=0).cpu().numpy(), valid, block.window)
+            best: np.ndarray = torch.argmax(sums, dim=0).cpu().numpy()
             return best
 
         logits = (sums / block.weights).cpu().numpy() if st.keep_logits else None
-        finished = finished_block(block.window, index, block.seen & (block.weights > 0).cpu().numpy(), argmax,
-                                  st.nodata_label, np.dtype(st.label_dtype), logits)
+        finished = finished_block(block.window, index, valid, argmax, st.nodata_label, np.dtype(st.label_dtype),
+                                  logits)
         spare = self._spare.setdefault(block.window.size, [])
         if len(spare) < SPARE_BLOCKS:
             spare.append((block.sums, block.weights))  # the labels and logits above are copies

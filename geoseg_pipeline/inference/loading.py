@@ -197,7 +197,7 @@ def probe_model(
     Raises:
         ModelError: the model's input disagrees with ``in_channels`` or the roi's dims (both
             numbers named), it fails on the window, or it returns a shape that is not
-            ``(1, classes, *roi)``.
+            ``(1, classes, *roi)`` with two classes or more.
     """
     where = f"{source}: " if source else ""
     check_window = getattr(model, "check_window", None)  # ONNX and Hugging Face models know their limits
@@ -218,5 +218,11 @@ def probe_model(
         raise ModelError(
             f"{where}the model returned {shape} for a window of {(1, in_channels, *roi)}; "
             f"expected (1, classes, {', '.join(map(str, roi))})"
+        )
+    if y.shape[1] == 1:  # argmax over one class is class 0 everywhere: a map with nothing in it
+        raise ModelError(
+            f"{where}the model returns one channel: geoseg takes one logit per class and labels each pixel with "
+            "the largest. A binary model with one logit z: return torch.cat([torch.zeros_like(z), z], dim=1) "
+            "(class 1 where sigmoid(z) > 0.5); a TorchGeo binary task: model type torchgeo does this"
         )
     return ModelInfo(in_channels=in_channels, num_classes=int(y.shape[1]), spatial_dims=len(roi))

@@ -115,6 +115,8 @@ class VolumeItem(OpenItem):
             prep = band_selection(item, spec, count, info, "volume", "channel(s)")
         finally:
             src.close()
+        if spec.inputs.nodata is not None:  # e.g. NaN outside the body: read as 0, labelled 0 (background)
+            prep = replace(prep, nodata=spec.inputs.nodata)
         intensity = spec.preprocessing.intensity
         if intensity is not None and intensity.mode == "window":
             prep = replace(prep, window=intensity.window)

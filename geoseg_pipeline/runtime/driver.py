@@ -72,7 +72,7 @@ def run_job(
     out_dir = spec.output.directory
     s3 = S3Config.from_env() if needs_s3(spec.inputs.locations) else None
     try:
-        found = discover(spec.inputs, spec.tiling.kind, s3)
+        found = discover(spec.inputs, spec.tiling.kind, s3, spec.output.directory)
     except SourceError as exc:  # an object store cannot be listed: nothing has started
         raise JobError(f"cannot list the inputs: {exc}") from exc
     for msg in found.unmatched:

@@ -142,6 +142,10 @@ class Scheduler:
                     f"the model predicts {info.num_classes} classes but model.num_classes is "
                     f"{spec.model.num_classes}"
                 )
+            beyond = [k for k in spec.statistics.lesion_classes if k >= info.num_classes]
+            if beyond:
+                raise ModelError(f"statistics.lesion_classes names class {beyond[0]}, but the model predicts "
+                                 f"{info.num_classes} classes (0..{info.num_classes - 1})")
             self.info = info
             self.legend = legend_for(spec, info.num_classes)
             self.actor_nodes = pool.nodes()

@@ -31,6 +31,7 @@ import glob
 import io
 import os
 import posixpath
+import stat
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -151,6 +152,8 @@ class _Collector:
         self.unmatched: list[str] = []
 
     def add(self, item: Item) -> None:
+        if item.error is None and (problem := _not_a_file(item.path)) is not None:
+            item = replace(item, error=problem)
         key = _identity(item.path) if item.error is None else f"\0{item.error}"
         at = self.index.get(key)
         if at is None:
@@ -161,6 +164,29 @@ class _Collector:
 
     def result(self) -> tuple[list[Item], list[str]]:
         return self.items, self.unmatched
+
+
+def _not_a_file(path: str) -> str | None:
+    """Why a local ``path`` cannot be an item's data: a named pipe, a device or a socket (reading
+    a pipe waits for a writer that may never come); ``None`` for files, folders, URIs and paths
+    that do not exist (those fail later with their own reason)."""
+    if uri_scheme(path) is not None:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"{path}: is {kind}, not a file or folder: geoseg reads files and folders only"
+
+
+def _inside(path: str, folder: Path) -> bool:
+    """Whether the local ``path`` lies in ``folder`` (both resolved)."""
+    if uri_scheme(path) is not None:
+        return False
+    return Path(path).resolve().is_relative_to(folder)
 
 
 def _identity(path: str) -> str:
@@ -467,13 +493,14 @@ def _join(base: str, location: str) -> tuple[str, str | None]:
     local = os.path.normpath(path if path.is_absolute() else Path(base) / path)
     if not os.path.exists(local):
         return local, f"{local}: no such file or directory"
-    return local, None
+    return local, _not_a_file(local)
 
 
 # -- the workflow's inputs --------------------------------------------------------------------
 
 
-def discover(inputs: InputSpec, kind: Kind | None = None, s3: S3Config | None = None) -> Inputs:
+def discover(inputs: InputSpec, kind: Kind | None = None, s3: S3Config | None = None,
+             output: str | Path | None = None) -> Inputs:
     """Every item of a workflow: ``inputs.paths`` in order, then ``inputs.manifest``'s lines.
 
     Args:
@@ -481,6 +508,8 @@ def discover(inputs: InputSpec, kind: Kind | None = None, s3: S3Config | None = 
         kind: ``"raster"`` or ``"volume"`` (the job's kind), for what folders expand to.
         s3: the object store's configuration, needed for ``s3://`` patterns (the driver reads the
             environment once; nothing here does).
+        output: the job's output directory: nothing in it is an input (an output folder inside
+            the input folder would otherwise give the last run's label maps as items).
 
     Raises:
         JobError: no item at all (the error lists what matched nothing).
@@ -512,6 +541,12 @@ def discover(inputs: InputSpec, kind: Kind | None = None, s3: S3Config | None = 
                 del from_paths[_identity(item.path)]
             else:
                 found.append(item)  # every line is an item of its own, even a file listed twice
+    if output is not None and uri_scheme(str(output)) is None and found:
+        own = Path(output).resolve()
+        kept = [i for i in found if i.error is not None or not _inside(i.path, own)]
+        if len(kept) < len(found):
+            unmatched.append(f"{len(found) - len(kept)} file(s) in the output directory {own} left out of the inputs")
+        found = kept
     if not found:
         what = unmatched or ["inputs.paths and inputs.manifest name nothing"]
         raise JobError("no input items: " + "; ".join(what) + "; check inputs.paths and inputs.manifest")

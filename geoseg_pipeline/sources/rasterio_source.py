@@ -9,7 +9,7 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window as RioWindow
 
-from ..errors import SourceError
+from ..errors import SourceError, chained_reason
 from ..geometry import Grid, Window
 from ..storage.transient import open_error, read_error
 from .base import SourceOptions, check_window, checked_indices
@@ -71,7 +71,7 @@ class RasterioSource:
         try:
             return np.asarray(self._ds.read([i + 1 for i in indices], window=RioWindow(c0, r0, w, h)))
         except RasterioError as exc:
-            message = f"{self.path}: cannot read rows {r0}..{r0 + h}, cols {c0}..{c0 + w}: {exc}"
+            message = f"{self.path}: cannot read rows {r0}..{r0 + h}, cols {c0}..{c0 + w}: {chained_reason(exc)}"
             raise read_error(message, exc, self.path) from exc
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window as RioWindow
 
-from ..errors import InputDataError, SourceError, ignoring_warnings
+from ..errors import InputDataError, SourceError, chained_reason, ignoring_warnings
 from ..geometry import Grid, Window
 from ..storage.transient import open_error, read_error
 from .base import SourceOptions, check_window, checked_indices
@@ -325,7 +325,7 @@ class StacRasterSource:
             return np.asarray(reader.read(band.band, window=RioWindow(c0, r0, w, h)))
         except RasterioError as exc:
             message = (f"{self.ref.href}: asset {band.key!r} ({band.href}): cannot read rows {r0}..{r0 + h}, "
-                       f"cols {c0}..{c0 + w}: {exc}")
+                       f"cols {c0}..{c0 + w}: {chained_reason(exc)}")
             raise read_error(message, exc, band.href) from exc
 
     def read(self, window: Window, bands: Sequence[int]) -> np.ndarray:

@@ -544,6 +544,10 @@ def cross_check(
             problems.append(
                 ("model.num_classes", f"is {model.num_classes} but {len(classes)} classes are listed")
             )
+        beyond = [k for k in (statistics.lesion_classes if statistics is not None else ()) if k >= len(classes)]
+        if beyond:
+            problems.append(("statistics.lesion_classes",
+                             f"names class {beyond[0]} but {len(classes)} classes are listed (0..{len(classes) - 1})"))
     if (
         model is not None
         and model.in_channels is not None

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ModelError
 from ..geometry import Window, intersection
 from ..tasks import TileResult
 from ..tiling import TilePlan
@@ -206,13 +207,19 @@ class BlockStitcher:
         if self.keep_logits:
             with np.errstate(invalid="ignore", divide="ignore"):
                 logits = sums / weights
-        return finished_block(window, index, seen & (weights > 0), lambda: class_argmax(sums),
+        valid = seen & (weights > 0)
+        return finished_block(window, index, valid, lambda: class_argmax(sums, valid, window),
                               self.nodata_label, self.label_dtype, logits)
 
 
-def class_argmax(sums: np.ndarray) -> np.ndarray:
-    """``np.argmax(sums, axis=0)`` (the first largest class per pixel, the first NaN where there
-    is one) as the smallest unsigned type that holds the class indices.
+def class_argmax(sums: np.ndarray, valid: np.ndarray | None = None, window: Window | None = None) -> np.ndarray:
+    """``np.argmax(sums, axis=0)`` (the first largest class per pixel) as the smallest unsigned
+    type that holds the class indices.
+
+    Raises:
+        ModelError: a pixel of ``valid`` (every pixel without it) has a NaN sum: the model
+            returned NaN there (``window``: where the block lies, for the message). numpy's
+            argmax would call it class 0 (or the first NaN class) without a word.
 
     numpy's argmax along the first axis walks the classes with a stride of a whole plane per
     pixel; a running maximum over the class planes goes through memory in order and takes about
@@ -228,8 +235,22 @@ def class_argmax(sums: np.ndarray) -> np.ndarray:
         np.maximum(best, sums[c], out=best)  # NaN propagates: such pixels are handed to argmax
         np.putmask(index, larger, c)
     if best.dtype.kind == "f" and np.isnan(best).any():
+        check_no_nan(np.isnan(best), valid, window)
         index[...] = np.argmax(sums, axis=0)
     return index
+
+
+def check_no_nan(nan: np.ndarray, valid: np.ndarray | None, window: Window | None) -> None:
+    """Refuse NaN blended logits (``nan``: per pixel) where the input was valid.
+
+    Raises:
+        ModelError: naming how many pixels, and the block.
+    """
+    count = int((nan & valid).sum()) if valid is not None else int(nan.sum())
+    if count:
+        where = f" of the block at {window.start}, size {window.size}" if window is not None else ""
+        raise ModelError(f"the model returned NaN for {count} valid pixel(s){where}: check the input's values, "
+                         "its normalization, and the model's precision (fp16/bf16 overflow)")
 
 
 def finished_block(

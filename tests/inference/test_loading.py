@@ -142,3 +142,17 @@ def test_a_loader_error_without_a_message_is_named_by_its_type(tmp_path: Path,
     monkeypatch.setattr(torch.jit, "load", silent)
     with pytest.raises(ModelError, match=r"model\.pt: not a TorchScript model \(RuntimeError\)"):
         load_model(ModelSpec(type="torchscript", path=path), torch.device("cpu"))
+
+
+def test_a_model_with_one_output_channel_is_refused_with_the_binary_recipe() -> None:
+    """argmax over one class labels every pixel 0: a map with nothing in it, without a word."""
+    one = torch.nn.Conv2d(4, 1, 1)
+    with pytest.raises(ModelError, match=r"m\.pt: the model returns one channel.*torch\.zeros_like\(z\), z"):
+        probe_model(one, 4, (32, 32), torch.device("cpu"), source="m.pt")
+
+    class Binary(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = one(x)
+            return torch.cat([torch.zeros_like(z), z], dim=1)
+
+    assert probe_model(Binary(), 4, (32, 32), torch.device("cpu")).num_classes == 2

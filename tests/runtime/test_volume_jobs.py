@@ -14,7 +14,8 @@ import pytest
 import torch
 from monai.inferers import sliding_window_inference
 
-from geoseg_pipeline.api import predict
+from geoseg_pipeline.api import predict, run_workflow
+from geoseg_pipeline.spec import parse_workflow
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -336,3 +337,36 @@ def test_a_failing_second_sink_publishes_nothing(tmp_path: Path, monkeypatch: py
     finally:
         ledger.close()
     assert row is not None and row.status == "failed" and row.outputs == ()
+
+
+def test_nan_voxels_declared_nodata_are_background(tmp_path: Path) -> None:
+    """``inputs.nodata: .nan`` on a volume (NaN outside the body, as some pipelines write): the
+    item runs, NaN voxels are fed as 0 like MONAI's padding and labelled 0, the rest is as
+    without them; without the setting the item fails naming the NaN."""
+    model = tmp_path / "bands.pt"
+    torch.jit.script(_Bands()).save(str(model))
+    _, hu, affine = _volume(tmp_path)
+    hu[:, :, :3] = np.nan  # three planes of nothing
+    hu[30:33, 20:26, 10:13] = np.nan  # a hole inside the organ
+    path = tmp_path / "holes.nii.gz"
+    nib.save(nib.Nifti1Image(hu, affine), path)
+    refused = predict([path], str(model), tmp_path / "refused", roi_size=[16, 16, 8], overlap=0.25, workers=2,
+                      progress=False)
+    assert not refused.ok and "NaN" in (refused.outcomes[0].error or "")
+    spec = parse_workflow({
+        "inputs": {"paths": [str(path)], "nodata": "nan"},
+        "model": {"type": "torchscript", "path": str(model)},
+        "tiling": {"roi_size": [16, 16, 8], "overlap": 0.25},
+        "output": {"directory": str(tmp_path / "out")},
+        "resources": {"workers": 2},
+    }, tmp_path, "nan-nodata")
+    result = run_workflow(spec, progress=False)
+    assert result.ok, result.outcomes
+    labels = np.asarray(nib.load(tmp_path / "out" / "holes" / "labels.nii.gz").dataobj)
+    nan = np.isnan(hu)
+    assert (labels[nan] == 0).all()
+    with torch.no_grad():
+        ref = sliding_window_inference(torch.from_numpy(np.nan_to_num(hu, nan=0.0))[None, None], (16, 16, 8), 4,
+                                       _Bands(), overlap=0.25, mode="gaussian")
+    assert np.array_equal(labels[~nan], ref[0].argmax(0).numpy()[~nan])
+    assert (labels[~nan] == 1).any() and (labels[~nan] == 2).any()

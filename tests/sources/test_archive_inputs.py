@@ -3,6 +3,7 @@ metadata and bad lines, the input section of the spec, and an empty archive."""
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -312,3 +313,35 @@ def test_a_dicomweb_input_is_dicom_series() -> None:
         InputSpec(dicomweb={"url": "http://pacs:8042/dicom-web"}, format="nifti")
     with pytest.raises(ValidationError, match="url must be an http:// or https:// DICOMweb root"):
         InputSpec(dicomweb={"url": "pacs:8042"})
+
+
+# --- what is never an item -------------------------------------------------------------------------
+
+
+def test_a_named_pipe_is_a_failed_item_and_never_read(archive: Path, tmp_path: Path) -> None:
+    """Reading a pipe waits for a writer that may never come: the job would hang."""
+    os.mkfifo(archive / "pipe.tif")
+    items, _ = expand_inputs([str(archive)])
+    pipe = [i for i in items if i.name == "pipe"]
+    assert len(pipe) == 1 and pipe[0].error is not None
+    assert str(archive / "pipe.tif") in pipe[0].error and "named pipe" in pipe[0].error
+    assert all(i.error is None for i in items if i.name != "pipe")
+    listed, _ = expand_inputs([str(archive / "pipe.tif")])
+    assert listed[0].error is not None and "named pipe" in listed[0].error
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"{archive / 'pipe.tif'}\n", encoding="utf-8")
+    [line] = read_manifest(str(manifest))
+    assert line.error is not None and "named pipe" in line.error
+
+
+def test_the_output_directory_inside_the_inputs_gives_no_items(archive: Path) -> None:
+    """An output folder inside the input folder: the last run's label maps are not inputs."""
+    out = archive / "out"
+    _touch(out / "c" / "labels.tif", out / "b" / "labels.tif")
+    found = discover(InputSpec(paths=[str(archive)]), "raster", output=out)
+    assert not any(Path(i.path).is_relative_to(out) for i in found.items)
+    assert "c" in _names(list(found.items)) and any("output directory" in m for m in found.unmatched)
+    everything = discover(InputSpec(paths=[str(archive)]), "raster")  # no output named: all files
+    assert sum(Path(i.path).is_relative_to(out) for i in everything.items) == 2
+    with pytest.raises(JobError, match="no input items"):
+        discover(InputSpec(paths=[str(out)]), "raster", output=out)

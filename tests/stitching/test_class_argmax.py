@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from geoseg_pipeline.errors import ModelError
+from geoseg_pipeline.geometry import Window
 from geoseg_pipeline.stitching.blocks import class_argmax
 
 
@@ -26,14 +28,18 @@ def test_the_first_of_equal_maxima_wins() -> None:
     assert got[0, 0] == 1 and got[1, 1] == 0 and got[2, 2] == 1
 
 
-def test_nan_is_taken_as_numpy_takes_it() -> None:
+def test_nan_where_the_input_was_valid_is_refused_naming_the_block() -> None:
+    """numpy (and MONAI's torch.argmax) would call a NaN pixel the first NaN class silently."""
     sums = np.random.default_rng(1).standard_normal((5, 6, 6)).astype(np.float32)
     sums[3, 2, 2] = np.nan
     sums[0, 4, 4] = np.nan
     sums[2, 4, 4] = np.nan
-    got = class_argmax(sums)
+    with pytest.raises(ModelError, match=r"NaN for 2 valid pixel\(s\) of the block at \(512, 0\), size \(6, 6\)"):
+        class_argmax(sums, np.ones((6, 6), bool), Window((512, 0), (6, 6)))
+    valid = np.ones((6, 6), bool)
+    valid[2, 2] = valid[4, 4] = False  # NaN only where there was no valid input: those are nodata
+    got = class_argmax(sums, valid)
     np.testing.assert_array_equal(got, np.argmax(sums, axis=0))
-    assert got[2, 2] == 3 and got[4, 4] == 0
 
 
 def test_infinities() -> None:
