@@ -24,11 +24,16 @@ log = logging.getLogger("geoseg")
 
 
 def _roi(text: str) -> list[int]:
-    parts = [p for p in text.replace("x", ",").split(",") if p]
+    """``96`` / ``256,256`` / ``96x96x64``: every part a number (``32,,16`` and ``32,32,x`` are
+    typos, not two-number sizes)."""
+    parts = text.strip().replace("x", ",").split(",")
     try:
-        return [int(p) for p in parts]
+        values = [int(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"roi size must be N or N,N, got {text!r}") from None
+        values = []
+    if not 1 <= len(values) <= 3:
+        raise argparse.ArgumentTypeError(f"roi size must be N, N,N (a raster) or N,N,N (a volume), got {text!r}")
+    return values
 
 
 def _spacing(text: str) -> list[float]:

@@ -160,6 +160,13 @@ def detect(path: str, kind: Kind, name: str = "auto") -> InputFormat:
     for fmt in candidates:
         if fmt.matches(path):
             return fmt
+    other: Kind = "volume" if kind == "raster" else "raster"
+    if name == "auto" and any(f.suffixes and f.matches(path) for f in formats_for(other)):
+        # the other kind's file by its suffix (a NIfTI in a job whose roi_size has two numbers)
+        hint = ("give roi_size three numbers (--roi-size 96,96,96) for a volume job" if other == "volume"
+                else "give roi_size two numbers for a raster job")
+        raise SourceError(f"{path}: is a {other} file but this is a {kind} job (roi_size has "
+                          f"{2 if kind == 'raster' else 3} numbers): {hint}")
     for fmt in candidates:
         if fmt.fallback:
             return fmt

@@ -253,3 +253,23 @@ def test_demo_ct_dicom_round_trip(tmp_path: Path, ray_local: None) -> None:
         assert (labels == 2).sum() > 0
     rows = (tmp_path / "ct" / "truth_comparison.csv").read_text().splitlines()
     assert len(rows) == 4 and all(abs(float(r.split(",")[3])) < 0.2 for r in rows[1:])
+
+
+@pytest.mark.parametrize("text", ["32,,16", "32,32,x", "1,2,3,4", "a"])
+def test_a_roi_size_typo_is_a_usage_error(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``32,,16`` once became a two-number (raster) roi, and a volume ran as a raster job."""
+    with pytest.raises(SystemExit) as info:
+        main(["predict", "x.nii.gz", "--model", "m.pt", "--out", "o", "--roi-size", text])
+    assert info.value.code == 2 and "roi size must be N, N,N (a raster) or N,N,N (a volume)" in capsys.readouterr().err
+
+
+def test_a_file_of_the_other_kind_names_the_roi_size() -> None:
+    from geoseg_pipeline.errors import SourceError
+    from geoseg_pipeline.formats import detect
+
+    with pytest.raises(SourceError, match=r"ct\.nii\.gz: is a volume file but this is a raster job \(roi_size has 2 "
+                                          r"numbers\): give roi_size three numbers"):
+        detect("ct.nii.gz", "raster")
+    with pytest.raises(SourceError, match=r"scene\.tif: is a raster file but this is a volume job"):
+        detect("scene.tif", "volume")
+    assert detect("scene.tif", "raster").name == "geotiff" and detect("ct.nii", "volume").name == "nifti"

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError, first_line
+from ..inference.sources_checkpoint import archive_kind
 from .folder import NnunetModel
 
 #: Module prefixes a plans file may name as classes (the network's, its ops'); anything else is
@@ -84,6 +85,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     core = getattr(np, "_core", None) or np.core
     safe.append(core.multiarray.scalar)
     safe.extend(type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool"))
+    if path.is_file() and path.stat().st_size == 0:
+        raise ModelError(f"{path}: the checkpoint file is empty")
+    if path.is_file() and archive_kind(path) is None and not _legacy_pickle(path):  # torch.save writes zips
+        raise ModelError(f"{path}: not a PyTorch checkpoint (not a torch.save archive: damaged or truncated, "
+                         "or another kind of file)")
     try:
         with torch.serialization.safe_globals(safe):
             data = torch.load(path, map_location="cpu", weights_only=True)
@@ -92,6 +98,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "network_weights" not in data:
         raise ModelError(f"{path}: not an nnU-Net checkpoint (no network_weights)")
     return data
+
+
+def _legacy_pickle(path: Path) -> bool:
+    """Whether ``path`` starts as a pickle does (``torch.save`` before torch 1.6)."""
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
 
 
 class NnunetEnsemble(torch.nn.Module):

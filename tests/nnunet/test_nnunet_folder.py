@@ -86,6 +86,23 @@ def test_checkpoints_load_as_data_only(tmp_path: Path) -> None:
         read_checkpoint(folder / "fold_0" / "checkpoint_final.pth")
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "the checkpoint file is empty"),
+    (b"\x00garbage" * 40, r"not a PyTorch checkpoint \(not a torch.save archive"),
+    ("truncated", r"not a PyTorch checkpoint \(not a torch.save archive: damaged or truncated"),
+])
+def test_a_damaged_fold_checkpoint_is_named_without_torch_s_advice(tmp_path: Path, content: bytes | str,
+                                                                     message: str) -> None:
+    """torch's own message for these advises weights_only=False: unsafe, and no help for a file
+    that is not a checkpoint at all."""
+    folder = write_model_folder(tmp_path)
+    path = folder / "fold_0" / "checkpoint_final.pth"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if content == "truncated" else content)
+    with pytest.raises(ModelError, match=message) as info:
+        read_checkpoint(path)
+    assert str(path) in str(info.value) and "weights_only" not in str(info.value)
+
+
 def _folder_problem(tmp_path: Path, change: str) -> Path:
     folder = write_model_folder(tmp_path, folds=(0, 1))
     if change == "no plans":
