@@ -19,6 +19,8 @@ stitched.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +115,9 @@ def read_zones(path: str | Path, id_field: str, layer: str | None = None) -> Zon
     """Read a zone layer (polygons with an id field) through OGR.
 
     Raises:
-        InputDataError: the file cannot be read, the field does not exist, a zone is not a
-            polygon, or two zones share an id (each names the file).
+        InputDataError: the file cannot be read, the field does not exist, a zone has no id
+            or is not a polygon, two zones share an id, or the layer has no CRS (each names the
+            file).
     """
     try:
         import shapely
@@ -135,15 +138,39 @@ def read_zones(path: str | Path, id_field: str, layer: str | None = None) -> Zon
     except (DataSourceError, DataLayerError, OSError) as exc:
         raise InputDataError(f"{where}: cannot read the zones: {exc}") from exc
     geoms = shapely.from_wkb(wkb)
-    ids = tuple("" if v is None else str(v) for v in values[0])
-    kinds = set(shapely.get_type_id(geoms).tolist()) - {3, 6}  # Polygon, MultiPolygon
-    if kinds or any(g is None for g in geoms):
-        raise InputDataError(f"{where}: zones must be polygons; found another geometry type")
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    ids = tuple("" if _missing(v) else str(v) for v in values[0])
+    empty = [k for k, i in enumerate(ids) if not i.strip()]
+    if empty:
+        raise InputDataError(f"{where}: {len(empty)} feature(s) have no {id_field} (NULL or blank), the first "
+                             f"at {_positions(empty)} in the file's order; every zone needs an id")
+    nulls = [k for k, g in enumerate(geoms) if g is None]
+    if nulls:
+        raise InputDataError(f"{where}: {len(nulls)} feature(s) have no geometry (NULL), the first at "
+                             f"{_positions(nulls)} ({id_field} {ids[nulls[0]]!r})")
+    other = [k for k, t in enumerate(shapely.get_type_id(geoms).tolist()) if t not in (3, 6)]  # (Multi)Polygon
+    if other:
+        kind = str(geoms[other[0]].geom_type)
+        raise InputDataError(f"{where}: zones must be polygons; {len(other)} feature(s) are not, the first at "
+                             f"{_positions(other)} ({id_field} {ids[other[0]]!r}: a {kind})")
+    dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
     if dupes:
         raise InputDataError(f"{where}: the {id_field} values {dupes[:5]} name more than one zone")
+    if not meta.get("crs"):
+        raise InputDataError(f"{where}: has no CRS: the zones cannot be placed on any map; give the file one "
+                             "(ogr2ogr -a_srs EPSG:<code> out.gpkg in.gpkg)")
     geoms = shapely.make_valid(geoms, method="structure")
     return ZoneLayer(str(path), ids, geoms, meta.get("crs"))
+
+
+def _missing(value: object) -> bool:
+    """A NULL field: ``None``, or NaN for a numeric column."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _positions(indices: list[int]) -> str:
+    """The first features' positions, 1-based, for a message."""
+    shown = ", ".join(f"#{k + 1}" for k in indices[:5])
+    return f"feature {shown}" + (" ..." if len(indices) > 5 else "")
 
 
 class ZoneTally:

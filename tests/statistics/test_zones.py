@@ -147,6 +147,14 @@ def test_an_item_without_crs_is_refused() -> None:
         ZoneTally(utm_zones(), Grid((10, 10)), 3, NAMES, None, 255)
 
 
+def test_a_zone_layer_without_crs_is_refused_when_read(tmp_path: Path) -> None:
+    """So that geoseg validate says so, rather than every item failing at run time."""
+    with pytest.warns(UserWarning, match="'crs' was not provided"):
+        geopandas.GeoDataFrame({"NAME": ["a"]}, geometry=[shapely.box(0, 0, 1, 1)]).to_file(tmp_path / "nocrs.gpkg")
+    with pytest.raises(InputDataError, match=r"nocrs\.gpkg: has no CRS: the zones cannot be placed on any map"):
+        read_zones(tmp_path / "nocrs.gpkg", "NAME")
+
+
 def test_bad_zone_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(InputDataError, match=r"missing\.gpkg"):
         read_zones(tmp_path / "missing.gpkg", "NAME")
@@ -163,9 +171,27 @@ def test_bad_zone_files_are_named(tmp_path: Path) -> None:
         path, layer="points")
     with pytest.raises(InputDataError, match="holds the layers"):
         read_zones(path, "CODE")
-    with pytest.raises(InputDataError, match="must be polygons"):
+    with pytest.raises(InputDataError, match=r"must be polygons; 1 feature\(s\) are not, the first at feature #1 "
+                                              r"\(NAME 'x': a Point\)"):
         read_zones(path, "NAME", layer="points")
     assert read_zones(path, "CODE", layer="districts").ids == ("1", "2")
+
+
+def test_zones_without_an_id_or_a_geometry_are_named(tmp_path: Path) -> None:
+    """A NULL id would give rows with an empty zone name; a NULL geometry is no polygon."""
+    boxes = [shapely.box(k, 0, k + 1, 1) for k in range(4)]
+    geopandas.GeoDataFrame({"NAME": ["a", None, "c", None], "CODE": [1.0, 2.0, float("nan"), 4.0]},
+                           geometry=boxes, crs="EPSG:4326").to_file(tmp_path / "z.gpkg")
+    with pytest.raises(InputDataError, match=r"z\.gpkg: 2 feature\(s\) have no NAME \(NULL or blank\), the first "
+                                              r"at feature #2, #4 in the file's order"):
+        read_zones(tmp_path / "z.gpkg", "NAME")
+    with pytest.raises(InputDataError, match=r"1 feature\(s\) have no CODE .* #3"):
+        read_zones(tmp_path / "z.gpkg", "CODE")
+    geopandas.GeoDataFrame({"NAME": ["a", "b"]}, geometry=[boxes[0], None], crs="EPSG:4326").to_file(
+        tmp_path / "g.gpkg")
+    with pytest.raises(InputDataError, match=r"1 feature\(s\) have no geometry \(NULL\), the first at feature #2 "
+                                              r"\(NAME 'b'\)"):
+        read_zones(tmp_path / "g.gpkg", "NAME")
 
 
 def test_zones_off_the_map_or_over_nodata_only() -> None:
