@@ -111,7 +111,24 @@ def model_section(model: str) -> dict[str, Any]:
             if isinstance(section.get(key), str) and not Path(section[key]).is_absolute():
                 section[key] = str(path.parent / section[key])
         return dict(section)
+    if path.is_dir():
+        raise SpecError(f"{model}: {_not_a_model_folder(path)}", [("model", "not a model folder")])
     return {"type": "torchscript", "path": model}
+
+
+def _not_a_model_folder(path: Path) -> str:
+    """Why ``path``, a folder, is none of the model folders ``--model`` takes, naming what the
+    nearest kind lacks."""
+    nnunet = {"plans.json": (path / "plans.json").is_file(), "dataset.json": (path / "dataset.json").is_file(),
+              "fold_<k>/": any(p.is_dir() for p in path.glob("fold_*"))}
+    if any(nnunet.values()):
+        missing = ", ".join(k for k, found in nnunet.items() if not found)
+        return (f"an incomplete nnU-Net model folder: {missing} missing (it needs plans.json, dataset.json and "
+                "fold_<k>/)")
+    if (path / "config.json").is_file():
+        return "has config.json but no weights (model.safetensors) for a Hugging Face model"
+    return ("is a folder but no model folder: an nnU-Net model (plans.json, dataset.json, fold_<k>/), a MONAI "
+            "bundle (configs/inference.json) or a Hugging Face model (config.json and model.safetensors)")
 
 
 def predict(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import SourceError
-from .dicom_series import DicomSeries, FolderScan, scan_folder, split_series_path
+from .dicom_series import DicomSeries, FolderScan, is_series_path, scan_folder, split_series_path
 from .dicomweb import from_spec, search_series, series_item_path
 from .discovery import Item
 
@@ -34,7 +34,9 @@ def _base_name(root: str, home: str) -> str:
 def _names(root: str, scan: FolderScan) -> dict[str, str]:
     """Output names of the series (and refused series) found under ``root``: their folder
     relative to ``root``, with the series number (or the UID's end) where a folder holds several."""
-    homes = [split_series_path(p) for p in [*(s.path for s in scan.series), *(r.path for r in scan.refused)]]
+    # a refused file or folder (a damaged header, images without a series) is named by its path
+    homes = [split_series_path(p) if is_series_path(p) else (p, p)
+             for p in [*(s.path for s in scan.series), *(r.path for r in scan.refused)]]
     per_home = Counter(home for home, _ in homes)
     numbers = {s.uid: s.info.get("SeriesNumber", "") for s in scan.series}
     names = {}
@@ -100,7 +102,7 @@ def dicom_items(patterns: Sequence[str], dicomweb: Any = None) -> tuple[list[Ite
             for bad in scan.refused:
                 if bad.path not in seen:
                     seen.add(bad.path)
-                    name = names[split_series_path(bad.path)[1]]
+                    name = names[split_series_path(bad.path)[1] if is_series_path(bad.path) else bad.path]
                     items.append(Item(name, bad.path, error=f"{bad.path}: {bad.reason}"))
             for skip in scan.skipped:
                 messages.append(f"{skip.path}: skipped, {skip.reason}")

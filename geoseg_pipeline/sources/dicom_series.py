@@ -293,6 +293,7 @@ def _first_line(exc: BaseException) -> str:
 def _scan(folder: str, files: Sequence[tuple[str, int, int]]) -> FolderScan:
     scan = FolderScan()
     groups: dict[str, list[tuple[str, Any]]] = {}
+    unplaced: dict[str, list[tuple[str, str]]] = {}
     for path, _, _ in files:
         ds = _read_header(path)
         if ds is None:
@@ -300,16 +301,23 @@ def _scan(folder: str, files: Sequence[tuple[str, int, int]]) -> FolderScan:
             continue
         try:  # pydicom decodes values when they are read: a damaged element fails here, in many ways
             sop = str(ds.get("SOPClassUID", ""))
-            image = bool(sop) and not sop.startswith(NON_IMAGE_PREFIXES) and "Rows" in ds and "SeriesInstanceUID" in ds
+            image = bool(sop) and not sop.startswith(NON_IMAGE_PREFIXES)
             kind = str(ds.get("Modality", "")) or "object"
-            uid = str(ds.SeriesInstanceUID) if image else ""
+            lacks = [k for k in ("Rows", "SeriesInstanceUID") if k not in ds] if image else []
+            uid = str(ds.SeriesInstanceUID) if image and not lacks else ""
         except Exception as exc:
             scan.refused.append(Unusable(path, f"{path}: damaged DICOM header: {_first_line(exc)}"))
             continue
         if not image:
             scan.skipped.append(Unusable(path, f"not an image ({kind}, SOP class {sop or 'missing'})", skipped=True))
             continue
+        if lacks:  # an image without what places it in a series: refused (per folder), not skipped as no image
+            unplaced.setdefault(os.path.dirname(path), []).append((path, f"{kind} image without {' or '.join(lacks)}"))
+            continue
         groups.setdefault(uid, []).append((path, ds))
+    for home, bad in unplaced.items():
+        scan.refused.append(Unusable(home, f"{len(bad)} file(s) are a {bad[0][1]} (the first: {bad[0][0]}): they "
+                                           "cannot be placed in a series"))
     for uid, members in groups.items():
         paths = [p for p, _ in members]
         home = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else folder
@@ -432,7 +440,8 @@ def _series(folder: str, uid: str, members: list[tuple[str, Any]]) -> DicomSerie
                              f"{refs[at].position:.3f} mm along the normal): several volumes in one series?")
     if (np.abs(steps - median) > SPACING_TOLERANCE * median).any():
         at = int(np.argmax(np.abs(steps - median)))
-        raise InputDataError(f"missing slices (a gap of {steps[at]:.3f} mm between positions "
+        what = "missing slices (a gap" if steps[at] > median else "irregular slice spacing (a step"
+        raise InputDataError(f"{what} of {steps[at]:.3f} mm between positions "
                              f"{refs[at].position:.3f} and {refs[at + 1].position:.3f} mm, the median spacing is "
                              f"{median:.3f} mm)")
     step = (ipps[-1] - ipps[0]) / (len(refs) - 1)

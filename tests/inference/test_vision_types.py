@@ -58,3 +58,22 @@ def test_the_core_install_names_the_vision_extra_and_imports_none_of_it(tmp_path
                                          r"pip install 'geoseg-pipeline\[vision\]'.*make install-vision"):
         load_model(ModelSpec(type="smp", architecture="Unet", args=UNET, checkpoint=weights), CPU)
     assert not {"segmentation_models_pytorch", "timm", "torchgeo", "torchvision"} & set(sys.modules)
+
+
+def test_a_folder_that_is_no_model_folder_says_what_it_lacks(tmp_path: Path) -> None:
+    """``--model FOLDER`` used to fall back to TorchScript: "model file not found" for a folder
+    that exists."""
+    from geoseg_pipeline.errors import SpecError
+
+    nn = tmp_path / "nn"
+    (nn / "fold_0").mkdir(parents=True)
+    (nn / "dataset.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(SpecError, match=r"nn: an incomplete nnU-Net model folder: plans\.json missing"):
+        model_section(str(nn))
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(SpecError, match=r"hf: has config\.json but no weights"):
+        model_section(str(tmp_path / "hf"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpecError, match=r"empty: is a folder but no model folder: an nnU-Net model"):
+        model_section(str(tmp_path / "empty"))

@@ -165,6 +165,24 @@ def test_a_folder_splits_into_series_and_lists_what_it_skips(tmp_path: Path) -> 
     assert empty[0].error and "no such folder" in empty[0].error
 
 
+def test_images_without_a_series_uid_fail_as_one_item_beside_good_series(tmp_path: Path) -> None:
+    """Once skipped as "not an image (CT, SOP class ...CT Image Storage)", which they are; a
+    refused file path also broke the folder's listing."""
+    archive = tmp_path / "archive"
+    write_series(archive / "good", _volume(3), AXIAL, seed=1)
+    write_series(archive / "nouid", _volume(4), AXIAL, seed=2)
+    for path in (archive / "nouid").iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.SeriesInstanceUID
+        ds.save_as(path)
+    items, _ = dicom_items([str(archive)])
+    by_name = {i.name: i for i in items}
+    assert set(by_name) == {"good", "nouid"} and by_name["good"].error is None
+    error = by_name["nouid"].error or ""
+    assert f"{archive / 'nouid'}: " in error and "CT image without SeriesInstanceUID" in error
+    assert f"{len(list((archive / 'nouid').iterdir()))} file(s)" in error
+
+
 def _edit(path: Path, **values: object) -> None:
     ds = pydicom.dcmread(path)
     for name, value in values.items():
