@@ -436,7 +436,7 @@ class Scheduler:
 
     def _record_failure(self, item: Item, reason: str) -> None:
         log.error("%s: %s", item.name, reason)
-        self.book.failed(item, reason)
+        reason = self.book.failed(item, reason)
         self.outcomes[item.name] = ItemOutcome(item.name, item.path, "failed", error=reason)
         self.progress.item_done(item.name, "failed")
 

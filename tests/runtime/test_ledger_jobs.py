@@ -61,3 +61,36 @@ def test_rerun_skips_done_items_and_redoes_changed_ones(
     assert main(["status", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "4 item(s): 3 ok, 1 failed, 0 running" in printed and "broken.tif" in printed
+
+
+def test_outputs_of_an_earlier_input_do_not_outlive_a_failed_run(
+    tmp_path: Path, write_raster: Callable[..., Path], conv_model: Callable[..., Path],
+) -> None:
+    """The input changed and now fails: the earlier outputs would look like this input's result
+    (the ledger says failed, the folder says done), so they go; a run of the same input that
+    fails (here with another model) keeps them."""
+    rng = np.random.default_rng(5)
+    scenes = [write_raster(f"s{i}.tif", rng.integers(1, 200, (3, 70, 90)).astype("uint8")) for i in range(2)]
+    model = tmp_path / "three.pt"
+    model.write_bytes(conv_model(in_channels=3, classes=3).read_bytes())
+    out = tmp_path / "out"
+    first = predict(scenes, str(model), out, roi_size=32, workers=2, progress=False, formats=["cog", "geoparquet"])
+    assert _statuses(first) == {"s0": "ok", "s1": "ok"}
+    published = sorted(p.name for p in (out / "s1").iterdir() if not p.name.startswith("."))
+    assert "labels.tif" in published and "labels.tif.aux.xml" in published and "labels.parquet" in published
+
+    wrong = conv_model(in_channels=4, classes=3)  # fails every item, input unchanged
+    same = predict(scenes, str(wrong), out, roi_size=32, workers=2, progress=False, force=True,
+                   formats=["cog", "geoparquet"])
+    assert _statuses(same) == {"s0": "failed", "s1": "failed"}
+    assert sorted(p.name for p in (out / "s1").iterdir() if not p.name.startswith(".")) == published
+
+    again = predict(scenes, str(model), out, roi_size=32, workers=2, progress=False, formats=["cog", "geoparquet"])
+    assert _statuses(again) == {"s0": "ok", "s1": "ok"}
+    scenes[1].write_bytes(scenes[1].read_bytes()[:500])  # the input changed, and is broken now
+    changed = predict(scenes, str(model), out, roi_size=32, workers=2, progress=False, formats=["cog", "geoparquet"])
+    assert _statuses(changed) == {"s0": "skipped", "s1": "failed"}
+    error = next(o.error for o in changed.outcomes if o.item == "s1") or ""
+    assert f"the {len(published)} output file(s) of run" in error and "earlier version of this input" in error
+    assert not [p for p in (out / "s1").iterdir() if not p.name.startswith(".")]
+    assert (out / "s0" / "labels.tif").is_file()
