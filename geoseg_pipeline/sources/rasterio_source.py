@@ -15,6 +15,21 @@ from ..storage.transient import open_error, read_error
 from .base import SourceOptions, check_window, checked_indices
 
 
+def _stac_hint(path: str) -> str:
+    """A hint when ``path`` (a local file GDAL cannot open) is a STAC document."""
+    if not path.lower().endswith((".json", ".geojson", ".parquet")):
+        return ""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return ""
+    if b"stac_version" not in head and not path.lower().endswith(".parquet"):
+        return ""
+    return ("; it is a STAC document: give its assets in the model's channel order "
+            "(--assets B04,B03,B02,B08, or inputs.stac with assets in a workflow)")
+
+
 class RasterioSource:
     """A raster opened with rasterio; every read is a window."""
 
@@ -23,7 +38,7 @@ class RasterioSource:
         try:
             self._ds = rasterio.open(path)
         except RasterioError as exc:
-            raise open_error(f"{path}: cannot open as a raster: {exc}", exc, path) from exc
+            raise open_error(f"{path}: cannot open as a raster: {exc}{_stac_hint(path)}", exc, path) from exc
         if self._ds.count < 1:
             self._ds.close()
             raise SourceError(f"{path}: the raster has no bands")

@@ -131,10 +131,13 @@ def _read_text(href: str, s3: S3Config | None) -> str:
         raise
     except OSError as exc:
         raise SourceError(f"{href}: cannot read: {exc.strerror or exc}") from exc
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        raise SourceError(f"{href}: is a GeoTIFF, not a STAC document: inputs.stac (and --assets) take STAC items, "
+                          "item collections and catalogs; give a raster as an input path, without --assets")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SourceError(f"{href}: not UTF-8 text: {exc}") from exc
+        raise SourceError(f"{href}: not UTF-8 text, so no STAC document (JSON): {exc}") from exc
 
 
 def _read_json(href: str, s3: S3Config | None) -> dict[str, Any]:

@@ -335,3 +335,24 @@ def test_expand_matches_zarr_directories(tmp_path: Path) -> None:
     write_zarr(tmp_path / "m.zarr", _pixels("uint8", None), {})
     items, _ = expand_inputs([str(tmp_path / "*.zarr")])
     assert items == [Item("m", str(tmp_path / "m.zarr"))]
+
+
+def test_a_stac_document_given_as_a_raster_says_to_name_its_assets(tmp_path: Path) -> None:
+    item = tmp_path / "S2A_item.json"
+    item.write_text('{"type": "Feature", "stac_version": "1.0.0", "id": "S2A_item", "assets": {}}', encoding="utf-8")
+    with pytest.raises(SourceError, match=r"S2A_item\.json: cannot open as a raster: .*it is a STAC document: give "
+                                          r"its assets in the model's channel order \(--assets"):
+        RasterioSource(str(item))
+    other = tmp_path / "notes.json"
+    other.write_text('{"a": 1}', encoding="utf-8")
+    with pytest.raises(SourceError) as info:
+        RasterioSource(str(other))
+    assert "STAC" not in str(info.value)
+
+
+def test_a_geotiff_given_as_a_stac_document_says_so(write_raster: Callable[..., Path]) -> None:
+    from geoseg_pipeline.sources.stac_items import _read_text
+
+    scene = write_raster("scene.tif", np.ones((1, 8, 8), dtype="uint8"))
+    with pytest.raises(SourceError, match=r"scene\.tif: is a GeoTIFF, not a STAC document: .*without --assets"):
+        _read_text(str(scene), None)
