@@ -41,6 +41,10 @@ class NnunetItem(VolumeItem):
         finally:
             src.close()
         self.nn = model_from_spec(spec.model)
+        flat = [n for n in grid.shape if n < 2]
+        if len(self.nn.patch_size) == 3 and flat:  # a 2D configuration takes single slices
+            raise InputDataError(f"{item.path}: a {3 - len(flat)}D image (shape {grid.shape}) given to the 3D "
+                                 f"nnU-Net configuration {self.nn.configuration!r}")
         if count != len(self.nn.channels):
             raise InputDataError(f"{item.path}: the nnU-Net model takes {len(self.nn.channels)} channel(s) "
                                  f"({', '.join(self.nn.channels)} in dataset.json) but the volume has {count}")

@@ -183,10 +183,15 @@ def _ome_level0(path: str, group: Any) -> tuple[Any, list[Role], np.ndarray]:
     ms = multiscales[0]
     try:
         ds0 = ms["datasets"][0]
-        arr = group[ds0["path"]]
+        level = ds0["path"]
         axes = [_axis(a) for a in ms["axes"]]
     except (KeyError, IndexError, TypeError) as exc:
         raise SourceError(f"{path}: malformed OME-Zarr multiscales metadata ({exc!r})") from exc
+    try:
+        arr = group[level]
+    except KeyError:
+        raise SourceError(f"{path}: the full-resolution array {level!r} that the multiscales metadata names is "
+                          "missing from the store (an incomplete copy?)") from None
     if len(axes) != arr.ndim:
         raise SourceError(f"{path}: multiscales axes {[n for n, _, _ in axes]} do not match level-0 shape {arr.shape}")
     roles: list[Role] = []

@@ -559,6 +559,10 @@ def cross_check(
             "preprocessing.bands",
             f"selects {len(preprocessing.bands)} bands but model.in_channels is {model.in_channels}",
         ))
+    if (output is not None and "dicom-seg" in (output.formats or ()) and inputs is not None
+            and inputs.format != "dicom" and inputs.dicomweb is None):
+        problems.append(("output.formats", "dicom-seg references the input's DICOM series: it needs inputs.format: "
+                                           "dicom (or inputs.dicomweb)"))
     if tiling is not None and tiling.spatial_dims == 2 and preprocessing is not None:
         for name in ("orientation", "spacing", "intensity"):
             if getattr(preprocessing, name) is not None:

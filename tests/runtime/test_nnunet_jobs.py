@@ -73,8 +73,10 @@ def test_a_region_model_and_a_case_with_the_wrong_channels(tmp_path: Path) -> No
     img = nib.load(BREAST)
     data = np.asarray(img.dataobj)
     nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), img.affine), two)
+    flat = tmp_path / "one_slice.nii.gz"  # to a 3D configuration: refused naming the file (was skimage's error)
+    nib.save(nib.Nifti1Image(data[:, :, :1, None], img.affine), flat)
     spec = parse_workflow({
-        "inputs": {"paths": [str(BREAST), str(two)], "channel_axis": 3},
+        "inputs": {"paths": [str(BREAST), str(two), str(flat)], "channel_axis": 3},
         "model": {"type": "nnunet", "path": str(folder)},
         "output": {"directory": str(tmp_path / "out")},
         "resources": {"backend": "local", "workers": 1},
@@ -84,6 +86,8 @@ def test_a_region_model_and_a_case_with_the_wrong_channels(tmp_path: Path) -> No
     assert outcomes["breast1_image"].status == "ok"
     assert outcomes["two_channels"].status == "failed"
     assert "takes 1 channel(s) (MR0 in dataset.json) but the volume has 2" in str(outcomes["two_channels"].error)
+    assert f"{flat}: a 2D image (shape" in str(outcomes["one_slice"].error)
+    assert "given to the 3D nnU-Net configuration" in str(outcomes["one_slice"].error)
     assert _agree(tmp_path / "out" / "breast1_image" / "labels.nii.gz", ref[0]) >= 0.999
     names = [c["class_name"] for c in json.loads((tmp_path / "out" / "breast1_image" / "stats.json").read_text())
              ["classes"]]

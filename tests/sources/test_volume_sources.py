@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,7 +413,15 @@ BAD_ZARR: dict[str, tuple[ZarrWriter, type[Exception], str]] = {
         {"name": "z", "type": "space", "unit": "second"}, {"name": "y", "type": "space"},
         {"name": "x", "type": "space"}], [1, 1, 1]), SourceError, "unit 'second'"),
     "plain-group": (lambda d: _plain_group(d / "a.zarr"), SourceError, "without OME-Zarr 'multiscales'"),
+    "level-0-gone": (lambda d: _without_level_0(write_ome_zarr(d / "a.zarr", _voxels("uint16", SHAPE), [
+        {"name": n, "type": "space"} for n in "zyx"], [1, 1, 1])), SourceError,
+        "the full-resolution array '0' that the multiscales metadata names is missing"),
 }
+
+
+def _without_level_0(path: Path) -> Path:
+    shutil.rmtree(path / "0")  # an incomplete copy
+    return path
 
 
 @pytest.mark.parametrize("name", list(BAD_ZARR))

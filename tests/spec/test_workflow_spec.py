@@ -298,3 +298,15 @@ def test_problems_between_input_statistics_and_tiling_are_named(update: dict[str
     """Problems found only by comparing sections reach the message with their path."""
     problems = _problems({**_minimal(), **update})
     assert list(problems) == [path] and fragment in problems[path]
+
+
+def test_dicom_seg_needs_dicom_series_inputs(tmp_path: Path) -> None:
+    """Every item failed at run time, naming the output folder, where validate said valid."""
+    data = {"inputs": {"paths": [str(tmp_path)]}, "model": {"type": "builtin", "name": "ct-demo"},
+            "tiling": {"roi_size": [32, 32, 16]}, "output": {"directory": str(tmp_path / "o"),
+                                                             "formats": ["nifti", "dicom-seg"]}}
+    with pytest.raises(SpecError) as info:
+        parse_workflow(data, tmp_path)
+    assert ("output.formats", "dicom-seg references the input's DICOM series: it needs inputs.format: dicom (or "
+            "inputs.dicomweb)") in info.value.problems
+    parse_workflow({**data, "inputs": {"paths": [str(tmp_path)], "format": "dicom"}}, tmp_path)
