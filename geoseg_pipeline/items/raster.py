@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +33,18 @@ from ..tasks import ModelInfo, RegionSettings
 from ..tiling import plan_tiles
 from .base import OpenItem, band_selection, item_format, item_job, named_bands
 
+log = logging.getLogger("geoseg")
+
+
+def _can_hold(dtype: np.dtype, value: float) -> bool:
+    """Whether pixels of ``dtype`` can hold ``value`` (NaN only in floats)."""
+    if math.isnan(value):
+        return bool(np.issubdtype(dtype, np.floating))
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return float(value).is_integer() and info.min <= value <= info.max
+    return True
+
 
 class RasterItem(OpenItem):
     """A 2D raster: COG label map, per-class areas."""
@@ -45,12 +59,15 @@ class RasterItem(OpenItem):
         src = open_source(fmt, item.path, SourceOptions(s3=s3, max_pixels=spec.inputs.max_pixels, stac=item.stac))
         assert isinstance(src, RasterSource)
         try:
-            grid, count, file_nodata = src.grid, src.band_count, src.nodata
+            grid, count, file_nodata, dtype = src.grid, src.band_count, src.nodata, np.dtype(src.dtype)
             named = named_bands(src, spec)
         finally:
             src.close()
         prep = band_selection(item, spec, count, info, "raster", "band(s)", named)
         nodata = spec.inputs.nodata if spec.inputs.nodata is not None else file_nodata
+        if spec.inputs.nodata is not None and not _can_hold(dtype, spec.inputs.nodata):
+            log.warning("%s: inputs.nodata %g cannot occur in its %s pixels: no pixel is nodata", item.path,
+                        spec.inputs.nodata, dtype)
         prep = Preprocessing(prep.bands, prep.mean, prep.std, nodata)
         self.item, self.grid = item, grid
         self.plan = plan_tiles(grid.shape, spec.tiling.roi_size, spec.tiling.overlap, spec.tiling.block_shape)

@@ -243,3 +243,21 @@ def test_model_that_cannot_load_fails_every_item_with_the_real_reason(
     error = result.outcomes[0].error
     assert "not a TorchScript model" in error and str(bogus) in error, error
     assert "actor died" not in error and "\x1b[" not in error
+
+
+def test_a_nodata_value_the_pixels_cannot_hold_is_warned_about(
+    tmp_path: Path, write_raster: Callable[..., Path], conv_model: Callable[..., Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """inputs.nodata: 70000 on uint16 pixels marks no pixel: said, not silently ignored."""
+    scene = write_raster("scene.tif", np.random.default_rng(2).integers(1, 200, (3, 40, 50)).astype("uint16"))
+    spec = parse_workflow({
+        "inputs": {"paths": [str(scene)], "nodata": 70000},
+        "model": {"type": "torchscript", "path": str(conv_model(in_channels=3, classes=3))},
+        "tiling": {"roi_size": 32}, "output": {"directory": str(tmp_path / "out")},
+        "resources": {"backend": "local", "workers": 1},
+    }, tmp_path)
+    with caplog.at_level("WARNING", logger="geoseg"):
+        assert run_workflow(spec, progress=False).ok
+    assert any("inputs.nodata 70000 cannot occur in its uint16 pixels: no pixel is nodata" in r.getMessage()
+               for r in caplog.records)
