@@ -89,6 +89,9 @@ class Book:
                 reason += (f" (the {removed} output file(s) of run {earlier.run_id}, made from an earlier version of "
                            "this input, were removed)")
         self.ledger.failed(item.name, item.path, self.key(item), self.run_id, reason)
+        folder = self.out_dir / item.name
+        if not item.error and folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()  # nothing in it: no folder that looks like an item's outputs
         return reason
 
     def _remove_outputs(self, item: Item, outputs: tuple[str, ...]) -> int:
