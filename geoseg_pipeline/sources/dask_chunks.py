@@ -73,6 +73,13 @@ class ChunkCache:
         found = self._found(keys)
         while missing := [k for k in keys if k not in found]:
             with self._lock:  # what another thread computes now is waited for, not computed twice
+                # what another thread cached since this one looked (outside the lock) is taken,
+                # not computed again
+                for k in missing:
+                    if k in self._blocks:
+                        found[k] = self._blocks[k]
+                        self._blocks.move_to_end(k)
+                missing = [k for k in missing if k not in found]
                 mine = [k for k in missing if k not in self._pending]
                 theirs = [self._pending[k] for k in missing if k in self._pending]
                 done = threading.Event()

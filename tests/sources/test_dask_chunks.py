@@ -95,3 +95,18 @@ def test_chunks_are_computed_in_the_reading_thread(monkeypatch: pytest.MonkeyPat
     lazy = dka.map_blocks(chunk, chunks=((2,), (10, 10), (10, 10)), dtype=np.uint8, meta=np.empty((0, 0, 0), np.uint8))
     ChunkCache(lazy).read(slice(0, 20), slice(0, 20))
     assert len(where) == 4 and set(where) == {threading.get_ident()}
+
+
+def test_a_chunk_another_thread_cached_meanwhile_is_not_computed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reading thread looks at the cache without the lock; another may cache the chunk before
+    this one takes the lock (and no longer marks it pending): it is taken from the cache, not
+    computed a second time (a volume job computed a layer of 9 chunks twice, now and then)."""
+    array = dka.from_array(np.arange(40 * 40).reshape(40, 40), chunks=10)
+    cache = ChunkCache(array)
+    np.testing.assert_array_equal(cache.read(slice(0, 10), slice(0, 10)), np.asarray(array[:10, :10]))
+    computed: list[list[tuple[int, ...]]] = []
+    original = cache._compute
+    monkeypatch.setattr(cache, "_compute", lambda keys: computed.append(keys) or original(keys))
+    monkeypatch.setattr(cache, "_found", lambda keys: {})  # the view from before the other thread cached it
+    np.testing.assert_array_equal(cache.read(slice(0, 10), slice(0, 10)), np.asarray(array[:10, :10]))
+    assert computed == []
