@@ -39,20 +39,24 @@ def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
         data: ``(bands, rows, cols)`` stored values.
         nodata: the nodata value, ``nan`` or ``None`` (everything valid).
     """
-    if nodata is None:
+    if nodata is None or not can_hold(data.dtype, nodata):
+        # a nodata value the stored type cannot hold marks no pixel (casting would wrap)
         return np.ones(data.shape[1:], dtype=bool)
     if math.isnan(nodata):
-        if not np.issubdtype(data.dtype, np.floating):
-            return np.ones(data.shape[1:], dtype=bool)
         mask: np.ndarray = ~np.isnan(data).all(axis=0)
         return mask
-    if np.issubdtype(data.dtype, np.integer):
-        info = np.iinfo(data.dtype)
-        if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
-            # a nodata value the stored type cannot hold marks no pixel (casting would wrap)
-            return np.ones(data.shape[1:], dtype=bool)
     mask = ~(data == np.asarray(nodata).astype(data.dtype)).all(axis=0)
     return mask
+
+
+def can_hold(dtype: np.dtype, value: float) -> bool:
+    """Whether pixels of ``dtype`` can hold ``value`` (NaN only in floats; integers in range)."""
+    if math.isnan(value):
+        return bool(np.issubdtype(dtype, np.floating))
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return float(value).is_integer() and info.min <= value <= info.max
+    return True
 
 
 def to_model_input(data: np.ndarray, valid: np.ndarray, prep: Preprocessing, item: str) -> np.ndarray:

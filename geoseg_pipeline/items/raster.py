@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 
 from ..errors import InputDataError
 from ..formats import outputs_for
-from ..preprocess import Preprocessing
+from ..preprocess import Preprocessing, can_hold
 from ..report import write_item_stats, write_zones
 from ..report.landcover import write_item_report
 from ..report.stac import StacInfo, write_item_stac
@@ -36,16 +35,6 @@ from .base import OpenItem, band_selection, item_format, item_job, named_bands
 log = logging.getLogger("geoseg")
 
 
-def _can_hold(dtype: np.dtype, value: float) -> bool:
-    """Whether pixels of ``dtype`` can hold ``value`` (NaN only in floats)."""
-    if math.isnan(value):
-        return bool(np.issubdtype(dtype, np.floating))
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return float(value).is_integer() and info.min <= value <= info.max
-    return True
-
-
 class RasterItem(OpenItem):
     """A 2D raster: COG label map, per-class areas."""
 
@@ -65,7 +54,7 @@ class RasterItem(OpenItem):
             src.close()
         prep = band_selection(item, spec, count, info, "raster", "band(s)", named)
         nodata = spec.inputs.nodata if spec.inputs.nodata is not None else file_nodata
-        if spec.inputs.nodata is not None and not _can_hold(dtype, spec.inputs.nodata):
+        if spec.inputs.nodata is not None and not can_hold(dtype, spec.inputs.nodata):
             log.warning("%s: inputs.nodata %g cannot occur in its %s pixels: no pixel is nodata", item.path,
                         spec.inputs.nodata, dtype)
         prep = Preprocessing(prep.bands, prep.mean, prep.std, nodata)

@@ -106,17 +106,23 @@ class Book:
             if is_s3(out) or not path.resolve().is_relative_to(folder):
                 log.warning("%s: %s is from an earlier version of the input and was not removed", item.name, out)
                 continue
-            stems.add(path.name.split(".")[0])
+            stems.add(_stem(path.name))
         if not folder.is_dir():
             return 0
         for path in folder.iterdir():
-            if path.is_file() and not path.name.startswith(".") and path.name.split(".")[0].split("_")[0] in stems:
+            if path.is_file() and not path.name.startswith(".") and _stem(path.name) in stems:
                 path.unlink()
                 removed += 1
         if removed:
             log.warning("%s: removed %d output file(s) of an earlier run, made from an earlier version of the input",
                         item.name, removed)
         return removed
+
+
+def _stem(name: str) -> str:
+    """What an output and its sidecars share: ``labels`` of ``labels.tif``, ``labels.tif.aux.xml``
+    and ``labels_ColorTable.ctbl``."""
+    return name.split(".")[0].split("_")[0]
 
 
 __all__ = ["Book"]
