@@ -104,9 +104,10 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
         counts = np.zeros((k, k), np.int64)
         area = np.zeros((k, k), np.float64)
 
-        def count(code: np.ndarray, valid: np.ndarray, r0: int) -> None:
+        def count(code: np.ndarray, invalid: np.ndarray, r0: int) -> None:
             h = code.shape[0]
             if areas.method == "geodesic" and areas.row_area_m2 is not None:  # the area varies by row
+                valid = ~invalid
                 rows = np.broadcast_to(np.arange(h)[:, None], (h, b.width))[valid]
                 per_row = np.bincount(rows * (k * k) + code[valid], minlength=h * k * k).reshape(h, k * k)
                 counts[...] += per_row.sum(axis=0).reshape(k, k)
@@ -134,20 +135,12 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
                 raw_b, raw_a = reading.result()
                 if r0 + STRIP < b.height:
                     reading = helpers.submit(read, r0 + STRIP)
-                fb, fa = raw_b.astype(dtype, copy=False), raw_a.astype(dtype, copy=False)
-                inside_b, inside_a = fb < k, fa < k  # a nodata value of k or more is outside already
-                _check_classes(before, fb, inside_b, nodata_b, k, r0)
-                _check_classes(after, fa, inside_a, nodata_a, k, r0)
-                valid = inside_b & inside_a
-                if nodata_b < k:
-                    valid &= fb != nodata_b
-                if nodata_a < k:
-                    valid &= fa != nodata_a
-                code = fb * dtype.type(k) + fa  # < k * k where valid: fits the change map's type
-                np.putmask(code, ~valid, dtype.type(change_nodata))
+                _check_classes(before, raw_b, nodata_b, k, r0)
+                _check_classes(after, raw_a, nodata_a, k, r0)
+                code, invalid = _code(raw_b, raw_a, nodata_b, nodata_a, k, dtype)
                 if counting is not None:
                     counting.result()
-                counting = helpers.submit(count, code, valid, r0)
+                counting = helpers.submit(count, code, invalid, r0)
                 sink.write(Window((r0, 0), (h, b.width)), code)
             if counting is not None:
                 counting.result()
@@ -261,19 +254,45 @@ def _read(path: Path, ds: rasterio.DatasetReader | WarpedVRT, window: RioWindow)
     return data
 
 
-def _check_classes(path: Path, labels: np.ndarray, inside: np.ndarray, nodata: float, k: int, r0: int) -> None:
-    """Refuse label values that are neither a class (``< k``) nor the map's nodata.
+def _check_classes(path: Path, labels: np.ndarray, nodata: float, k: int, r0: int) -> None:
+    """Refuse label values that are neither a class (``0..k-1``) nor the map's nodata.
+
+    Two reductions decide for most strips (every value a class; an unsigned map whose nodata is
+    its type's largest value); the element-wise test runs only where they cannot.
 
     Raises:
         InputDataError: naming the first such value and where it lies.
     """
-    outside = ~inside
-    if nodata >= k:
+    lo, hi = labels.min(), labels.max()
+    if lo >= 0 and hi < k:
+        return
+    info = np.iinfo(labels.dtype)
+    # Where nodata is an unsigned type's largest value, ``labels - k`` wraps class values to the
+    # top of the type and nodata to ``nodata - k``: anything below that is neither.
+    if info.min == 0 and nodata == info.max and k <= nodata and (labels - labels.dtype.type(k)).min() >= nodata - k:
+        return
+    outside = (labels < 0) | (labels >= k) if info.min < 0 else labels >= k
+    if nodata == nodata:  # not NaN
         outside &= labels != nodata
     if outside.any():
         row, col = (int(v[0]) for v in np.nonzero(outside))
         raise InputDataError(f"{path}: value {int(labels[row, col])} at row {r0 + row}, col {col} is neither one of "
                              f"its {k} classes (0..{k - 1}) nor its nodata ({nodata:g})")
+
+
+def _code(before: np.ndarray, after: np.ndarray, nodata_b: float, nodata_a: float, k: int,
+          dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The change codes ``from * k + to`` of a strip of checked labels, in ``dtype``, the type's
+    largest value where either map has nodata; and that nodata mask."""
+    invalid = np.maximum(before, after) >= k  # a nodata value of k or more is not a class already
+    if nodata_b < k:  # a class value, or below 0 (signed maps)
+        invalid |= before == nodata_b
+    if nodata_a < k:
+        invalid |= after == nodata_a
+    code = before.astype(dtype) * dtype.type(k)  # values outside the type only where invalid
+    code += after.astype(dtype, copy=False)
+    code |= np.negative(invalid.view(np.uint8).astype(dtype, copy=False))  # 0 or all bits set
+    return code, invalid
 
 
 def _count_codes(code: np.ndarray, bins: int) -> np.ndarray:

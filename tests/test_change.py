@@ -170,3 +170,40 @@ def test_geodesic_areas_on_a_geographic_grid(tmp_path: Path) -> None:
     got = {(int(r["from_index"]), int(r["to_index"])): float(r["area_m2"]) for r in _rows(result.transitions)}
     for (i, j), m2 in got.items():
         assert m2 == pytest.approx(expected[i, j], rel=1e-9)
+
+
+def _other_tool_map(path: Path, labels: np.ndarray, dtype: str, nodata: int) -> Path:
+    """A label map another tool wrote: a plain GeoTIFF of ``dtype`` with its own nodata value."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=labels.shape[1], height=labels.shape[0], count=1,
+                       dtype=dtype, nodata=nodata, crs="EPSG:32633", transform=from_origin(500000, 4600000, 10, 10),
+                       tiled=True, blockxsize=256, blockysize=256) as ds:
+        ds.write(labels.astype(dtype), 1)
+        ds.update_tags(GEOSEG_CLASSES=",".join(NAMES))
+    return path
+
+
+@pytest.mark.parametrize(("dtype", "nodata", "stray"), [("uint16", 65535, 257), ("int16", -1, -5), ("uint8", 0, 7),
+                                                        ("uint16", 300, 301)])
+def test_maps_of_other_types_and_nodata_values(tmp_path: Path, dtype: str, nodata: int, stray: int) -> None:
+    """Counts equal a direct count whatever the maps' type and nodata (a class value, a negative
+    one, the type's largest or neither); a value that is neither a class nor nodata is refused,
+    even one that a cast to the change map's type would turn into a class (257 -> 1)."""
+    rng = np.random.default_rng(7)
+    before = rng.integers(0, 3, (600, 700)).astype(np.int64)
+    after = np.where(rng.random(before.shape) < 0.3, rng.integers(0, 3, before.shape), before)
+    before[rng.random(before.shape) < 0.05] = nodata
+    after[:40, 100:300] = nodata
+    b = _other_tool_map(tmp_path / "b.tif", before, dtype, nodata)
+    a = _other_tool_map(tmp_path / "a.tif", after, dtype, nodata)
+    result = change_runs(b, a, tmp_path / "out").done["b"]
+    valid = (before != nodata) & (after != nodata)
+    expected = np.zeros((3, 3), int)
+    np.add.at(expected, (before[valid], after[valid]), 1)
+    np.testing.assert_array_equal(result.counts, expected)
+    with rasterio.open(result.change_map) as ds:
+        np.testing.assert_array_equal(ds.read(1), np.where(valid, before * 3 + after, 255))
+    after[555, 666] = stray
+    a = _other_tool_map(tmp_path / "a.tif", after, dtype, nodata)
+    with pytest.raises(InputDataError, match=rf"value {stray} at row 555, col 666 is neither one of its 3 classes"):
+        change_runs(b, a, tmp_path / "out2")

@@ -4,6 +4,10 @@ Blocks go to a tiled GeoTIFF in a hidden staging folder next to the output; on
 :meth:`CogLabelSink.commit` GDAL's COG driver copies it (internal overviews, nearest or mode
 resampling) to another staging file, which is then renamed over ``labels.tif``. A crash
 leaves only the staging folder (``.staging-*``), never a ``labels.tif`` that looks complete.
+
+Nearest overviews are picked from each block as it is written (:class:`_Overview`) and handed
+to the COG driver through a VRT: GDAL would otherwise read the whole staged map again to make
+them, which costs as much as compressing the map itself.
 """
 
 from __future__ import annotations
@@ -25,6 +29,63 @@ from .base import SinkTarget, StagedSink, disk_note
 from .legend import ClassLegend
 
 COG_BLOCK = 512
+
+
+def overview_factors(height: int, width: int, block: int = COG_BLOCK) -> tuple[int, ...]:
+    """The overview factors GDAL's COG driver makes for a ``height`` x ``width`` map: halving
+    while the larger side, divided by the factor (integer division), exceeds one block."""
+    factors: list[int] = []
+    f = 1
+    while max(height // f, width // f) > block:
+        f *= 2
+        factors.append(f)
+    return tuple(factors)
+
+
+class _Overview:
+    """One nearest overview level, filled block by block: overview pixel ``(i, j)`` of an
+    ``m``-row, ``n``-column level of an ``H`` x ``W`` map is map pixel ``(i*H // m, j*W // n)``,
+    GDAL's nearest choice (the top-left pixel of each ``f`` x ``f`` cell) where ``f`` divides
+    the map's size."""
+
+    def __init__(self, path: Path, grid: Grid, factor: int, profile: dict[str, Any]) -> None:
+        self.path = path
+        self.height, self.width = -(-grid.height // factor), -(-grid.width // factor)
+        self.rows = (np.arange(self.height) * grid.height) // self.height
+        self.cols = (np.arange(self.width) * grid.width) // self.width
+        self._row_step = grid.height // self.height if grid.height % self.height == 0 else 0
+        self._col_step = grid.width // self.width if grid.width % self.width == 0 else 0
+        block = min(COG_BLOCK, _pow2_floor(max(self.width, self.height, 16)))
+        self.ds = rasterio.open(path, "w", **{**profile, "width": self.width, "height": self.height,
+                                              "blockxsize": block, "blockysize": block})
+
+    def write(self, r0: int, c0: int, labels: np.ndarray) -> None:
+        """Write the overview pixels that ``labels`` (a block at ``(r0, c0)``) holds."""
+        h, w = labels.shape
+        i0, i1 = (int(v) for v in np.searchsorted(self.rows, (r0, r0 + h)))
+        j0, j1 = (int(v) for v in np.searchsorted(self.cols, (c0, c0 + w)))
+        if i0 == i1 or j0 == j1:
+            return
+        rows: slice | np.ndarray = (slice(int(self.rows[i0]) - r0, None, self._row_step) if self._row_step
+                                    else self.rows[i0:i1] - r0)
+        cols: slice | np.ndarray = (slice(int(self.cols[j0]) - c0, None, self._col_step) if self._col_step
+                                    else self.cols[j0:j1] - c0)
+        picked = labels[rows][:, cols][: i1 - i0, : j1 - j0]
+        self.ds.write(np.ascontiguousarray(picked), 1, window=RioWindow(j0, i0, j1 - j0, i1 - i0))
+
+    def close(self) -> None:
+        if not self.ds.closed:
+            self.ds.close()
+
+
+def _with_overviews(vrt: str, paths: Sequence[Path]) -> str:
+    """A one-band VRT's XML with ``paths`` as its band's overviews, finest first."""
+    entries = "".join(f"<Overview><SourceFilename relativeToVRT=\"0\">{escape(str(p))}</SourceFilename>"
+                      "<SourceBand>1</SourceBand></Overview>" for p in paths)
+    head, sep, tail = vrt.rpartition("</VRTRasterBand>")
+    if not sep:
+        raise SinkError(f"GDAL's VRT of the staged map has no band: {vrt[:200]}")
+    return head + entries + sep + tail
 
 
 def _category_aux_xml(names: Sequence[str]) -> str:
@@ -67,18 +128,20 @@ class CogLabelSink(StagedSink):
         self.overview_resampling = overview_resampling
         self.dtype = "uint8" if nodata_label <= 255 else "uint16"
         self._labels: Any = None
+        self._overviews: list[_Overview] = []
         block = min(COG_BLOCK, _pow2_floor(max(grid.width, grid.height, 16)))
-        common = dict(
+        # The staging files are compressed again by the COG copy: use the cheapest codec
+        # that still keeps a huge label map's temporary files small.
+        profile: dict[str, Any] = dict(
             driver="GTiff", width=grid.width, height=grid.height, crs=grid.crs, transform=grid.transform,
-            tiled=True, blockxsize=block, blockysize=block, BIGTIFF="IF_SAFER",
+            tiled=True, blockxsize=block, blockysize=block, BIGTIFF="IF_SAFER", count=1, dtype=self.dtype,
+            nodata=nodata_label, compress="zstd", zstd_level=1,
         )
         try:
-            # The staging file is compressed again by the COG copy: use the cheapest codec
-            # that still keeps a huge label map's temporary file small.
-            self._labels = rasterio.open(
-                self.staging / "labels.gtiff", "w", count=1, dtype=self.dtype, nodata=nodata_label,
-                compress="zstd", zstd_level=1, **common,
-            )
+            self._labels = rasterio.open(self.staging / "labels.gtiff", "w", **profile)
+            if overview_resampling == "nearest":
+                for f in overview_factors(grid.height, grid.width):
+                    self._overviews.append(_Overview(self.staging / f"labels.ovr{f}.gtiff", grid, f, profile))
             # The colour table must be set before any pixel is written (TIFF photometric tag).
             colormap = legend.colormap()
             if nodata_label <= 255:
@@ -107,19 +170,31 @@ class CogLabelSink(StagedSink):
         rw = RioWindow(c0, r0, w, h)
         try:
             self._labels.write(labels, 1, window=rw)
+            for overview in self._overviews:
+                overview.write(r0, c0, labels)
         except RasterioError as exc:
             raise SinkError(f"{self.out_dir}: cannot write block {window}: {exc}{disk_note(self.out_dir)}") from exc
 
     def _prepare(self) -> list[tuple[Path, Path]]:
         """The COG copy (internal overviews) and the category sidecar."""
         self._labels.close()
+        source = self.staging / "labels.gtiff"
+        if self._overviews:
+            for overview in self._overviews:
+                overview.close()
+            rio_copy(source, self.staging / "labels.vrt", driver="VRT")
+            vrt = (self.staging / "labels.vrt").read_text(encoding="utf-8")
+            (self.staging / "labels.vrt").write_text(
+                _with_overviews(vrt, [o.path for o in self._overviews]), encoding="utf-8")
+            source = self.staging / "labels.vrt"
         cog = self.staging / "labels.tif"
         rio_copy(
-            self.staging / "labels.gtiff", cog, driver="COG", COMPRESS=self.compression.upper(),
+            source, cog, driver="COG", COMPRESS=self.compression.upper(),
             BLOCKSIZE=str(COG_BLOCK), OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
             BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",  # tiles compressed in parallel (same bytes)
         )
-        (self.staging / "labels.gtiff").unlink()
+        for staged in [self.staging / "labels.gtiff", self.staging / "labels.vrt", *(o.path for o in self._overviews)]:
+            staged.unlink(missing_ok=True)
         (self.staging / "labels.tif.aux.xml").write_text(_category_aux_xml(self.legend.names), encoding="utf-8")
         return [(self.staging / "labels.tif.aux.xml", self.out_dir / "labels.tif.aux.xml"),
                 (cog, self.out_dir / "labels.tif")]
@@ -127,6 +202,8 @@ class CogLabelSink(StagedSink):
     def _close(self) -> None:
         if self._labels is not None and not self._labels.closed:
             self._labels.close()
+        for overview in self._overviews:
+            overview.close()
 
 
 class LogitsSink(StagedSink):
