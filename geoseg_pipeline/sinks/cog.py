@@ -42,6 +42,12 @@ def overview_factors(height: int, width: int, block: int = COG_BLOCK) -> tuple[i
     return tuple(factors)
 
 
+def write_band(ds: Any, array: np.ndarray, window: RioWindow) -> None:
+    """Write a 2D block to a one-band dataset. Given as ``(1, h, w)`` because rasterio copies a
+    2D array into a new 3D one first (``np.stack``), which took as long as GDAL's write."""
+    ds.write(array[np.newaxis], indexes=[1], window=window)
+
+
 class _Overview:
     """One nearest overview level, filled block by block: overview pixel ``(i, j)`` of an
     ``m``-row, ``n``-column level of an ``H`` x ``W`` map is map pixel ``(i*H // m, j*W // n)``,
@@ -71,7 +77,7 @@ class _Overview:
         cols: slice | np.ndarray = (slice(int(self.cols[j0]) - c0, None, self._col_step) if self._col_step
                                     else self.cols[j0:j1] - c0)
         picked = labels[rows][:, cols][: i1 - i0, : j1 - j0]
-        self.ds.write(np.ascontiguousarray(picked), 1, window=RioWindow(j0, i0, j1 - j0, i1 - i0))
+        write_band(self.ds, np.ascontiguousarray(picked), RioWindow(j0, i0, j1 - j0, i1 - i0))
 
     def close(self) -> None:
         if not self.ds.closed:
@@ -169,7 +175,7 @@ class CogLabelSink(StagedSink):
             raise SinkError(f"{self.out_dir}: block {window} got labels of shape {labels.shape}")
         rw = RioWindow(c0, r0, w, h)
         try:
-            self._labels.write(labels, 1, window=rw)
+            write_band(self._labels, labels, rw)
             for overview in self._overviews:
                 overview.write(r0, c0, labels)
         except RasterioError as exc:
