@@ -87,7 +87,7 @@ def test_wrong_class_count_fails_before_any_data(
     assert main(["--no-progress", "predict", str(scene), "--model", str(model), "--out", str(tmp_path / "o"),
                  "--roi-size", "32", "--workers", "1", "--classes", "a,b"]) == 1
     summary = (tmp_path / "o" / "summary.csv").read_text()
-    assert "predicts 3 classes but the workflow lists 2" in summary
+    assert "predicts 3 classes but 2 class names were given" in summary
     assert not (tmp_path / "o" / "scene").exists()
 
 

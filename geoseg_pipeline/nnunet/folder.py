@@ -146,7 +146,8 @@ def _configuration(plans: dict[str, Any], name: str, path: Path) -> dict[str, An
     while current is not None:
         if current not in configs:
             raise ModelError(f"{path}: configuration {current!r} does not exist in plans.json "
-                             f"(it has {', '.join(sorted(configs))})")
+                             + (f"(it has {', '.join(sorted(configs))})" if configs
+                                else "(it has no configurations: is it an nnU-Net v2 plans.json?)"))
         if current in seen:
             raise ModelError(f"{path}: circular inherits_from in plans.json: {' -> '.join([*seen, current])}")
         seen.append(current)

@@ -75,7 +75,9 @@ def legend_for(spec: WorkflowSpec, num_classes: int) -> ClassLegend:
             return ClassLegend(labelled, default_colours(num_classes))
     if spec.classes is not None:
         if len(spec.classes) != num_classes:
-            raise ModelError(f"the model predicts {num_classes} classes but the workflow lists {len(spec.classes)}")
+            raise ModelError(f"the model predicts {num_classes} classes but {len(spec.classes)} class names were "
+                             f"given ({', '.join(c.name for c in spec.classes)}): list one per class, in the "
+                             "model's order (the workflow's classes, or --classes)")
         # classes without a colour get the palette's colour of their label value
         palette = default_colours(num_classes)
         return ClassLegend(tuple(c.name for c in spec.classes),

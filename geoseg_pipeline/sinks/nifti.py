@@ -40,6 +40,7 @@ from nibabel.spatialimages import HeaderDataError
 
 from ..errors import SinkError
 from ..geometry import Window
+from ..sources.nifti_source import nibabel_notes_about
 from ..storage import COPY_CHUNK, gzip_file
 from ..volumes import VolumeGrid
 from .base import SinkTarget, StagedSink
@@ -142,7 +143,8 @@ def _source_header(header_source: Any) -> Any:
     if not isinstance(header_source, str):
         return header_source
     try:
-        src = nib.load(header_source)
+        with nibabel_notes_about(header_source):
+            src = nib.load(header_source)
     except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError) as exc:
         raise SinkError(f"{header_source}: cannot read the header to copy: {exc}") from exc
     if not isinstance(src, nib.Nifti1Image):
@@ -164,7 +166,8 @@ def label_header(grid: VolumeGrid, header_source: Any, dtype: np.dtype, max_labe
         shape = tuple(int(n) for n in hdr.get_data_shape())
         if tuple((*shape[:3], 1, 1)[:3]) != grid.shape:
             raise SinkError(f"{name}: header shape {shape} does not match the grid {grid.shape}")
-        affine = hdr.get_best_affine()
+        with nibabel_notes_about(name):
+            affine = hdr.get_best_affine()
         if not np.allclose(affine, grid.affine, atol=1e-4):
             raise SinkError(f"{name}: header affine differs from the grid's:\n{affine}\n{grid.affine}")
         hdr = hdr.copy()

@@ -17,6 +17,7 @@ RAS+, so the LPS matrix's first two rows are negated.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -167,6 +168,10 @@ def scan_folder(folder: str) -> FolderScan:
     Raises:
         SourceError: the folder does not exist or cannot be listed.
     """
+    if os.path.isfile(folder):
+        raise SourceError(f"{folder}: is a file, not a folder of DICOM files: inputs.format dicom reads a series "
+                          "from the folder that holds its files (give that folder; for a NIfTI or Zarr volume use "
+                          "inputs.format auto)")
     if not os.path.isdir(folder):
         raise SourceError(f"{folder}: no such folder")
     require_pydicom()
@@ -335,6 +340,25 @@ def _scan(folder: str, files: Sequence[tuple[str, int, int]]) -> FolderScan:
 # -- one series -------------------------------------------------------------------------------
 
 
+def _slope(value: Any, where: str) -> float:
+    """RescaleSlope (1 where absent).
+
+    Raises:
+        InputDataError: 0 or not a finite number (every voxel would be the intercept).
+    """
+    if value is None or value == "":
+        return 1.0
+    try:
+        slope = float(value)
+    except (TypeError, ValueError):
+        raise InputDataError(f"RescaleSlope {value!r} in {where} is not a number") from None
+    if slope == 0 or not math.isfinite(slope):
+        raise InputDataError(f"RescaleSlope {slope:g} in {where}: "
+                             + ("every voxel would be the intercept" if slope == 0 else "not a finite number")
+                             + "; the stored pixels cannot be turned into values")
+    return slope
+
+
 def _floats(ds: Any, name: str, count: int, where: str) -> np.ndarray:
     value = ds.get(name)
     try:
@@ -423,7 +447,7 @@ def _series(folder: str, uid: str, members: list[tuple[str, Any]]) -> DicomSerie
         if not np.allclose(_floats(plane, "PixelSpacing", 2, here), spacing, rtol=1e-4):
             raise InputDataError(f"varying pixel spacing (PixelSpacing differs in {here})")
         ipp = _floats(plane, "ImagePositionPatient", 3, here)
-        slope = float(rescale.get("RescaleSlope", 1.0) or 1.0)
+        slope = _slope(rescale.get("RescaleSlope"), here)
         intercept = float(rescale.get("RescaleIntercept", 0.0) or 0.0)
         positions.append(ipp)
         refs.append(SliceRef(path, frame, float(ipp @ normal), slope, intercept))

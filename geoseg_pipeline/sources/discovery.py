@@ -238,6 +238,32 @@ def _folder(root: str, walk: Iterator[tuple[str, list[str], list[str]]], suffixe
     return sorted(found)
 
 
+def _dicom_hint(folder: str, look: int = 20) -> str:
+    """A hint to ask for DICOM series where ``folder``'s first files are DICOM files (``.dcm``, or
+    the ``DICM`` mark after the 128-byte preamble), which only ``inputs.format: dicom`` reads."""
+    seen = 0
+    for root, _, files in os.walk(folder):
+        for name in sorted(files):
+            if seen >= look:
+                return ""
+            seen += 1
+            if name.lower().endswith(".dcm"):
+                return _DICOM_HINT
+            path = os.path.join(root, name)
+            if not os.path.isfile(path):  # a pipe or a device is never opened (it may block)
+                continue
+            try:
+                with open(path, "rb") as f:
+                    if f.read(132)[128:] == b"DICM":
+                        return _DICOM_HINT
+            except OSError:
+                continue
+    return ""
+
+
+_DICOM_HINT = "; it holds DICOM files: read them as series with --format dicom (inputs.format: dicom)"
+
+
 def _expandlocal_path(pattern: str, suffixes: Sequence[str], out: _Collector) -> None:
     magic = glob.has_magic(pattern)
     matches = sorted(glob.glob(pattern, recursive=True)) if magic else [pattern]
@@ -246,7 +272,8 @@ def _expandlocal_path(pattern: str, suffixes: Sequence[str], out: _Collector) ->
         if os.path.isdir(m) and not _is_store(m, _names(m)):
             inside = _folder(m, _walklocal_path(m), suffixes)
             if not inside and not magic:
-                out.unmatched.append(f"{m}: the folder holds no {', '.join(suffixes)} file or Zarr store")
+                out.unmatched.append(f"{m}: the folder holds no {', '.join(suffixes)} file or Zarr store"
+                                     + _dicom_hint(m))
             found.extend(os.path.normpath(p) for p in inside)
         else:
             found.append(m)

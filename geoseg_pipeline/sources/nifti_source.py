@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
+import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,42 @@ from ..storage import GZIP_ERRORS, S3Config, fetch_to, is_gzip_name, is_s3, requ
 from ..storage.transient import read_error
 from ..volumes import VolumeGrid
 from .base import SourceOptions, check_window, checked_indices
+
+_READING = threading.local()
+_NOTED: set[str] = set()
+_NOTED_LOCK = threading.Lock()
+
+
+class _NameTheFile(logging.Filter):
+    """nibabel's header notes ("pixdim[1,2,3] should be non-zero; setting 0 dims to 1") name no
+    file and come again each time the header is read: while :func:`nibabel_notes_about` names
+    a file, they are prefixed with it and said once per process."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        path = getattr(_READING, "path", None)
+        if path is None:
+            return True
+        message = f"{path}: {record.getMessage()}"
+        with _NOTED_LOCK:
+            if message in _NOTED:
+                return False
+            _NOTED.add(message)
+        record.msg, record.args = message, None
+        return True
+
+
+logging.getLogger("nibabel.global").addFilter(_NameTheFile())
+
+
+@contextmanager
+def nibabel_notes_about(path: str | Path) -> Iterator[None]:
+    """Within: nibabel's notes on a header are about ``path`` (see :class:`_NameTheFile`)."""
+    before = getattr(_READING, "path", None)
+    _READING.path = str(path)
+    try:
+        yield
+    finally:
+        _READING.path = before
 
 
 def nifti_header(uri: str, config: S3Config) -> Any:
@@ -120,7 +159,8 @@ class NiftiSource:
             affine = img.affine
         else:  # the header alone (an object's first bytes): metadata, no pixels
             hdr = header
-            affine = hdr.get_best_affine()  # what nibabel's image takes as its affine
+            with nibabel_notes_about(path):
+                affine = hdr.get_best_affine()  # what nibabel's image takes as its affine
         #: the nibabel header (a NIfTI label output copies it)
         self.header: Any = hdr
         self._disk_shape = tuple(int(n) for n in hdr.get_data_shape())
@@ -258,7 +298,8 @@ def _load(path: str, data_path: str) -> Any:
     if not Path(data_path).is_file():
         raise SourceError(f"{path}: no such file")
     try:
-        img = nib.load(data_path)
+        with nibabel_notes_about(path):
+            img = nib.load(data_path)
     except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error) as exc:
         raise SourceError(f"{path}: cannot open as NIfTI: {exc}") from exc
     if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it; pairs do not

@@ -17,6 +17,7 @@ from .classes import ClassSpec
 from .inference import InferenceSpec
 from .model import InputSpec, ModelSpec, PreprocessingSpec, TilingSpec, WorkflowSpec, cross_check
 from .output import OutputSpec, StatisticsSpec
+from .vision import processor_normalization_problem
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -56,7 +57,12 @@ def parse_workflow(data: Any, base_dir: Path, source: str = "<workflow>") -> Wor
         _raise(source, [(p, f"{m} (taken from the bundle)" if _is_under(p, taken) else m) for p, m in problems])
     if problems:
         _raise(source, problems)
-    return _resolve_paths(spec, base_dir)
+    spec = _resolve_paths(spec, base_dir)
+    if spec.model.type == "huggingface" and spec.model.path is not None and spec.preprocessing.normalize is not None:
+        twice = processor_normalization_problem(spec.model.path)  # read once the folder's path is resolved
+        if twice:
+            _raise(source, [("preprocessing.normalize", twice)])
+    return spec
 
 
 def _raise(source: str, problems: list[tuple[str, str]]) -> NoReturn:

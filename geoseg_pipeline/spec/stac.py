@@ -152,6 +152,14 @@ class StacSpec(Frozen):
             parse_interval(value)
         return value
 
+    @field_validator("bbox", mode="before")
+    @classmethod
+    def _four_numbers(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)) and len(value) != 4:
+            raise ValueError(f"must be four numbers [west, south, east, north] in degrees, got {len(value)}: "
+                             f"{list(value)}")
+        return value
+
     @field_validator("bbox")
     @classmethod
     def _lonlat(cls, value: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:

@@ -11,6 +11,8 @@ from the network when the network is built with ``encoder_weights`` set (and its
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 #: The types of this family and what each needs (see ``ModelSpec``).
@@ -44,3 +46,27 @@ def smp_problems(architecture: str | None, args: dict[str, Any] | None, in_chann
         if declared is not None and key in args and args[key] != declared:
             problems.append(f"args.{key} is {args[key]!r} but model.{name} is {declared}")
     return problems
+
+
+def processor_normalization_problem(folder: str | Path) -> str | None:
+    """Why ``preprocessing.normalize`` must not be set for the Hugging Face model in ``folder``:
+    its image processor (``preprocessor_config.json``) rescales or normalizes each window
+    already, so the bands would be normalized twice. ``None`` when it does neither, or when the
+    file is missing or unreadable (the model's own check names that when it loads)."""
+    config = Path(folder) / "preprocessor_config.json"
+    try:
+        processor = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(processor, dict):
+        return None
+    steps = []
+    if processor.get("do_rescale", False):
+        steps.append(f"rescales by {processor.get('rescale_factor')}")
+    if processor.get("do_normalize", False):
+        steps.append(f"normalizes with mean {processor.get('image_mean')} and std {processor.get('image_std')}")
+    if not steps:
+        return None
+    return (f"{config} already {' and '.join(steps)}: each window would be normalized twice; remove "
+            "preprocessing.normalize (or set do_rescale/do_normalize false in the processor if the model "
+            "was trained on the workflow's normalization)")

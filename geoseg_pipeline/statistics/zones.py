@@ -115,8 +115,8 @@ def read_zones(path: str | Path, id_field: str, layer: str | None = None) -> Zon
     """Read a zone layer (polygons with an id field) through OGR.
 
     Raises:
-        InputDataError: the file cannot be read, the field does not exist, a zone has no id
-            or is not a polygon, two zones share an id, or the layer has no CRS (each names the
+        InputDataError: the file cannot be read, the field does not exist, the layer is empty,
+            a zone has no id or is not a polygon, two zones share an id, or the layer has no CRS (each names the
             file).
     """
     try:
@@ -137,6 +137,9 @@ def read_zones(path: str | Path, id_field: str, layer: str | None = None) -> Zon
         meta, _, wkb, values = read(path, layer=layer, columns=[id_field])
     except (DataSourceError, DataLayerError, OSError) as exc:
         raise InputDataError(f"{where}: cannot read the zones: {exc}") from exc
+    if len(wkb) == 0:
+        raise InputDataError(f"{where}: the layer holds no features: no zone to count in (the wrong layer or an "
+                             "empty export?)")
     geoms = shapely.from_wkb(wkb)
     ids = tuple("" if _missing(v) else str(v) for v in values[0])
     empty = [k for k, i in enumerate(ids) if not i.strip()]

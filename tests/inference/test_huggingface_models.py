@@ -176,6 +176,22 @@ def test_a_workflow_names_the_model_type_and_validates_its_keys(tmp_path: Path) 
         ModelSpec(type="huggingface")
 
 
+def test_the_workflows_normalize_is_refused_where_the_processor_normalizes(tmp_path: Path) -> None:
+    """The bands would be normalized twice: by preprocessing.normalize, then by the processor."""
+    folder = segformer(tmp_path / "model")
+    section = {"inputs": {"paths": ["x.tif"]}, "model": {"type": "huggingface", "path": "model"},
+               "preprocessing": {"normalize": {"mean": [0, 0, 0, 0], "std": [1, 1, 1, 1]}},
+               "output": {"directory": "out"}}
+    with pytest.raises(ValueError, match=r"preprocessing.normalize: .*preprocessor_config.json already rescales by "
+                                         r"0.0001 and normalizes with mean \[0.12, .*normalized twice") as err:
+        parse_workflow(section, tmp_path)
+    assert str(folder) in str(err.value)
+    config = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
+    config.update(do_rescale=False, do_normalize=False)
+    (folder / "preprocessor_config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert parse_workflow(section, tmp_path).preprocessing.normalize is not None  # the only normalization
+
+
 def test_loads_in_threads_leave_torch_and_transformers_logging_as_they_were(tmp_path: Path) -> None:
     """The local backend's workers load the model in threads of one process: from_pretrained
     patches torch's globals while it runs (torch.linspace among them), so loads at the same time

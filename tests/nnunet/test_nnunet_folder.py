@@ -118,6 +118,10 @@ def _folder_problem(tmp_path: Path, change: str) -> Path:
         folder = folder.rename(folder.with_name("nnUNetTrainer__nnUNetPlans__3d_cascade_fullres"))
     elif change == "unknown configuration":
         folder = folder.rename(folder.with_name("nnUNetTrainer__nnUNetPlans__3d_lowres"))
+    elif change == "no configurations":
+        plans = json.loads((folder / "plans.json").read_text())
+        del plans["configurations"]
+        (folder / "plans.json").write_text(json.dumps(plans))
     elif change == "channels":
         dataset = json.loads((folder / "dataset.json").read_text())
         dataset["channel_names"] = {"0": "CT", "1": "T1"}
@@ -131,6 +135,7 @@ def _folder_problem(tmp_path: Path, change: str) -> Path:
     ("no checkpoint", "fold 1 has no checkpoint_final.pth"),
     ("cascade", "is a cascade stage"),
     ("unknown configuration", "configuration '3d_lowres' does not exist"),
+    ("no configurations", r"does not exist in plans.json \(it has no configurations: is it an nnU-Net v2"),
     ("channels", "normalization scheme"),
 ])
 def test_a_folder_nnunet_could_not_run_is_refused_with_the_reason(tmp_path: Path, change: str, message: str) -> None:

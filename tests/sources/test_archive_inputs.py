@@ -345,3 +345,20 @@ def test_the_output_directory_inside_the_inputs_gives_no_items(archive: Path) ->
     assert sum(Path(i.path).is_relative_to(out) for i in everything.items) == 2
     with pytest.raises(JobError, match="no input items"):
         discover(InputSpec(paths=[str(out)]), "raster", output=out)
+
+
+@pytest.mark.parametrize("name", ["IM0001", "slice_001.dcm"])
+def test_a_folder_of_dicom_files_read_without_format_dicom_says_to_add_it(tmp_path: Path, name: str) -> None:
+    """DICOM files carry any name; the DICM mark after the preamble tells them apart."""
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / name).write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64 if name == "IM0001" else b"not read")
+    (series / "notes.txt").write_text("a scan", encoding="utf-8")
+    with pytest.raises(JobError, match=r"series: the folder holds no .* it holds DICOM files: read them as series "
+                                       r"with --format dicom \(inputs.format: dicom\)"):
+        discover(InputSpec(paths=(str(series),)), kind="volume")
+    (series / name).write_bytes(b"\0" * 200)
+    if name == "IM0001":
+        with pytest.raises(JobError) as err:
+            discover(InputSpec(paths=(str(series),)), kind="volume")
+        assert "DICOM" not in str(err.value)

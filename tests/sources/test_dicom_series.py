@@ -163,6 +163,10 @@ def test_a_folder_splits_into_series_and_lists_what_it_skips(tmp_path: Path) -> 
         assert src.grid.shape == SHAPE and src.info["PatientID"] == "PHANTOM-1"
     empty, messages = dicom_items([str(tmp_path / "nothing-here")])
     assert empty[0].error and "no such folder" in empty[0].error
+    (tmp_path / "scan.nii.gz").write_bytes(b"")
+    a_file, _ = dicom_items([str(tmp_path / "scan.nii.gz")])
+    assert a_file[0].error and "scan.nii.gz: is a file, not a folder of DICOM files" in a_file[0].error
+    assert "inputs.format auto" in a_file[0].error
 
 
 def test_images_without_a_series_uid_fail_as_one_item_beside_good_series(tmp_path: Path) -> None:
@@ -220,10 +224,13 @@ def _refusal(tmp_path: Path, case: str) -> str:
         for p in paths[1:]:
             p.unlink()
         return "a single slice, not a volume"
+    if case == "slope 0":  # every voxel would be the intercept
+        _edit(paths[3], RescaleSlope=0)
+        return f"RescaleSlope 0 in {paths[3]}: every voxel would be the intercept"
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["gap", "duplicate", "orientation", "spacing", "rows", "tilt", "single"])
+@pytest.mark.parametrize("case", ["gap", "duplicate", "orientation", "spacing", "rows", "tilt", "single", "slope 0"])
 def test_a_series_that_is_not_one_clean_volume_is_refused_with_its_reason(tmp_path: Path, case: str) -> None:
     reason = _refusal(tmp_path, case)
     scan = scan_folder(str(tmp_path / case))

@@ -57,6 +57,8 @@ def test_asset_refs_and_intervals() -> None:
     ({"catalog": "c.json", "assets": ["B04"], "grid": -10}, None, "pixel size must be positive"),
     ({"catalog": "c.json", "assets": ["B04"], "datetime": "June"}, None, "not an ISO 8601"),
     ({"catalog": "c.json", "assets": ["B04"], "bbox": [10, 50, 11, 40]}, None, "west, south, east, north"),
+    ({"catalog": "c.json", "assets": ["B04"], "bbox": [10, 50]}, None, "inputs.stac.bbox: must be four numbers "
+     "[west, south, east, north] in degrees, got 2: [10, 50]"),
     ({"catalog": "c.json", "assets": ["B04"], "intersects": {"type": "Point"}}, None, "not a GeoJSON geometry"),
     ({"catalog": "c.json", "assets": ["B04"], "resampling": "lanczos"}, None, "resampling"),
     ({"catalog": "c.json", "assets": ["B04"]}, {"asset": "SCL"}, "either invalid"),

@@ -446,3 +446,15 @@ def test_zarr_channel_axis_option(tmp_path: Path) -> None:
     path = write_zarr(tmp_path / "a.zarr", _voxels("int16"), {"spacing": [1, 1, 1]})
     with pytest.raises(InputDataError, match="channels on axis 0"):
         open_volume_source(str(path), channel_axis=3)
+
+
+def test_nibabels_header_notes_name_the_file_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """nibabel says "pixdim[1,2,3] should be non-zero" without the file, each time it reads the header."""
+    img = nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4))
+    img.header["pixdim"][1:4] = 0
+    nib.save(img, tmp_path / "flat.nii.gz")
+    with caplog.at_level("WARNING", logger="nibabel.global"):
+        NiftiSource(str(tmp_path / "flat.nii.gz"))
+        NiftiSource(str(tmp_path / "flat.nii.gz"))
+    notes = [r.getMessage() for r in caplog.records if r.name == "nibabel.global"]
+    assert notes == [f"{tmp_path / 'flat.nii.gz'}: pixdim[1,2,3] should be non-zero; setting 0 dims to 1"]

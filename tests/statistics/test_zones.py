@@ -177,6 +177,14 @@ def test_bad_zone_files_are_named(tmp_path: Path) -> None:
     assert read_zones(path, "CODE", layer="districts").ids == ("1", "2")
 
 
+def test_an_empty_zone_layer_is_refused(tmp_path: Path) -> None:
+    """Every item's zone table would be empty: the wrong layer, or an export that kept nothing."""
+    frame = geopandas.GeoDataFrame({"NAME": ["a"]}, geometry=[shapely.box(0, 0, 1, 1)], crs="EPSG:4326")
+    frame.iloc[:0].to_file(tmp_path / "empty.gpkg")
+    with pytest.raises(InputDataError, match=r"empty\.gpkg: the layer holds no features"):
+        read_zones(tmp_path / "empty.gpkg", "NAME")
+
+
 def test_zones_without_an_id_or_a_geometry_are_named(tmp_path: Path) -> None:
     """A NULL id would give rows with an empty zone name; a NULL geometry is no polygon."""
     boxes = [shapely.box(k, 0, k + 1, 1) for k in range(4)]
