@@ -339,17 +339,19 @@ class StacRasterSource:
             band = self.ref.bands[k]
             raw = self._read_one(self._readers[k], band, window)
             own = self._band_nodata(band)
-            missing = None if own is None else (np.isnan(raw) if math.isnan(own) else raw == own)
-            if self.ref.scale_offset and (band.scale != 1.0 or band.offset != 0.0):
+            scaled = self.ref.scale_offset and (band.scale != 1.0 or band.offset != 0.0)
+            if scaled:
                 out[i] = raw * band.scale + band.offset
             else:
                 out[i] = raw
-            if missing is not None and fill is not None and own != fill:
-                out[i][missing] = fill
+            # the band's own nodata is looked for only where it is not the output's already
+            # (NaN never is: NaN != NaN) or scaling would change it
+            if own is not None and fill is not None and (own != fill or scaled):
+                np.copyto(out[i], self._dtype.type(fill), where=np.isnan(raw) if math.isnan(own) else raw == own)
         if self._mask is not None and fill is not None:
             assert self.ref.mask is not None
             invalid = self.invalid(self._read_one(self._mask, self.ref.mask.band, window))
-            out[:, invalid] = fill
+            np.copyto(out, self._dtype.type(fill), where=invalid[None])  # every band at once, no boolean gather
         return out
 
     def invalid(self, quality: np.ndarray) -> np.ndarray:
