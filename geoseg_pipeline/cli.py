@@ -197,10 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # highdicom logs each step of building a DICOM SEG at INFO (frames, segments): noise in a job's log
     logging.getLogger("highdicom").setLevel(logging.WARNING)
-    # nibabel prints its notes through a handler of its own as well as ours: each came twice
-    nibabel_notes = logging.getLogger("nibabel.global")
-    for handler in list(nibabel_notes.handlers):
-        nibabel_notes.removeHandler(handler)
     progress = False if args.no_progress else None
     try:
         if args.command == "validate":

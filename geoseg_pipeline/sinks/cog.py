@@ -48,19 +48,31 @@ def write_band(ds: Any, array: np.ndarray, window: RioWindow) -> None:
     ds.write(array[np.newaxis], indexes=[1], window=window)
 
 
-class _Overview:
-    """One nearest overview level, filled block by block: overview pixel ``(i, j)`` of an
-    ``m``-row, ``n``-column level of an ``H`` x ``W`` map is map pixel ``(i*H // m, j*W // n)``,
-    GDAL's nearest choice (the top-left pixel of each ``f`` x ``f`` cell) where ``f`` divides
-    the map's size."""
+def overview_pixels(size: int, factors: Sequence[int]) -> list[np.ndarray]:
+    """For each overview level of a map axis of ``size`` pixels, the map pixel each of its
+    pixels takes, as GDAL's COG driver picks them with nearest resampling: level ``f`` has
+    ``size // f`` pixels (at least one), each level made from the one before, its pixel ``i``
+    being the previous level's pixel ``round(i * previous / this)``. Where the factor divides
+    the size that is the top-left pixel of each ``f``-pixel cell."""
+    levels = []
+    picked = np.arange(size)
+    for f in factors:
+        n = max(1, size // f)
+        at = np.minimum(np.floor(np.arange(n) * (picked.size / n) + 0.5).astype(np.int64), picked.size - 1)
+        picked = picked[at]
+        levels.append(picked)
+    return levels
 
-    def __init__(self, path: Path, grid: Grid, factor: int, profile: dict[str, Any]) -> None:
+
+class _Overview:
+    """One nearest overview level, filled block by block: its pixel ``(i, j)`` is the map's pixel
+    ``(rows[i], cols[j])`` (:func:`overview_pixels`)."""
+
+    def __init__(self, path: Path, rows: np.ndarray, cols: np.ndarray, profile: dict[str, Any]) -> None:
         self.path = path
-        self.height, self.width = -(-grid.height // factor), -(-grid.width // factor)
-        self.rows = (np.arange(self.height) * grid.height) // self.height
-        self.cols = (np.arange(self.width) * grid.width) // self.width
-        self._row_step = grid.height // self.height if grid.height % self.height == 0 else 0
-        self._col_step = grid.width // self.width if grid.width % self.width == 0 else 0
+        self.rows, self.cols = rows, cols
+        self.height, self.width = rows.size, cols.size
+        self._row_step, self._col_step = _step(rows), _step(cols)
         block = min(COG_BLOCK, _pow2_floor(max(self.width, self.height, 16)))
         self.ds = rasterio.open(path, "w", **{**profile, "width": self.width, "height": self.height,
                                               "blockxsize": block, "blockysize": block})
@@ -146,8 +158,10 @@ class CogLabelSink(StagedSink):
         try:
             self._labels = rasterio.open(self.staging / "labels.gtiff", "w", **profile)
             if overview_resampling == "nearest":
-                for f in overview_factors(grid.height, grid.width):
-                    self._overviews.append(_Overview(self.staging / f"labels.ovr{f}.gtiff", grid, f, profile))
+                factors = overview_factors(grid.height, grid.width)
+                picks = zip(overview_pixels(grid.height, factors), overview_pixels(grid.width, factors), strict=True)
+                for f, (rows, cols) in zip(factors, picks, strict=True):
+                    self._overviews.append(_Overview(self.staging / f"labels.ovr{f}.gtiff", rows, cols, profile))
             # The colour table must be set before any pixel is written (TIFF photometric tag).
             colormap = legend.colormap()
             if nodata_label <= 255:
@@ -156,7 +170,7 @@ class CogLabelSink(StagedSink):
             self._labels.update_tags(GEOSEG_CLASSES=",".join(legend.names))
             self._labels.update_tags(1, **{f"class_{i}": n for i, n in enumerate(legend.names)})
             self._labels.set_band_description(1, "class")
-        except RasterioError as exc:
+        except (RasterioError, OSError) as exc:
             self.abort()
             raise SinkError(f"{out_dir}: cannot create output: {exc}") from exc
 
@@ -189,9 +203,10 @@ class CogLabelSink(StagedSink):
             for overview in self._overviews:
                 overview.close()
             rio_copy(source, self.staging / "labels.vrt", driver="VRT")
-            vrt = (self.staging / "labels.vrt").read_text(encoding="utf-8")
+            # surrogateescape: a folder name in another encoding than UTF-8 goes through unchanged
+            vrt = (self.staging / "labels.vrt").read_text(encoding="utf-8", errors="surrogateescape")
             (self.staging / "labels.vrt").write_text(
-                _with_overviews(vrt, [o.path for o in self._overviews]), encoding="utf-8")
+                _with_overviews(vrt, [o.path for o in self._overviews]), encoding="utf-8", errors="surrogateescape")
             source = self.staging / "labels.vrt"
         cog = self.staging / "labels.tif"
         rio_copy(
@@ -206,10 +221,13 @@ class CogLabelSink(StagedSink):
                 (cog, self.out_dir / "labels.tif")]
 
     def _close(self) -> None:
-        if self._labels is not None and not self._labels.closed:
-            self._labels.close()
-        for overview in self._overviews:
-            overview.close()
+        handles = [self._labels, *(o.ds for o in self._overviews)]
+        for handle in handles:  # each one, even after another failed to close
+            try:
+                if handle is not None and not handle.closed:
+                    handle.close()
+            except RasterioError:
+                pass  # a staging file: abort removes it, commit has already closed it
 
 
 class LogitsSink(StagedSink):
@@ -277,6 +295,14 @@ def _check_window(out_dir: Path, grid: Grid, window: Window) -> None:
     (r0, c0), (h, w) = window.start, window.size
     if r0 < 0 or c0 < 0 or r0 + h > grid.height or c0 + w > grid.width:
         raise SinkError(f"{out_dir}: block {window} does not lie inside the grid {grid.shape}")
+
+
+def _step(picked: np.ndarray) -> int:
+    """The step of ``picked`` where it is ``0, s, 2s, ...`` (a slice picks them), else 0."""
+    if picked.size < 2:
+        return 1 if picked.size == 1 and picked[0] == 0 else 0
+    step = int(picked[1] - picked[0])
+    return step if step > 0 and np.array_equal(picked, np.arange(picked.size) * step) else 0
 
 
 def _pow2_floor(n: int) -> int:

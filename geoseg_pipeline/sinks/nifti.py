@@ -166,8 +166,7 @@ def label_header(grid: VolumeGrid, header_source: Any, dtype: np.dtype, max_labe
         shape = tuple(int(n) for n in hdr.get_data_shape())
         if tuple((*shape[:3], 1, 1)[:3]) != grid.shape:
             raise SinkError(f"{name}: header shape {shape} does not match the grid {grid.shape}")
-        with nibabel_notes_about(name):
-            affine = hdr.get_best_affine()
+        affine = hdr.get_best_affine()
         if not np.allclose(affine, grid.affine, atol=1e-4):
             raise SinkError(f"{name}: header affine differs from the grid's:\n{affine}\n{grid.affine}")
         hdr = hdr.copy()

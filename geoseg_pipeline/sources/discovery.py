@@ -242,7 +242,8 @@ def _dicom_hint(folder: str, look: int = 20) -> str:
     """A hint to ask for DICOM series where ``folder``'s first files are DICOM files (``.dcm``, or
     the ``DICM`` mark after the 128-byte preamble), which only ``inputs.format: dicom`` reads."""
     seen = 0
-    for root, _, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # the same files every time
         for name in sorted(files):
             if seen >= look:
                 return ""

@@ -65,7 +65,13 @@ class _NameTheFile(logging.Filter):
         return True
 
 
-logging.getLogger("nibabel.global").addFilter(_NameTheFile())
+_NIBABEL_NOTES = logging.getLogger("nibabel.global")
+_NIBABEL_NOTES.addFilter(_NameTheFile())
+# nibabel prints its notes through a handler of its own (added when it is imported) and again
+# through the application's: each came twice. Without one of the application's, Python's last
+# resort still prints warnings.
+for _handler in list(_NIBABEL_NOTES.handlers):
+    _NIBABEL_NOTES.removeHandler(_handler)
 
 
 @contextmanager
@@ -159,8 +165,7 @@ class NiftiSource:
             affine = img.affine
         else:  # the header alone (an object's first bytes): metadata, no pixels
             hdr = header
-            with nibabel_notes_about(path):
-                affine = hdr.get_best_affine()  # what nibabel's image takes as its affine
+            affine = hdr.get_best_affine()  # what nibabel's image takes as its affine
         #: the nibabel header (a NIfTI label output copies it)
         self.header: Any = hdr
         self._disk_shape = tuple(int(n) for n in hdr.get_data_shape())

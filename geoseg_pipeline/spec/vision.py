@@ -50,21 +50,30 @@ def smp_problems(architecture: str | None, args: dict[str, Any] | None, in_chann
 
 def processor_normalization_problem(folder: str | Path) -> str | None:
     """Why ``preprocessing.normalize`` must not be set for the Hugging Face model in ``folder``:
-    its image processor (``preprocessor_config.json``) rescales or normalizes each window
-    already, so the bands would be normalized twice. ``None`` when it does neither, or when the
-    file is missing or unreadable (the model's own check names that when it loads)."""
-    config = Path(folder) / "preprocessor_config.json"
-    try:
-        processor = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    its image processor (``preprocessor_config.json``, or ``processor_config.json``'s
+    ``image_processor``) rescales or normalizes each window already, so the bands would be
+    normalized twice. transformers' image processors rescale unless ``do_rescale`` is false, and
+    normalize where ``do_normalize`` says so (or, unsaid, where they have an ``image_mean``).
+    ``None`` when it does neither, or when no file can be read (the model's own check names
+    that when it loads)."""
+    processor: Any = None
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        config = Path(folder) / name
+        try:
+            processor = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if name == "processor_config.json" and isinstance(processor, dict):
+            processor = processor.get("image_processor")
+        break
     if not isinstance(processor, dict):
         return None
     steps = []
-    if processor.get("do_rescale", False):
-        steps.append(f"rescales by {processor.get('rescale_factor')}")
-    if processor.get("do_normalize", False):
-        steps.append(f"normalizes with mean {processor.get('image_mean')} and std {processor.get('image_std')}")
+    if processor.get("do_rescale", True):
+        steps.append(f"rescales by {processor.get('rescale_factor', 'its default factor')}")
+    if processor.get("do_normalize", "image_mean" in processor):
+        steps.append(f"normalizes with mean {processor.get('image_mean', '(its default)')} and std "
+                     f"{processor.get('image_std', '(its default)')}")
     if not steps:
         return None
     return (f"{config} already {' and '.join(steps)}: each window would be normalized twice; remove "

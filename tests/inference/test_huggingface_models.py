@@ -190,6 +190,11 @@ def test_the_workflows_normalize_is_refused_where_the_processor_normalizes(tmp_p
     config.update(do_rescale=False, do_normalize=False)
     (folder / "preprocessor_config.json").write_text(json.dumps(config), encoding="utf-8")
     assert parse_workflow(section, tmp_path).preprocessing.normalize is not None  # the only normalization
+    for key in ("do_rescale", "do_normalize", "rescale_factor"):  # unsaid: transformers' defaults (True)
+        del config[key]
+    (folder / "preprocessor_config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"already rescales by its default factor and normalizes with mean"):
+        parse_workflow(section, tmp_path)
 
 
 def test_loads_in_threads_leave_torch_and_transformers_logging_as_they_were(tmp_path: Path) -> None:
