@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -458,3 +459,5 @@ def test_nibabels_header_notes_name_the_file_once(tmp_path: Path, caplog: pytest
         NiftiSource(str(tmp_path / "flat.nii.gz"))
     notes = [r.getMessage() for r in caplog.records if r.name == "nibabel.global"]
     assert notes == [f"{tmp_path / 'flat.nii.gz'}: pixdim[1,2,3] should be non-zero; setting 0 dims to 1"]
+    # nibabel's own handler printed each note a second time, beside the application's
+    assert logging.getLogger("nibabel.global").handlers == []
