@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,8 +71,9 @@ def ledger_rows(out: str | Path) -> list[LedgerRow]:
         ledger.close()
 
 
-def model_section(model: str) -> dict[str, Any]:
-    """The workflow's ``model`` section for a ``--model`` argument.
+def model_section(model: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """The workflow's ``model`` section for a ``--model`` argument (or, from Python, a path, or a
+    model section itself: a mapping, returned as a dict).
 
     ``landcover-demo`` or ``builtin:NAME``: a built-in model; ``*.onnx``: an ONNX file; a folder
     with ``configs/inference.json|yaml``: a MONAI bundle; a folder with ``plans.json``,
@@ -83,6 +85,12 @@ def model_section(model: str) -> dict[str, Any]:
     """
     from .models import BUILTIN_MODEL_NAMES
 
+    if isinstance(model, Mapping):
+        return dict(model)
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model: expected a path, a built-in model's name or a model section (a mapping), "
+                        f"got {type(model).__name__}")
+    model = os.fspath(model)
     name = model.removeprefix("builtin:")
     path = Path(model)
     if model.startswith("builtin:") or (name in BUILTIN_MODEL_NAMES and not path.exists()):

@@ -13,8 +13,9 @@ task); for Ray, write the cube to Zarr and run a workflow with ``format: xarray-
 from __future__ import annotations
 
 import json
+import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from .spec import parse_workflow
 
 def predict_dataarray(
     da: Any,
-    model: str,
+    model: str | os.PathLike[str] | Mapping[str, Any],
     out: str | Path | None = None,
     *,
     roi_size: int | Sequence[int] | None = None,
@@ -59,7 +60,8 @@ def predict_dataarray(
 
     Args:
         da: the array; the leading dimension (if any) holds the model's channels in order.
-        model: as ``geoseg predict --model`` takes it (see :func:`~geoseg_pipeline.api.model_section`).
+        model: as ``geoseg predict --model`` takes it, a path, or a model section (a mapping, as a
+            workflow's ``model``; see :func:`~geoseg_pipeline.api.model_section`).
         out: the output directory (``OUT/<name>/labels.tif`` and the item's reports); ``None``:
             a new temporary directory, which the caller owns (its path is ``attrs["output"]``'s
             folder).
@@ -138,7 +140,44 @@ def predict_dataarray(
         labels = _open_labels(rioxarray, da, out_dir / name / "labels.tif", grid.crs is None)
     if "source" in labels.attrs["statistics"]:  # the handle file, gone now
         labels.attrs["statistics"]["source"] = what
+    _name_the_source([out_dir, out_dir / name], str(handle), what)
     return labels
+
+
+def _name_the_source(folders: Sequence[Path], handle: str, what: str) -> None:
+    """The job's tables and reports in ``folders`` name the DataArray as the caller knows it
+    (``what``), not by the handle file that stood for it during the job (gone now): JSON values
+    and CSV cells equal to ``handle``, and its text in HTML pages. The run ledger keeps the
+    handle: it records what the engine read."""
+    import csv
+    import html
+    import io
+
+    from .storage import atomic_write_text
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        return what if value == handle else value
+
+    for folder in folders:
+        for path in sorted(folder.glob("*")):
+            if not path.is_file() or path.suffix not in (".json", ".csv", ".html"):
+                continue
+            text = path.read_text(encoding="utf-8")
+            if handle not in text:
+                continue
+            if path.suffix == ".json":
+                atomic_write_text(path, json.dumps(swap(json.loads(text)), indent=2) + "\n")
+            elif path.suffix == ".csv":
+                buf = io.StringIO()
+                csv.writer(buf, lineterminator="\n").writerows(
+                    [[what if cell == handle else cell for cell in row] for row in csv.reader(io.StringIO(text))])
+                atomic_write_text(path, buf.getvalue())
+            else:
+                atomic_write_text(path, text.replace(html.escape(handle), html.escape(what)))
 
 
 def _volume_roi(what: str, roi_size: int | Sequence[int] | None,

@@ -199,6 +199,25 @@ def test_no_crs_gives_labels_on_the_pixel_grid(tmp_path: Path, conv_model: Calla
     assert (labels.values[~valid] == 255).all() and (labels.values[valid] < 3).all()
 
 
+def test_the_records_name_the_dataarray_and_a_model_section_is_taken(
+        tmp_path: Path, conv_model: Callable[..., Path]) -> None:
+    """The handle file that stands for the array during the job is gone afterwards: the item's
+    stats and the job's summaries name the DataArray as the caller knows it. From Python the
+    model may be a path or a model section (a mapping) as well as --model's string."""
+    da = xr.DataArray(_scene(80, 90, seed=3), dims=("band", "y", "x"),
+                      coords={"y": np.arange(80)[::-1] + 0.5, "x": np.arange(90) + 0.5})
+    model = {"type": "torchscript", "path": str(conv_model(in_channels=3, classes=3))}
+    predict_dataarray(da, model, tmp_path / "out", name="field7", nodata=0, workers=1, **TILING)
+    out = tmp_path / "out"
+    for path in (out / "summary.json", out / "summary.csv", out / "field7" / "stats.json"):
+        text = path.read_text(encoding="utf-8")
+        assert "geoseg-handle" not in text and "DataArray 'field7'" in text, path
+    assert json.loads((out / "field7" / "stats.json").read_text(encoding="utf-8"))["source"] == "DataArray 'field7'"
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["items"][0]["source"] == "DataArray 'field7'"
+    with pytest.raises(TypeError, match="model: expected a path, a built-in model's name or a model section"):
+        predict_dataarray(da, 7, tmp_path / "out2")  # type: ignore[arg-type]
+
+
 def test_bad_input_is_refused_before_anything_runs(tmp_path: Path) -> None:
     cube = xr.DataArray(np.zeros((2, 3, 20, 20), np.uint8), dims=("time", "band", "y", "x"))
     with pytest.raises(InputDataError, match=r"\(band, y, x\).*select or stack"):
