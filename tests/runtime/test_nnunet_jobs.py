@@ -75,8 +75,12 @@ def test_a_region_model_and_a_case_with_the_wrong_channels(tmp_path: Path) -> No
     nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), img.affine), two)
     flat = tmp_path / "one_slice.nii.gz"  # to a 3D configuration: refused naming the file (was skimage's error)
     nib.save(nib.Nifti1Image(data[:, :, :1, None], img.affine), flat)
+    holed = tmp_path / "one_nan.nii.gz"  # named where it lies in the file, not where resampling spread it
+    with_nan = data.astype(np.float32)
+    with_nan[10, 11, 2] = np.nan
+    nib.save(nib.Nifti1Image(with_nan, img.affine), holed)
     spec = parse_workflow({
-        "inputs": {"paths": [str(BREAST), str(two), str(flat)], "channel_axis": 3},
+        "inputs": {"paths": [str(BREAST), str(two), str(flat), str(holed)], "channel_axis": 3},
         "model": {"type": "nnunet", "path": str(folder)},
         "output": {"directory": str(tmp_path / "out")},
         "resources": {"backend": "local", "workers": 1},
@@ -88,6 +92,9 @@ def test_a_region_model_and_a_case_with_the_wrong_channels(tmp_path: Path) -> No
     assert "takes 1 channel(s) (MR0 in dataset.json) but the volume has 2" in str(outcomes["two_channels"].error)
     assert f"{flat}: a 2D image (shape" in str(outcomes["one_slice"].error)
     assert "given to the 3D nnU-Net configuration" in str(outcomes["one_slice"].error)
+    assert outcomes["one_nan"].status == "failed"
+    assert ("1 voxel value(s) are NaN or infinite (first: channel 0, voxel (10, 11, 2) as stored); set "
+            "inputs.nodata: .nan") in str(outcomes["one_nan"].error)
     assert _agree(tmp_path / "out" / "breast1_image" / "labels.nii.gz", ref[0]) >= 0.999
     names = [c["class_name"] for c in json.loads((tmp_path / "out" / "breast1_image" / "stats.json").read_text())
              ["classes"]]
