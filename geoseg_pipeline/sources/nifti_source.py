@@ -336,15 +336,17 @@ def _check_file_size(path: str, data_path: str, shape: tuple[int, ...], dtype: n
     wrong dims)."""
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     actual = os.path.getsize(data_path)
+    # a .nii.gz is checked through its inflated copy: say so, its size on disk is another number
+    what = "the file" if is_gzip_name(data_path) or data_path == path else "its uncompressed data"
     if actual < expected:
         raise SourceError(
-            f"{path}: header says {shape} voxels of {dtype} from byte {offset} ({expected} bytes) but the file "
+            f"{path}: header says {shape} voxels of {dtype} from byte {offset} ({expected} bytes) but {what} "
             f"has {actual} bytes: truncated, or the header's dimensions are wrong"
         )
     if actual > expected:
         # NIfTI has nothing after the voxels: more bytes means dims that undercount the data
         raise SourceError(
-            f"{path}: header says {shape} voxels of {dtype} from byte {offset} ({expected} bytes) but the file "
+            f"{path}: header says {shape} voxels of {dtype} from byte {offset} ({expected} bytes) but {what} "
             f"has {actual} bytes, {actual - expected} more: the header's dimensions disagree with the data"
         )
 

@@ -280,6 +280,19 @@ def test_header_longer_than_the_file(tmp_path: Path) -> None:
     assert str(path) in str(info.value) and "(7, 9, 5)" in str(info.value)
 
 
+def test_a_short_nii_gz_is_measured_by_its_uncompressed_data(tmp_path: Path) -> None:
+    """Checked through its inflated copy: the message's size is that copy's, and says so."""
+    plain = write_nifti(tmp_path / "short.nii", _voxels("int16"), LAS)
+    with open(plain, "r+b") as f:
+        f.truncate(plain.stat().st_size - 10)
+    packed = tmp_path / "short.nii.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    staged = prepare_volume(str(packed), tmp_path / "staging")
+    with pytest.raises(SourceError, match=r"short\.nii\.gz: header says .* but its uncompressed data has \d+ bytes: "
+                                          "truncated"):
+        NiftiSource(str(packed), data_path=staged)
+
+
 def test_4d_needs_a_channel_axis(tmp_path: Path) -> None:
     path = write_nifti(tmp_path / "series.nii", _voxels("float32", (*SHAPE, 4)), LAS)
     with pytest.raises(InputDataError, match=r"4D NIfTI \(shape \(7, 9, 5, 4\)\): set a channel axis") as info:
