@@ -449,6 +449,9 @@ def _series(folder: str, uid: str, members: list[tuple[str, Any]]) -> DicomSerie
         ipp = _floats(plane, "ImagePositionPatient", 3, here)
         slope = _slope(rescale.get("RescaleSlope"), here)
         intercept = float(rescale.get("RescaleIntercept", 0.0) or 0.0)
+        if not math.isfinite(intercept):
+            raise InputDataError(f"RescaleIntercept {intercept:g} in {here} is not a finite number; the stored "
+                                 "pixels cannot be turned into values")
         positions.append(ipp)
         refs.append(SliceRef(path, frame, float(ipp @ normal), slope, intercept))
     if len(refs) < 2:

@@ -227,10 +227,15 @@ def _refusal(tmp_path: Path, case: str) -> str:
     if case == "slope 0":  # every voxel would be the intercept
         _edit(paths[3], RescaleSlope=0)
         return f"RescaleSlope 0 in {paths[3]}: every voxel would be the intercept"
+    if case == "intercept inf":  # not a valid DS, as a broken exporter writes it
+        with pytest.warns(UserWarning, match="Invalid value for VR DS"):
+            _edit(paths[5], RescaleIntercept="inf")
+        return f"RescaleIntercept inf in {paths[5]} is not a finite number"
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["gap", "duplicate", "orientation", "spacing", "rows", "tilt", "single", "slope 0"])
+@pytest.mark.parametrize("case", ["gap", "duplicate", "orientation", "spacing", "rows", "tilt", "single", "slope 0",
+                                  "intercept inf"])
 def test_a_series_that_is_not_one_clean_volume_is_refused_with_its_reason(tmp_path: Path, case: str) -> None:
     reason = _refusal(tmp_path, case)
     scan = scan_folder(str(tmp_path / case))
