@@ -132,6 +132,7 @@ def predict_dataarray(
         spec = parse_workflow(data, Path.cwd(), "predict_dataarray")
         result = run_job(spec, progress=progress, force=True)  # a live array has no identity for the ledger
     outcome = result.outcomes[0]
+    _name_the_source(out_dir, name, str(handle), what)
     if outcome.status != "ok":  # named as the caller knows it, not by its handle file
         raise JobError(f"predict_dataarray: {outcome.error.replace(str(handle), what)}")
     if grid is None:
@@ -140,15 +141,20 @@ def predict_dataarray(
         labels = _open_labels(rioxarray, da, out_dir / name / "labels.tif", grid.crs is None)
     if "source" in labels.attrs["statistics"]:  # the handle file, gone now
         labels.attrs["statistics"]["source"] = what
-    _name_the_source([out_dir, out_dir / name], str(handle), what)
     return labels
 
 
-def _name_the_source(folders: Sequence[Path], handle: str, what: str) -> None:
-    """The job's tables and reports in ``folders`` name the DataArray as the caller knows it
-    (``what``), not by the handle file that stood for it during the job (gone now): JSON values
-    and CSV cells equal to ``handle``, and its text in HTML pages. The run ledger keeps the
-    handle: it records what the engine read."""
+#: The job-level files a predict_dataarray run writes that name an item's source.
+_JOB_RECORDS = ("summary.json", "summary.csv", "zones_summary.csv", "cohort.json", "cohort.csv", "report.html",
+                "collection.json")
+
+
+def _name_the_source(out_dir: Path, item: str, handle: str, what: str) -> None:
+    """The job's tables and reports name the DataArray as the caller knows it (``what``), not by
+    the handle file that stood for it during the job (gone now): ``handle`` replaced in the
+    strings of its JSON files, the cells of its CSV files and the text of its HTML pages. Only
+    the files this run writes are read: the job's records in ``out_dir`` and the item's folder.
+    The run ledger keeps the handle: it records what the engine read."""
     import csv
     import html
     import io
@@ -160,24 +166,32 @@ def _name_the_source(folders: Sequence[Path], handle: str, what: str) -> None:
             return {k: swap(v) for k, v in value.items()}
         if isinstance(value, list):
             return [swap(v) for v in value]
-        return what if value == handle else value
+        return value.replace(handle, what) if isinstance(value, str) else value
 
-    for folder in folders:
-        for path in sorted(folder.glob("*")):
-            if not path.is_file() or path.suffix not in (".json", ".csv", ".html"):
-                continue
+    paths = [out_dir / name for name in _JOB_RECORDS]
+    if (out_dir / item).is_dir():
+        paths += sorted((out_dir / item).iterdir())
+    for path in paths:
+        if not path.is_file() or path.suffix not in (".json", ".csv", ".html"):
+            continue
+        try:
             text = path.read_text(encoding="utf-8")
-            if handle not in text:
-                continue
             if path.suffix == ".json":
-                atomic_write_text(path, json.dumps(swap(json.loads(text)), indent=2) + "\n")
+                doc = json.loads(text)
+                renamed = swap(doc)
+                if renamed != doc:
+                    atomic_write_text(path, json.dumps(renamed, indent=2) + "\n")
             elif path.suffix == ".csv":
-                buf = io.StringIO()
-                csv.writer(buf, lineterminator="\n").writerows(
-                    [[what if cell == handle else cell for cell in row] for row in csv.reader(io.StringIO(text))])
-                atomic_write_text(path, buf.getvalue())
-            else:
+                rows = list(csv.reader(io.StringIO(text)))
+                renamed_rows = [[cell.replace(handle, what) for cell in row] for row in rows]
+                if renamed_rows != rows:
+                    buf = io.StringIO()
+                    csv.writer(buf, lineterminator="\n").writerows(renamed_rows)
+                    atomic_write_text(path, buf.getvalue())
+            elif html.escape(handle) in text:
                 atomic_write_text(path, text.replace(html.escape(handle), html.escape(what)))
+        except (OSError, ValueError):  # not one of ours after all (UnicodeDecodeError is a ValueError)
+            continue
 
 
 def _volume_roi(what: str, roi_size: int | Sequence[int] | None,

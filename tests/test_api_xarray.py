@@ -207,13 +207,17 @@ def test_the_records_name_the_dataarray_and_a_model_section_is_taken(
     da = xr.DataArray(_scene(80, 90, seed=3), dims=("band", "y", "x"),
                       coords={"y": np.arange(80)[::-1] + 0.5, "x": np.arange(90) + 0.5})
     model = {"type": "torchscript", "path": str(conv_model(in_channels=3, classes=3))}
-    predict_dataarray(da, model, tmp_path / "out", name="field7", nodata=0, workers=1, **TILING)
     out = tmp_path / "out"
-    for path in (out / "summary.json", out / "summary.csv", out / "field7" / "stats.json"):
+    out.mkdir()
+    (out / "notes.csv").write_bytes("r\xe9sum\xe9;1\n".encode("latin-1"))  # the caller's own file: left alone
+    predict_dataarray(da, model, out, name="forêt7", nodata=0, workers=1, **TILING)
+    for path in (out / "summary.json", out / "summary.csv", out / "forêt7" / "stats.json"):
         text = path.read_text(encoding="utf-8")
-        assert "geoseg-handle" not in text and "DataArray 'field7'" in text, path
-    assert json.loads((out / "field7" / "stats.json").read_text(encoding="utf-8"))["source"] == "DataArray 'field7'"
-    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["items"][0]["source"] == "DataArray 'field7'"
+        assert "geoseg-handle" not in text, path
+    assert json.loads((out / "forêt7" / "stats.json").read_text(encoding="utf-8"))["source"] == "DataArray 'forêt7'"
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["items"][0]["source"] == "DataArray 'forêt7'"
+    assert "DataArray 'forêt7'" in (out / "summary.csv").read_text(encoding="utf-8")
+    assert (out / "notes.csv").read_bytes() == "r\xe9sum\xe9;1\n".encode("latin-1")
     with pytest.raises(TypeError, match="model: expected a path, a built-in model's name or a model section"):
         predict_dataarray(da, 7, tmp_path / "out2")  # type: ignore[arg-type]
 
@@ -233,6 +237,8 @@ def test_a_failed_item_raises_with_its_reason(tmp_path: Path, conv_model: Callab
     da = xr.DataArray(np.ones((2, 40, 40), np.uint8), dims=("band", "y", "x"))
     with pytest.raises(JobError, match=r"^predict_dataarray: DataArray 'dataarray': the model takes 3 input channel"):
         predict_dataarray(da, str(conv_model(in_channels=3, classes=2)), tmp_path / "out", **TILING)
+    summary = (tmp_path / "out" / "summary.json").read_text(encoding="utf-8")  # failed, named as the caller knows it
+    assert "geoseg-handle" not in summary and "DataArray 'dataarray'" in summary
 
 
 def test_dask_is_left_as_configured(tmp_path: Path, conv_model: Callable[..., Path]) -> None:

@@ -174,7 +174,7 @@ class ItemReader:
                 try:
                     assert isinstance(raw, VolumeSource)
                     path = folder / "preprocessed.npy"
-                    case = write_preprocessed(raw, job.nnunet, path, job.path, job.preprocessing.nodata)
+                    case = write_preprocessed(raw, job.nnunet, path, job.path)
                 except BaseException:
                     shutil.rmtree(folder, ignore_errors=True)
                     raise

@@ -9,7 +9,6 @@ series) reads as that NIfTI file would.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,13 +28,12 @@ def reader_axes(model: NnunetModel, affine: np.ndarray, shape: Sequence[int]) ->
     return axis_map(affine, shape, "RAS" if model.reader == "NibabelIOWithReorient" else None)
 
 
-def write_preprocessed(source: object, model: NnunetModel, path: Path, item: str,
-                       nodata: float | None = None) -> CaseGeometry:
+def write_preprocessed(source: object, model: NnunetModel, path: Path, item: str) -> CaseGeometry:
     """Read ``source`` (a volume source) whole, preprocess it for ``model``, save it at ``path``.
 
     Raises:
         InputDataError: the volume's channel count differs from ``dataset.json``'s; it holds NaN
-            or infinite values and ``nodata`` (``inputs.nodata``) is not NaN.
+            or infinite values (nnU-Net's normalization would make a whole channel NaN).
     """
     grid = source.grid  # type: ignore[attr-defined]
     count = source.channel_count  # type: ignore[attr-defined]
@@ -43,15 +41,16 @@ def write_preprocessed(source: object, model: NnunetModel, path: Path, item: str
         raise InputDataError(f"{item}: the nnU-Net model takes {len(model.channels)} channel(s) "
                              f"({', '.join(model.channels)} in dataset.json) but the volume has {count}")
     data = source.read(Window((0, 0, 0), tuple(grid.shape)))  # type: ignore[attr-defined]
-    if np.issubdtype(data.dtype, np.floating) and not (nodata is not None and math.isnan(nodata)):
-        # found here, where the voxels are the file's: nnU-Net's normalization and resampling
+    if np.issubdtype(data.dtype, np.floating):
+        # found here, where the voxels are the source's: nnU-Net's normalization and resampling
         # would spread them over the case before any later check sees them
-        bad = ~np.isfinite(data)
-        if bad.any():
-            c, i, j, k = (int(v[0]) for v in np.nonzero(bad))
-            raise InputDataError(f"{item}: {int(bad.sum())} voxel value(s) are NaN or infinite (first: channel {c}, "
-                                 f"voxel ({i}, {j}, {k}) as stored); set inputs.nodata: .nan if they mark "
-                                 "missing data")
+        finite = np.isfinite(data)
+        bad = finite.size - int(np.count_nonzero(finite))
+        if bad:
+            c, i, j, k = (int(v) for v in np.unravel_index(int(np.argmin(finite)), finite.shape))
+            raise InputDataError(f"{item}: {bad} voxel value(s) are NaN or infinite (first: channel {c + 1}, voxel "
+                                 f"({i}, {j}, {k}) of the volume as read); nnU-Net models take none: replace them "
+                                 "(for example with the background value) before the run")
     amap = reader_axes(model, grid.affine, grid.shape)
     data = amap.to_model_array(data)
     zooms = [float(grid.zooms[p]) for p in amap.perm]

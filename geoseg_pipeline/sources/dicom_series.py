@@ -340,23 +340,22 @@ def _scan(folder: str, files: Sequence[tuple[str, int, int]]) -> FolderScan:
 # -- one series -------------------------------------------------------------------------------
 
 
-def _slope(value: Any, where: str) -> float:
-    """RescaleSlope (1 where absent).
+def _rescale(name: str, value: Any, default: float, where: str) -> float:
+    """``RescaleSlope`` or ``RescaleIntercept`` (``default`` where absent).
 
     Raises:
-        InputDataError: 0 or not a finite number (every voxel would be the intercept).
+        InputDataError: not a finite number, or a slope of 0 (every voxel would be the intercept).
     """
     if value is None or value == "":
-        return 1.0
+        return default
     try:
-        slope = float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise InputDataError(f"RescaleSlope {value!r} in {where} is not a number") from None
-    if slope == 0 or not math.isfinite(slope):
-        raise InputDataError(f"RescaleSlope {slope:g} in {where}: "
-                             + ("every voxel would be the intercept" if slope == 0 else "not a finite number")
-                             + "; the stored pixels cannot be turned into values")
-    return slope
+        raise InputDataError(f"{name} {value!r} in {where} is not a number") from None
+    if not math.isfinite(number) or (name == "RescaleSlope" and number == 0):
+        reason = "not a finite number" if not math.isfinite(number) else "every voxel would be the intercept"
+        raise InputDataError(f"{name} {number:g} in {where}: {reason}; the stored pixels cannot be turned into values")
+    return number
 
 
 def _floats(ds: Any, name: str, count: int, where: str) -> np.ndarray:
@@ -447,11 +446,8 @@ def _series(folder: str, uid: str, members: list[tuple[str, Any]]) -> DicomSerie
         if not np.allclose(_floats(plane, "PixelSpacing", 2, here), spacing, rtol=1e-4):
             raise InputDataError(f"varying pixel spacing (PixelSpacing differs in {here})")
         ipp = _floats(plane, "ImagePositionPatient", 3, here)
-        slope = _slope(rescale.get("RescaleSlope"), here)
-        intercept = float(rescale.get("RescaleIntercept", 0.0) or 0.0)
-        if not math.isfinite(intercept):
-            raise InputDataError(f"RescaleIntercept {intercept:g} in {here} is not a finite number; the stored "
-                                 "pixels cannot be turned into values")
+        slope = _rescale("RescaleSlope", rescale.get("RescaleSlope"), 1.0, here)
+        intercept = _rescale("RescaleIntercept", rescale.get("RescaleIntercept"), 0.0, here)
         positions.append(ipp)
         refs.append(SliceRef(path, frame, float(ipp @ normal), slope, intercept))
     if len(refs) < 2:

@@ -337,7 +337,7 @@ def _check_file_size(path: str, data_path: str, shape: tuple[int, ...], dtype: n
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     actual = os.path.getsize(data_path)
     # a .nii.gz is checked through its inflated copy: say so, its size on disk is another number
-    what = "the file" if is_gzip_name(data_path) or data_path == path else "its uncompressed data"
+    what = "its uncompressed data" if is_gzip_name(path) else "the file"
     if actual < expected:
         raise SourceError(
             f"{path}: header says {shape} voxels of {dtype} from byte {offset} ({expected} bytes) but {what} "

@@ -93,8 +93,8 @@ def test_a_region_model_and_a_case_with_the_wrong_channels(tmp_path: Path) -> No
     assert f"{flat}: a 2D image (shape" in str(outcomes["one_slice"].error)
     assert "given to the 3D nnU-Net configuration" in str(outcomes["one_slice"].error)
     assert outcomes["one_nan"].status == "failed"
-    assert ("1 voxel value(s) are NaN or infinite (first: channel 0, voxel (10, 11, 2) as stored); set "
-            "inputs.nodata: .nan") in str(outcomes["one_nan"].error)
+    assert ("1 voxel value(s) are NaN or infinite (first: channel 1, voxel (10, 11, 2) of the volume as read); "
+            "nnU-Net models take none") in str(outcomes["one_nan"].error)
     assert _agree(tmp_path / "out" / "breast1_image" / "labels.nii.gz", ref[0]) >= 0.999
     names = [c["class_name"] for c in json.loads((tmp_path / "out" / "breast1_image" / "stats.json").read_text())
              ["classes"]]

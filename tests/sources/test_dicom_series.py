@@ -230,7 +230,7 @@ def _refusal(tmp_path: Path, case: str) -> str:
     if case == "intercept inf":  # not a valid DS, as a broken exporter writes it
         with pytest.warns(UserWarning, match="Invalid value for VR DS"):
             _edit(paths[5], RescaleIntercept="inf")
-        return f"RescaleIntercept inf in {paths[5]} is not a finite number"
+        return f"RescaleIntercept inf in {paths[5]}: not a finite number"
     raise AssertionError(case)
 
 
