@@ -26,20 +26,14 @@ naming the URI, before any work starts.
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
 import os
-import posixpath
-import stat
-import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
 
-from ..errors import JobError, SourceError, SpecError
+from ..errors import JobError, SourceError
 from ..formats import FORMATS, Kind, folder_suffixes
 from ..spec.model import InputSpec
 from ..storage import (
@@ -48,96 +42,18 @@ from ..storage import (
     glob_s3,
     is_s3,
     local_path,
-    read_bytes,
     require_s3,
     split_s3,
-    unknown_scheme,
     uri_scheme,
     walk_s3,
 )
-from .stac_items import StacItemRef, stac_items
-
-_MULTI_SUFFIXES = (".nii.gz", ".ome.zarr", ".tar.gz")
+from .input_items import Inputs, Item, Metadata, bad_item_name, item_name, not_a_file, unsupported_scheme
+from .manifest import read_manifest
+from .stac_items import stac_items
 
 #: Suffixes and marker files of directory stores (one item each, never looked into).
 _STORE_SUFFIXES = tuple(dict.fromkeys(s for f in FORMATS if f.store for s in f.suffixes))
 _STORE_MARKERS = frozenset(m for f in FORMATS for m in f.markers)
-
-#: Manifest columns naming the item's location, and its output name.
-URI_COLUMNS = ("uri", "path")
-NAME_COLUMN = "item"
-
-
-class Metadata(Mapping[str, str]):
-    """An item's metadata (a manifest row's other columns): a read-only, hashable mapping."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
-        self._data: dict[str, str] = dict(data)
-
-    def __getitem__(self, key: str) -> str:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        return hash(tuple(sorted(self._data.items())))
-
-    def __repr__(self) -> str:
-        return f"Metadata({self._data!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Metadata, (self._data,))
-
-
-@dataclass(frozen=True)
-class Item:
-    """One input: its output name, its path (or URI), metadata from a manifest, and, for an
-    input that cannot be an item (a bad manifest line, an unknown URI scheme), why. A STAC item
-    (``inputs.stac``) also carries its resolved assets (``stac``).
-
-    An item with an ``error`` is never opened: the driver records it as failed with that reason.
-    """
-
-    name: str
-    path: str
-    metadata: Metadata = field(default_factory=Metadata)
-    error: str | None = None
-    stac: StacItemRef | None = None
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """What discovery found: the items in order (failed ones included), and one message per
-    pattern or folder that matched nothing."""
-
-    items: tuple[Item, ...]
-    unmatched: tuple[str, ...]
-
-    @property
-    def failed(self) -> tuple[Item, ...]:
-        """The items that cannot be processed (``error`` set)."""
-        return tuple(i for i in self.items if i.error is not None)
-
-    def locations(self) -> list[str]:
-        """Where the items' data lie: their paths, and their STAC assets' hrefs."""
-        return [i.path for i in self.items] + [b.href for i in self.items if i.stac is not None for b in i.stac.assets]
-
-
-def item_name(path: str) -> str:
-    """``/a/scene_01.tif`` -> ``scene_01``; ``ct.nii.gz`` -> ``ct``; ``mosaic.zarr`` -> ``mosaic``."""
-    name = Path(path.rstrip("/")).name
-    lower = name.lower()
-    for suffix in _MULTI_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    stem = Path(name).stem
-    return stem or name
 
 
 # -- paths and globs --------------------------------------------------------------------------
@@ -152,7 +68,7 @@ class _Collector:
         self.unmatched: list[str] = []
 
     def add(self, item: Item) -> None:
-        if item.error is None and (problem := _not_a_file(item.path)) is not None:
+        if item.error is None and (problem := not_a_file(item.path)) is not None:
             item = replace(item, error=problem)
         key = _identity(item.path) if item.error is None else f"\0{item.error}"
         at = self.index.get(key)
@@ -166,22 +82,6 @@ class _Collector:
         return self.items, self.unmatched
 
 
-def _not_a_file(path: str) -> str | None:
-    """Why a local ``path`` cannot be an item's data: a named pipe, a device or a socket (reading
-    a pipe waits for a writer that may never come); ``None`` for files, folders, URIs and paths
-    that do not exist (those fail later with their own reason)."""
-    if uri_scheme(path) is not None:
-        return None
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-    return f"{path}: is {kind}, not a file or folder: geoseg reads files and folders only"
-
-
 def _inside(path: str, folder: Path) -> bool:
     """Whether the local ``path`` lies in ``folder`` (both resolved)."""
     if uri_scheme(path) is not None:
@@ -193,13 +93,6 @@ def _identity(path: str) -> str:
     if uri_scheme(path) is not None:
         return path.rstrip("/")
     return str(Path(path).resolve()) if os.path.exists(path) else path
-
-
-def _unsupported(path: str) -> str | None:
-    scheme = unknown_scheme(path)
-    if scheme is None:
-        return None
-    return f"{path}: unsupported URI scheme {scheme}://; use a local path or s3://bucket/key"
 
 
 def _is_store(path: str, names: Iterable[str] = ()) -> bool:
@@ -349,7 +242,7 @@ def expand_inputs(
     out = _Collector()
     wanted = tuple(suffixes) if suffixes is not None else folder_suffixes()
     for raw in patterns:
-        problem = _unsupported(raw)
+        problem = unsupported_scheme(raw)
         if problem is not None:
             out.add(Item(item_name(raw), raw, error=problem))
         elif is_s3(raw):
@@ -360,168 +253,6 @@ def expand_inputs(
         else:
             _expandlocal_path(local_path(raw), wanted, out)
     return out.result()
-
-
-# -- manifests --------------------------------------------------------------------------------
-
-
-class _Row(NamedTuple):
-    line: int
-    location: str
-    meta: dict[str, str]
-    problem: str | None = None
-
-
-def read_manifest(manifest: str, s3: S3Config | None = None) -> list[Item]:
-    """The items a manifest lists, in order; bad lines become items with ``error`` set.
-
-    A manifest is a **CSV file** (``.csv``) with a header row holding a ``uri`` or ``path``
-    column and optionally ``item`` (the output name; default: from the file name) and any
-    other columns, kept as the item's :attr:`Item.metadata`; or a **text file** (any other
-    name): one path or URI per line, ``#`` comment lines and blank lines ignored. Relative
-    paths are relative to the manifest's folder (or prefix, for a manifest in ``s3://``).
-    Each line is one item, taken literally: no globs, no folder expansion.
-
-    A bad line (no location, control characters, an unsupported URI scheme, a local file that
-    does not exist, a bad ``item`` name, a CSV row with the wrong number of fields) becomes a
-    failed item whose error names the manifest and the line.
-
-    Raises:
-        SpecError: the manifest cannot be read, is not UTF-8, or a CSV lacks a header with
-            one ``uri`` or ``path`` column.
-    """
-    text = _read_text(manifest, s3)
-    base = manifest.rsplit("/", 1)[0] if is_s3(manifest) else str(Path(local_path(manifest)).parent)
-    rows = _csv_rows(manifest, text) if manifest.lower().endswith(".csv") else _text_rows(text)
-    return [_manifest_item(manifest, base, row) for row in rows]
-
-
-def _spec_error(manifest: str, message: str) -> SpecError:
-    return SpecError(f"inputs.manifest: {manifest}: {message}", [("inputs.manifest", f"{manifest}: {message}")])
-
-
-def _read_text(manifest: str, s3: S3Config | None) -> str:
-    problem = _unsupported(manifest)
-    if problem is not None:
-        raise _spec_error(manifest, problem.split(": ", 1)[1])
-    try:
-        if is_s3(manifest):
-            data = read_bytes(manifest, require_s3(manifest, s3))
-        else:
-            data = Path(local_path(manifest)).read_bytes()
-    except SourceError as exc:
-        raise _spec_error(manifest, f"cannot read the manifest: {str(exc).removeprefix(manifest + ': ')}") from exc
-    except OSError as exc:
-        raise _spec_error(manifest, f"cannot read the manifest: {exc.strerror or exc}") from exc
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise _spec_error(manifest, f"not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
-
-
-def _text_rows(text: str) -> list[_Row]:
-    rows: list[_Row] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        entry = line.strip()
-        if entry and not entry.startswith("#"):
-            rows.append(_Row(number, entry, {}))
-    return rows
-
-
-def _csv_rows(manifest: str, text: str) -> list[_Row]:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = next(reader, None)
-        while header is not None and not any(c.strip() for c in header):
-            header = next(reader, None)
-        if header is None:
-            return []
-        columns = [c.strip() for c in header]
-        lower = [c.lower() for c in columns]
-        where = [c for c in URI_COLUMNS if c in lower]
-        if len(where) != 1 or len(set(lower)) != len(lower):
-            raise _spec_error(manifest, f"the header {columns} must name each column once, with one location "
-                                        "column, 'uri' or 'path'")
-        uri_at = lower.index(where[0])
-        rows: list[_Row] = []
-        for fields in reader:
-            if not any(f.strip() for f in fields):
-                continue
-            if len(fields) != len(columns):
-                rows.append(_Row(reader.line_num, "", {},
-                                 f"{len(fields)} fields where the header has {len(columns)}"))
-                continue
-            meta = {c: v for i, (c, v) in enumerate(zip(columns, fields, strict=True)) if i != uri_at}
-            rows.append(_Row(reader.line_num, fields[uri_at].strip(), meta))
-    except csv.Error as exc:
-        raise _spec_error(manifest, f"line {reader.line_num}: not valid CSV: {exc}") from exc
-    return rows
-
-
-def _manifest_item(manifest: str, base: str, row: _Row) -> Item:
-    """One manifest line as an item (failed, with the line named, when it cannot be one)."""
-    raw_name = next((v for k, v in row.meta.items() if k.lower() == NAME_COLUMN), "").strip()
-    metadata = Metadata((k, v) for k, v in row.meta.items() if k.lower() != NAME_COLUMN)
-    path = ""
-    problem = row.problem or _bad_location(row.location)
-    if problem is None:
-        path, problem = _join(base, row.location)
-    if problem is None and raw_name:
-        problem = _bad_name(raw_name)
-    if problem is None:
-        return Item(raw_name or item_name(path), path, metadata)
-    name = raw_name if raw_name and _bad_name(raw_name) is None else ""
-    if not name and row.location and not _has_control(row.location):
-        name = item_name(row.location)
-    return Item(name or f"{item_name(manifest)}:{row.line}", path or row.location, metadata,
-                error=f"{manifest}, line {row.line}: {problem}")
-
-
-def _bad_location(location: str) -> str | None:
-    if not location:
-        return "no path or URI"
-    if _has_control(location):
-        return f"{location!r} is not a path or URI (control characters)"
-    problem = _unsupported(location)
-    if problem is not None:
-        return problem
-    if is_s3(location):
-        try:
-            _, key = split_s3(location)
-        except ValueError as exc:
-            return str(exc)
-        if not key or key.endswith("/"):
-            return f"{location}: names a bucket or prefix, not an object or a store"
-    return None
-
-
-def _has_control(text: str) -> bool:
-    return any(unicodedata.category(c).startswith("C") for c in text)
-
-
-def _bad_name(name: str) -> str | None:
-    if name in (".", "..") or any(c in name for c in "/\\") or _has_control(name):
-        return f"item name {name!r} cannot be a folder name (no '/', '\\', '.', '..' or control characters)"
-    return None
-
-
-def _join(base: str, location: str) -> tuple[str, str | None]:
-    """The entry's path or URI, and a problem (a local file that does not exist)."""
-    if is_s3(location):
-        return location, None
-    if is_s3(base):
-        if uri_scheme(location) is not None or location.startswith("/"):
-            return location, f"{location}: a manifest in an object store lists s3:// URIs or relative keys"
-        bucket, key = split_s3(base + "/")
-        joined = posixpath.normpath(posixpath.join(key, location))
-        if joined.startswith(".."):
-            return location, f"{location}: leaves the bucket"
-        return f"s3://{bucket}/{joined}", None
-    path = Path(local_path(location)).expanduser()
-    local = os.path.normpath(path if path.is_absolute() else Path(base) / path)
-    if not os.path.exists(local):
-        return local, f"{local}: no such file or directory"
-    return local, _not_a_file(local)
 
 
 # -- the workflow's inputs --------------------------------------------------------------------
@@ -589,7 +320,7 @@ def _stac_inputs(inputs: InputSpec, s3: S3Config | None) -> Inputs:
     """
     assert inputs.stac is not None
     found, unmatched = stac_items(inputs.stac, inputs.mask, s3)
-    items = [Item(f.name, f.where, error=f.error or _bad_name(f.name), stac=f.ref) for f in found]
+    items = [Item(f.name, f.where, error=f.error or bad_item_name(f.name), stac=f.ref) for f in found]
     if not items:
         raise JobError("no input items: " + "; ".join(unmatched) + "; check inputs.stac")
     return Inputs(unique_names(items), tuple(unmatched))
