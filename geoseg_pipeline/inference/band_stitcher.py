@@ -129,7 +129,9 @@ class DeviceBandStitcher:
             # numpy beats torch's argmax over the class axis on a CPU; on a GPU it stays there
             if sums.device.type == "cpu":
                 return class_argmax(sums.numpy(), valid, block.window)
-            check_no_nan(torch.isnan(sums).any(dim=0).cpu().numpy(), valid, block.window)
+            nan = torch.isnan(sums)
+            if bool(nan.any()):  # one number to the host per block; the per-pixel plane only for a message
+                check_no_nan(nan.any(dim=0).cpu().numpy(), valid, block.window)
             best: np.ndarray = torch.argmax(sums, dim=0).cpu().numpy()
             return best
 
