@@ -124,15 +124,18 @@ class ChunkCache:
         if not (default and self._graph_once):
             from dask.base import compute
 
+            how: dict[str, Any] = {"scheduler": "sync", "callbacks": _callbacks()} if default else {}
+            if not default and _local_scheduler(self.array):
+                how["callbacks"] = _callbacks()
             computed = compute(  # type: ignore[no-untyped-call]
-                *(self.array.blocks[(*self._lead, *k)] for k in keys), **({"scheduler": "sync"} if default else {}))
+                *(self.array.blocks[(*self._lead, *k)] for k in keys), **how)
             return {k: [(self._lead, np.asarray(b))] for k, b in zip(keys, computed, strict=True)}
         from dask.local import get_sync
         from dask.optimization import cull
 
         graph = self._low_level_graph()
         names = [(self.array.name, *lead, *k) for k in keys for lead, _ in self._lead_blocks]
-        values = iter(get_sync(cull(graph, names)[0], names))  # type: ignore[no-untyped-call]
+        values = iter(get_sync(cull(graph, names)[0], names, callbacks=_callbacks()))  # type: ignore[no-untyped-call]
         return {k: [(where, np.asarray(next(values))) for _, where in self._lead_blocks] for k in keys}
 
     def _low_level_graph(self) -> dict[Any, Any]:
@@ -174,3 +177,23 @@ class ChunkCache:
 
 
 __all__ = ["CACHE_BYTES", "GRAPH_CHUNKS", "ChunkCache"]
+
+
+def _callbacks() -> list[Any]:
+    """The caller's dask callbacks (a ``ProgressBar``, a ``Callback``), handed to each
+    computation explicitly. Left to find them itself, dask's local scheduler empties the global
+    set for the length of a computation and puts back what it found at the end: computations
+    running at once in the engine's reading threads then start without the callbacks, and the
+    last to end puts back an empty set, losing them for good."""
+    from dask.callbacks import Callback
+
+    return list(Callback.active)
+
+
+def _local_scheduler(array: Any) -> bool:
+    """Whether the scheduler the caller chose is one of dask's local ones (threads, processes,
+    sync), which take ``callbacks``; a distributed client does not."""
+    from dask.base import get_scheduler
+
+    scheduler = get_scheduler(collections=[array])  # type: ignore[no-untyped-call]
+    return getattr(scheduler, "__module__", "").startswith("dask.")

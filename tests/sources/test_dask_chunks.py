@@ -110,3 +110,47 @@ def test_a_chunk_another_thread_cached_meanwhile_is_not_computed_again(monkeypat
     monkeypatch.setattr(cache, "_found", lambda keys: {})  # the view from before the other thread cached it
     np.testing.assert_array_equal(cache.read(slice(0, 10), slice(0, 10)), np.asarray(array[:10, :10]))
     assert computed == []
+
+
+@pytest.mark.parametrize("scheduler", [None, "threads"])
+@pytest.mark.parametrize("graph_chunks", [dask_chunks.GRAPH_CHUNKS, 1])
+def test_computations_at_once_keep_the_callers_dask_callbacks(monkeypatch: pytest.MonkeyPatch, graph_chunks: int,
+                                                              scheduler: str | None) -> None:
+    """Two reading threads computing at once each start with the caller's callbacks (a progress
+    bar sees both), and the callbacks are still registered afterwards: dask's local scheduler,
+    left to find them itself, empties the global set while it computes, so the second thread
+    started without them and the later end put back an empty set (CI saw the test's own counter
+    lose its place)."""
+    import threading
+
+    from dask.callbacks import Callback
+
+    monkeypatch.setattr(dask_chunks, "GRAPH_CHUNKS", graph_chunks)
+    both = threading.Barrier(2, timeout=20)  # each chunk waits until the other computation runs too
+
+    def chunk(block_info: Any = None) -> np.ndarray:
+        both.wait()
+        return np.ones((1, 10, 10), np.uint8)
+
+    lazy = dka.map_blocks(chunk, chunks=((1,), (10, 10), (10,)), dtype=np.uint8, meta=np.empty((0, 0, 0), np.uint8))
+    cache = ChunkCache(lazy)
+    started: list[int] = []
+    failed: list[BaseException] = []
+
+    def read(top: int) -> None:
+        try:
+            cache.read(slice(top, top + 10), slice(0, 10))
+        except BaseException as exc:  # asserted in the test's thread below
+            failed.append(exc)
+
+    counter = Callback(start_state=lambda dsk, state: started.append(threading.get_ident()))
+    with dask.config.set(scheduler=scheduler), counter:
+        threads = [threading.Thread(target=read, args=(top,)) for top in (0, 10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert counter._callback in Callback.active
+    assert not failed, failed
+    assert sorted(started) == sorted(t.ident for t in threads)
+    assert counter._callback not in Callback.active
