@@ -34,6 +34,9 @@ from .statistics.area import pixel_areas
 #: Rows read and written at a time (a COG block's height).
 STRIP = 512
 
+#: The nodata of a map without one: no value equals it.
+NO_NODATA = float("nan")
+
 
 @dataclass(frozen=True)
 class ChangeResult:
@@ -89,8 +92,11 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
             raise InputDataError(f"{before} and {after} lie on different grids ({problem}); pass --reproject to "
                                  f"resample the second onto the first's grid (nearest)")
         k = len(names)
-        nodata_b = b.nodata if b.nodata is not None else 255
-        nodata_a = a0.nodata if a0.nodata is not None else 255
+        # A map without a nodata value has none: every value must be a class (NaN equals none).
+        nodata_b = b.nodata if b.nodata is not None else NO_NODATA
+        nodata_a = a0.nodata if a0.nodata is not None else NO_NODATA
+        if problem and nodata_a != nodata_a:  # what the warp leaves uncovered needs a value
+            nodata_a = float(np.iinfo(a0.dtypes[0]).max)  # never a class: k <= 255 (k * k transitions fit uint16)
         a = WarpedVRT(a0, crs=b.crs, transform=b.transform, width=b.width, height=b.height,
                       resampling=Resampling.nearest, nodata=nodata_a) if problem else a0
         grid = Grid((b.height, b.width), b.transform, b.crs.to_wkt() if b.crs else None)
@@ -276,8 +282,10 @@ def _check_classes(path: Path, labels: np.ndarray, nodata: float, k: int, r0: in
         outside &= labels != nodata
     if outside.any():
         row, col = (int(v[0]) for v in np.nonzero(outside))
-        raise InputDataError(f"{path}: value {int(labels[row, col])} at row {r0 + row}, col {col} is neither one of "
-                             f"its {k} classes (0..{k - 1}) nor its nodata ({nodata:g})")
+        value = f"{path}: value {int(labels[row, col])} at row {r0 + row}, col {col}"
+        classes = f"its {k} classes (0..{k - 1})"
+        raise InputDataError(f"{value} is neither one of {classes} nor its nodata ({nodata:g})" if nodata == nodata
+                             else f"{value} is not one of {classes}, and the map has no nodata value")
 
 
 def _code(before: np.ndarray, after: np.ndarray, nodata_b: float, nodata_a: float, k: int,

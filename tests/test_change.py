@@ -172,7 +172,7 @@ def test_geodesic_areas_on_a_geographic_grid(tmp_path: Path) -> None:
         assert m2 == pytest.approx(expected[i, j], rel=1e-9)
 
 
-def _other_tool_map(path: Path, labels: np.ndarray, dtype: str, nodata: int) -> Path:
+def _other_tool_map(path: Path, labels: np.ndarray, dtype: str, nodata: int | None) -> Path:
     """A label map another tool wrote: a plain GeoTIFF of ``dtype`` with its own nodata value."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(path, "w", driver="GTiff", width=labels.shape[1], height=labels.shape[0], count=1,
@@ -207,3 +207,34 @@ def test_maps_of_other_types_and_nodata_values(tmp_path: Path, dtype: str, nodat
     a = _other_tool_map(tmp_path / "a.tif", after, dtype, nodata)
     with pytest.raises(InputDataError, match=rf"value {stray} at row 555, col 666 is neither one of its 3 classes"):
         change_runs(b, a, tmp_path / "out2")
+
+
+def test_a_map_without_nodata_has_every_pixel_counted_and_no_stray_value(tmp_path: Path) -> None:
+    """A map that declares no nodata value has none: every pixel is counted, and a value that is
+    not a class (255 included, which used to pass as nodata) is refused; reprojected, the
+    pixels the second map does not cover are nodata in the change map."""
+    rng = np.random.default_rng(11)
+    before = rng.integers(0, 3, (300, 400))
+    after = np.where(rng.random(before.shape) < 0.3, rng.integers(0, 3, before.shape), before)
+    b = _other_tool_map(tmp_path / "b.tif", before, "uint8", None)
+    a = _other_tool_map(tmp_path / "a.tif", after, "uint8", None)
+    result = change_runs(b, a, tmp_path / "out").done["b"]
+    expected = np.zeros((3, 3), int)
+    np.add.at(expected, (before.ravel(), after.ravel()), 1)
+    np.testing.assert_array_equal(result.counts, expected)
+    after[123, 45] = 255
+    a = _other_tool_map(tmp_path / "a.tif", after, "uint8", None)
+    with pytest.raises(InputDataError, match=r"value 255 at row 123, col 45 is not one of its 3 classes \(0\.\.2\), "
+                                             r"and the map has no nodata value"):
+        change_runs(b, a, tmp_path / "out2")
+    after[123, 45] = 1
+    shifted = tmp_path / "shifted.tif"  # the same map 100 m (10 pixels) further east
+    with rasterio.open(shifted, "w", driver="GTiff", width=400, height=300, count=1, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500100, 4600000, 10, 10)) as ds:
+        ds.write(after.astype(np.uint8), 1)
+        ds.update_tags(GEOSEG_CLASSES=",".join(NAMES))
+    moved = change_runs(b, shifted, tmp_path / "out3", reproject=True).done["b"]
+    np.add.at(expected := np.zeros((3, 3), int), (before[:, 10:].ravel(), after[:, :-10].ravel()), 1)
+    np.testing.assert_array_equal(moved.counts, expected)
+    with rasterio.open(moved.change_map) as ds:
+        assert (ds.read(1)[:, :10] == ds.nodata).all()
