@@ -117,3 +117,70 @@ def test_mr_label_volume_and_lesions_through_the_volume_path(tmp_path: Path, thr
     out, ref = nib.load(tmp_path / "out/brain1_label/labels.nii.gz"), nib.load(src)
     assert np.allclose(out.affine, ref.affine) and out.shape == ref.shape
     assert np.array_equal(np.asarray(out.dataobj), (np.asarray(ref.dataobj) > 0.5).astype("uint8"))
+
+
+def test_a_stac_item_of_real_landsat_bands_at_two_resolutions(tmp_path: Path) -> None:
+    """Real Landsat 7 pixels (RGB.byte.tif, its real nodata footprint) split into a STAC item:
+    red and green as 300 m assets, blue averaged by GDAL to 600 m, and a QA_PIXEL-style band
+    (bit 0 fill from GDAL's dataset mask, bit 3 "cloud" on the brightest real pixels) at 300 m.
+    Segmented through the engine, it equals an independent assembly: blue warped back whole by
+    GDAL (bilinear), the flagged pixels set to nodata, run through MONAI's
+    ``sliding_window_inference``."""
+    from monai.inferers import sliding_window_inference
+    from rasterio.warp import Resampling, reproject
+    from stac_files import Band, write_catalog, write_item
+
+    from geoseg_pipeline.api import run_workflow
+    from geoseg_pipeline.spec import parse_workflow
+
+    with rasterio.open(_need("RGB.byte.tif")) as src:
+        rgb, t300, crs, footprint = src.read(), src.transform, src.crs.to_string(), src.dataset_mask() > 0
+    rows, cols = rgb.shape[1:]
+    t600 = t300 * t300.scale(2)
+    blue = np.zeros((1, (rows + 1) // 2, (cols + 1) // 2), np.uint8)
+    reproject(rgb[2], blue[0], src_transform=t300, src_crs=crs, dst_transform=t600, dst_crs=crs,
+              resampling=Resampling.average, src_nodata=0, dst_nodata=0)
+    qa = (~footprint).astype(np.uint16) | ((rgb[0] >= 213).astype(np.uint16) << 3)
+    assert 0.02 < (qa & 8).astype(bool).mean() < 0.1  # the bright pixels: a few per cent of the scene
+    item = write_item(tmp_path / "cat", "LE07_real", {
+        "red": Band(rgb[:1], t300, crs), "green": Band(rgb[1:2], t300, crs), "blue": Band(blue, t600, crs),
+        "QA_PIXEL": Band(qa[None], t300, crs, nodata=None)})
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 4, 3, padding=1)).eval()
+    model = tmp_path / "net.pt"
+    torch.jit.script(net).save(str(model))
+    spec = parse_workflow({
+        "inputs": {"stac": {"catalog": str(write_catalog(tmp_path / "cat", [item])),
+                            "assets": ["red", "green", "blue"]},
+                   "mask": {"asset": "QA_PIXEL", "bits": [0, 3]}},
+        "model": {"type": "torchscript", "path": str(model)},
+        "tiling": {"roi_size": 96, "overlap": 0.25, "blend": "gaussian", "batch_size": 4, "block_size": 192},
+        "preprocessing": {"normalize": {"mean": [40.0, 40.0, 40.0], "std": [30.0, 30.0, 30.0]}},
+        "output": {"directory": str(tmp_path / "out"), "formats": ["cog", "logits"]},
+        "resources": {"workers": 2, "backend": "local"},
+    }, tmp_path)
+    result = run_workflow(spec, progress=False)
+    assert result.ok, result.outcomes
+
+    stack = rgb.astype(np.float32)
+    warped = np.zeros((rows, cols), np.uint8)
+    reproject(blue[0], warped, src_transform=t600, src_crs=crs, dst_transform=t300, dst_crs=crs,
+              resampling=Resampling.bilinear, src_nodata=0, dst_nodata=0)
+    stack[2] = warped
+    flagged = (qa & 0b1001) != 0
+    stack[:, flagged] = 0
+    valid = ~flagged & (stack != 0).any(axis=0)
+    x = (stack - 40.0) / 30.0
+    with torch.no_grad():
+        ref = sliding_window_inference(torch.from_numpy(x)[None], (96, 96), 4, net, overlap=0.25,
+                                       mode="gaussian")[0].numpy()
+    with rasterio.open(tmp_path / "out" / "LE07_real" / "logits.tif") as ds:
+        logits = ds.read()
+    with rasterio.open(tmp_path / "out" / "LE07_real" / "labels.tif") as ds:
+        labels, grid = ds.read(1), (ds.transform, ds.crs.to_string())
+    assert grid == (t300, crs)
+    assert valid.sum() > 300_000  # most of the real footprint (383,115 pixels) stays
+    assert np.abs(logits - ref)[:, valid].max() < 1e-4
+    np.testing.assert_array_equal(labels[valid], ref.argmax(0)[valid])
+    assert (labels[~valid] == 255).all()

@@ -102,19 +102,23 @@ def check_covers(ref: StacItemRef, band: AssetBand, ds: Any, grid: Grid, what: s
 
 
 #: Resamplings whose nodata-free warp GDAL computes exactly as its nodata-aware one wherever no
-#: nodata pixel is near (checked by ``tests/sources/test_stac_source.py``); cubic's is not.
-_FAST_RESAMPLINGS = frozenset({"nearest", "bilinear", "average"})
-#: Source pixels around a window's footprint that may weigh in its pixels (bilinear: 1, average:
-#: the footprint itself); with slack.
+#: nodata pixel is near (checked by ``tests/sources/test_stac_source.py``). Not bilinear: its two
+#: kernels compute a pixel's source position with different rounding, and where the weighted sum
+#: is a tie (x.5 before rounding to an integer type) they round it apart: 11 pixels of a real
+#: Landsat band's 365,000 at a 300.04 m grid (``tests/test_real_data.py``); not cubic either.
+_FAST_RESAMPLINGS = frozenset({"nearest", "average"})
+#: Source pixels around a window's footprint that may weigh in its pixels (average: the
+#: footprint itself); with slack.
 _SUPPORT = 3
 
 
 class FastWarp:
     """A warped asset read through GDAL's nodata-free warp where the window's source holds no
     nodata pixel, and through the nodata-aware one elsewhere. GDAL's warper takes a general,
-    per-pixel-masked path as soon as the source has a nodata value (3 to 4 times slower for
-    bilinear); away from nodata both give the same values, so the result is still what warping
-    the whole band with its nodata gives. Same CRS, north-up grids only (see :meth:`usable`).
+    per-pixel-masked path as soon as the source has a nodata value (several times slower); away
+    from nodata both give the same values for the resamplings of :data:`_FAST_RESAMPLINGS`, so
+    the result is still what warping the whole band with its nodata gives. Same CRS, north-up
+    grids only (see :meth:`usable`).
 
     Args:
         ds: the asset's dataset.
@@ -150,12 +154,12 @@ class FastWarp:
 
 #: Resamplings for which GDAL's resampled read (``RasterIO`` with an output size) of an aligned
 #: coarser asset gives exactly what its warper gives, by the integer factors it is exact for
-#: (``None``: every factor): nearest and average pick or average whole source pixels; bilinear's
-#: weights are exact binary fractions only for factors 1, 2 and 4 (at 3 or 6 a few pixels round
-#: the other way). Checked pixel for pixel against warping the whole band by
-#: ``tests/sources/test_stac_aligned.py``.
-_ALIGNED_FACTORS: dict[str, frozenset[int] | None] = {
-    "nearest": None, "average": None, "bilinear": frozenset({1, 2, 4})}
+#: (``None``: every factor): nearest and average pick or average whole source pixels. Not
+#: bilinear: its ties round apart from the warper's wherever the grid's pixel size makes the
+#: warper's source positions inexact, which no rule on the grid predicts (a 300 m grid: 2.8 % of
+#: the pixels one apart; 10, 20 and 30 m grids: none). Checked pixel for pixel against warping the
+#: whole band by ``tests/sources/test_stac_aligned.py``.
+_ALIGNED_FACTORS: dict[str, frozenset[int] | None] = {"nearest": None, "average": None}
 
 
 class AlignedRead:
@@ -183,7 +187,7 @@ class AlignedRead:
     def make(cls, ds: Any, grid: Grid, resampling: str, fallback: Any) -> AlignedRead | None:
         """The aligned reader of ``ds`` onto ``grid``, or ``None`` where it does not apply (another
         CRS, a rotated grid, a factor that is not an integer or not exact for ``resampling``, an
-        origin off the output pixels, a non-integer type for bilinear)."""
+        origin off the output pixels)."""
         t, s = grid.transform, ds.transform
         if resampling not in _ALIGNED_FACTORS or ds.crs != rasterio.crs.CRS.from_wkt(grid.crs) \
                 or t.b != 0 or t.d != 0 or s.b != 0 or s.d != 0:
@@ -192,8 +196,6 @@ class AlignedRead:
         exact = _ALIGNED_FACTORS[resampling]
         if k < 1 or not math.isclose(s.a, k * t.a, rel_tol=1e-9) or not math.isclose(s.e, k * t.e, rel_tol=1e-9) \
                 or (exact is not None and k not in exact):
-            return None
-        if resampling == "bilinear" and not np.issubdtype(np.dtype(ds.dtypes[0]), np.integer):
             return None
         dx, dy = (t.c - s.c) / t.a, (t.f - s.f) / t.e
         if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
