@@ -1,5 +1,6 @@
 """Change between two label maps of the same classes (``geoseg change``): a change COG whose value
-is ``from x classes + to`` (colour table, nodata where either map has none), ``transitions.csv``
+is ``from x classes + to`` (colour table; nodata where either map's pixel is nodata, or where
+a reprojected AFTER does not cover BEFORE), ``transitions.csv``
 (pixels, m², ha per (from, to)) and ``net_change.csv`` (per class), streamed strip by strip.
 
 Maps on different grids are refused with the reason unless ``reproject`` (AFTER read through a
@@ -92,17 +93,18 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
             raise InputDataError(f"{before} and {after} lie on different grids ({problem}); pass --reproject to "
                                  f"resample the second onto the first's grid (nearest)")
         k = len(names)
+        if k * k > 65535:
+            raise InputDataError(f"{before}: {k} classes make {k * k} transitions, more than a uint16 map holds")
         # A map without a nodata value has none: every value must be a class (NaN equals none).
         nodata_b = b.nodata if b.nodata is not None else NO_NODATA
         nodata_a = a0.nodata if a0.nodata is not None else NO_NODATA
-        if problem and nodata_a != nodata_a:  # what the warp leaves uncovered needs a value
-            nodata_a = float(np.iinfo(a0.dtypes[0]).max)  # never a class: k <= 255 (k * k transitions fit uint16)
+        # What the warp leaves uncovered is nodata: the after map's own nodata value, or, for a
+        # map without one, where the warp's alpha band is 0 (no value of the map can stand for it).
+        alpha = bool(problem) and a0.nodata is None
         a = WarpedVRT(a0, crs=b.crs, transform=b.transform, width=b.width, height=b.height,
-                      resampling=Resampling.nearest, nodata=nodata_a) if problem else a0
+                      resampling=Resampling.nearest, nodata=a0.nodata, add_alpha=alpha) if problem else a0
         grid = Grid((b.height, b.width), b.transform, b.crs.to_wkt() if b.crs else None)
         change_nodata = 255 if k * k <= 255 else 65535
-        if k * k > 65535:
-            raise InputDataError(f"{before}: {k} classes make {k * k} transitions, more than a uint16 map holds")
         legend = ClassLegend(tuple(f"{f} -> {t}" for f in names for t in names), _change_colours(k))
         fresh = not out_dir.exists()
         sink = CogLabelSink(out_dir, grid, legend, change_nodata)
@@ -124,9 +126,12 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
                 if areas.row_area_m2 is not None:
                     area[...] += strip * float(areas.row_area_m2[0])
 
-        def read(r0: int) -> tuple[np.ndarray, np.ndarray]:
+        def read(r0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             win = RioWindow(0, r0, b.width, min(STRIP, b.height - r0))
-            return _read(before, b, win), _read(after, a, win)
+            if not alpha:
+                return _read(before, b, win), _read(after, a, win), None
+            after_and_alpha = _read(after, a, win, (1, 2))
+            return _read(before, b, win), after_and_alpha[0], after_and_alpha[1] == 0
 
         # The next strip is read (GDAL lets go of the GIL) and the last one counted (numpy, for
         # most of its time) on threads of their own while this one is coded and written; one
@@ -138,12 +143,15 @@ def change_maps(before: Path, after: Path, out_dir: Path, reproject: bool = Fals
             reading = helpers.submit(read, 0)
             for r0 in range(0, b.height, STRIP):
                 h = min(STRIP, b.height - r0)
-                raw_b, raw_a = reading.result()
+                raw_b, raw_a, uncovered = reading.result()
                 if r0 + STRIP < b.height:
                     reading = helpers.submit(read, r0 + STRIP)
                 _check_classes(before, raw_b, nodata_b, k, r0)
-                _check_classes(after, raw_a, nodata_a, k, r0)
+                _check_classes(after, raw_a, nodata_a, k, r0)  # uncovered pixels read 0, a class
                 code, invalid = _code(raw_b, raw_a, nodata_b, nodata_a, k, dtype)
+                if uncovered is not None and uncovered.any():
+                    invalid |= uncovered
+                    code[uncovered] = np.iinfo(dtype).max
                 if counting is not None:
                     counting.result()
                 counting = helpers.submit(count, code, invalid, r0)
@@ -251,9 +259,10 @@ def _open_map(path: Path) -> Iterator[rasterio.DatasetReader]:
         yield ds
 
 
-def _read(path: Path, ds: rasterio.DatasetReader | WarpedVRT, window: RioWindow) -> np.ndarray:
+def _read(path: Path, ds: rasterio.DatasetReader | WarpedVRT, window: RioWindow,
+          bands: int | tuple[int, ...] = 1) -> np.ndarray:
     try:
-        data: np.ndarray = ds.read(1, window=window)
+        data: np.ndarray = ds.read(bands, window=window)
     except RasterioError as exc:
         raise InputDataError(f"{path}: cannot read rows {window.row_off}..{window.row_off + window.height - 1} "
                              f"(damaged or truncated?): {chained_reason(exc)}") from None

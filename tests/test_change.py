@@ -238,3 +238,23 @@ def test_a_map_without_nodata_has_every_pixel_counted_and_no_stray_value(tmp_pat
     np.testing.assert_array_equal(moved.counts, expected)
     with rasterio.open(moved.change_map) as ds:
         assert (ds.read(1)[:, :10] == ds.nodata).all()
+    # reprojected, a stray 255 is still refused: the uncovered pixels come from the warp's alpha
+    # band, not from a value the map could hold
+    after[200, 300] = 255
+    with rasterio.open(shifted, "r+") as ds:
+        ds.write(after.astype(np.uint8), 1)
+    with pytest.raises(InputDataError, match=r"value 255 at row 200, col 310 is not one of its 3 classes"):
+        change_runs(b, shifted, tmp_path / "out4", reproject=True)
+
+
+def test_a_signed_map_without_nodata(tmp_path: Path) -> None:
+    """An int16 map that declares no nodata: -1 is a stray value, not nodata."""
+    rng = np.random.default_rng(12)
+    before = rng.integers(0, 3, (100, 120))
+    b = _other_tool_map(tmp_path / "b.tif", before, "int16", None)
+    result = change_runs(b, b, tmp_path / "out").done["b"]
+    np.testing.assert_array_equal(np.diag(result.counts), np.bincount(before.ravel(), minlength=3))
+    before[7, 9] = -1
+    a = _other_tool_map(tmp_path / "a.tif", before, "int16", None)
+    with pytest.raises(InputDataError, match=r"value -1 at row 7, col 9 is not one of its 3 classes"):
+        change_runs(b, a, tmp_path / "out2")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,12 @@ class ChunkCache:
     """Computed chunks of one dask array ``(..., y, x)`` (``spatial=2``) or ``(..., z, y, x)``
     (``spatial=3``), every leading band or channel in each chunk."""
 
-    def __init__(self, array: Any, max_bytes: int = CACHE_BYTES, spatial: int = 2) -> None:
+    def __init__(self, array: Any, max_bytes: int = CACHE_BYTES, spatial: int = 2,
+                 callbacks: Sequence[Any] | None = None) -> None:
         self.array = array
+        #: The caller's dask callbacks, given to each computation (``None``: those registered
+        #: when it runs; see :func:`_callbacks`).
+        self.callbacks = None if callbacks is None else list(callbacks)
         self.max_bytes = max_bytes
         self.spatial = spatial
         self._edges = [np.cumsum((0, *c)) for c in array.chunks[-spatial:]]
@@ -124,9 +129,9 @@ class ChunkCache:
         if not (default and self._graph_once):
             from dask.base import compute
 
-            how: dict[str, Any] = {"scheduler": "sync", "callbacks": _callbacks()} if default else {}
-            if not default and _local_scheduler(self.array):
-                how["callbacks"] = _callbacks()
+            how: dict[str, Any] = {"scheduler": "sync"} if default else {}
+            if default or _local_scheduler(self.array):
+                how["callbacks"] = self._callbacks()
             computed = compute(  # type: ignore[no-untyped-call]
                 *(self.array.blocks[(*self._lead, *k)] for k in keys), **how)
             return {k: [(self._lead, np.asarray(b))] for k, b in zip(keys, computed, strict=True)}
@@ -135,8 +140,11 @@ class ChunkCache:
 
         graph = self._low_level_graph()
         names = [(self.array.name, *lead, *k) for k in keys for lead, _ in self._lead_blocks]
-        values = iter(get_sync(cull(graph, names)[0], names, callbacks=_callbacks()))  # type: ignore[no-untyped-call]
+        values = iter(get_sync(cull(graph, names)[0], names, callbacks=self._callbacks()))  # type: ignore[no-untyped-call]
         return {k: [(where, np.asarray(next(values))) for _, where in self._lead_blocks] for k in keys}
+
+    def _callbacks(self) -> list[Any]:
+        return list(self.callbacks) if self.callbacks is not None else _callbacks()
 
     def _low_level_graph(self) -> dict[Any, Any]:
         with self._lock:
@@ -192,8 +200,9 @@ def _callbacks() -> list[Any]:
 
 def _local_scheduler(array: Any) -> bool:
     """Whether the scheduler the caller chose is one of dask's local ones (threads, processes,
-    sync), which take ``callbacks``; a distributed client does not."""
+    sync, an executor's), which take ``callbacks``; a distributed client's does not."""
     from dask.base import get_scheduler
 
     scheduler = get_scheduler(collections=[array])  # type: ignore[no-untyped-call]
-    return getattr(scheduler, "__module__", "").startswith("dask.")
+    function = getattr(scheduler, "func", scheduler)  # an executor's: functools.partial(get_async, ...)
+    return str(getattr(function, "__module__", "")).startswith("dask.")

@@ -212,14 +212,23 @@ def live_dataarray(da: Any, folder: Path, name: str, spatial: int = 2) -> Iterat
     handle.write_text(json.dumps({"token": token, "pid": os.getpid(), "dims": [str(d) for d in da.dims],
                                   "shape": [int(n) for n in da.shape]}), encoding="utf-8")
     dasky = da.chunks is not None and hasattr(da.data, "blocks")
-    cache = ChunkCache(da.data, spatial=spatial) if dasky else None
-    with _LIVE_LOCK:
-        _LIVE[token] = (da, cache if cache is not None and cache.cacheable() else None)
-    try:
-        yield handle
-    finally:
+    # The caller's dask callbacks (a ProgressBar) are taken out of dask's global set for the run
+    # and handed to each chunk computation: the reading threads' computations, left to find them
+    # there, would each empty and restore that set at once, losing them (see ChunkCache).
+    taking: contextlib.AbstractContextManager[Any] = contextlib.nullcontext(())
+    if dasky:
+        from dask.callbacks import local_callbacks
+
+        taking = local_callbacks()
+    with taking as callbacks:
+        cache = ChunkCache(da.data, spatial=spatial, callbacks=callbacks) if dasky else None
         with _LIVE_LOCK:
-            _LIVE.pop(token, None)
+            _LIVE[token] = (da, cache if cache is not None and cache.cacheable() else None)
+        try:
+            yield handle
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.pop(token, None)
 
 
 class DataArraySource(XarrayBandsSource):

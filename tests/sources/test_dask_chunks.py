@@ -5,6 +5,7 @@ built once, for the chunks a region needs)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,8 @@ def test_a_chunk_another_thread_cached_meanwhile_is_not_computed_again(monkeypat
     assert computed == []
 
 
-@pytest.mark.parametrize("scheduler", [None, "threads"])
-@pytest.mark.parametrize("graph_chunks", [dask_chunks.GRAPH_CHUNKS, 1])
+@pytest.mark.parametrize(("scheduler", "graph_chunks"), [(None, dask_chunks.GRAPH_CHUNKS), (None, 1), ("threads", 1),
+                                                        ("executor", 1)])
 def test_computations_at_once_keep_the_callers_dask_callbacks(monkeypatch: pytest.MonkeyPatch, graph_chunks: int,
                                                               scheduler: str | None) -> None:
     """Two reading threads computing at once each start with the caller's callbacks (a progress
@@ -144,13 +145,30 @@ def test_computations_at_once_keep_the_callers_dask_callbacks(monkeypatch: pytes
             failed.append(exc)
 
     counter = Callback(start_state=lambda dsk, state: started.append(threading.get_ident()))
-    with dask.config.set(scheduler=scheduler), counter:
+    executor = ThreadPoolExecutor(2) if scheduler == "executor" else None  # dask's get_async on it
+    with dask.config.set(scheduler=executor or scheduler), counter:
         threads = [threading.Thread(target=read, args=(top,)) for top in (0, 10)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         assert counter._callback in Callback.active
+    if executor is not None:
+        executor.shutdown()
     assert not failed, failed
     assert sorted(started) == sorted(t.ident for t in threads)
     assert counter._callback not in Callback.active
+
+
+def test_a_cache_given_the_callers_callbacks_uses_those() -> None:
+    """``live_dataarray`` takes the caller's callbacks out of dask's global set for the run and
+    gives them to the cache: they fire for each computation though the global set is empty."""
+    from dask.callbacks import Callback
+
+    started: list[int] = []
+    counter = Callback(start_state=lambda dsk, state: started.append(1))
+    array = dka.from_array(np.arange(40 * 40).reshape(40, 40), chunks=10)
+    cache = ChunkCache(array, callbacks=[counter._callback])
+    assert not Callback.active
+    np.testing.assert_array_equal(cache.read(slice(5, 25), slice(0, 10)), np.asarray(array[5:25, :10]))
+    assert started == [1]

@@ -114,7 +114,7 @@ def test_an_unaligned_or_rotated_asset_is_warped(tmp_path: Path) -> None:
 def test_bilinear_on_grids_where_gdal_rounds_ties_apart(tmp_path: Path, nodata: int | None, pixel: float) -> None:
     """Bilinear at factor 2 onto a 300 m grid, or onto RGB.byte.tif's 300.04 m one: GDAL's
     resampled read, and its nodata-free warp beside the nodata-aware one, round some of the x.5
-    ties the other way (2.8 % and 0.003 % of the pixels of the real band, one apart). Every
+    ties the other way (2.3 % and 0.003 % of the pixels of the real band, one apart). Every
     window equals warping the whole band all the same."""
     t = Affine(pixel, 0, 101985.0, 0, -pixel * 1.0000124, 2826915.0)
     fine = write_band(tmp_path / "B04.tif", Band(_band(SHAPE, "uint8", 1, False), t, nodata=nodata))
@@ -133,7 +133,7 @@ def test_bilinear_on_grids_where_gdal_rounds_ties_apart(tmp_path: Path, nodata: 
     assert (resampled != expected).sum() > 0  # what the aligned read would have given
     src = StacRasterSource(ref)
     try:
-        assert _reader_kind(src, 1) == "warp"
+        assert _reader_kind(src, 1) == "warp" and not isinstance(src._readers[1], FastWarp)
         for window in _windows(SHAPE, 5):
             assert np.array_equal(src.read(window, [2])[0], expected[window.slices()]), window
     finally:
