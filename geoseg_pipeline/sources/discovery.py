@@ -132,8 +132,9 @@ def _folder(root: str, walk: Iterator[tuple[str, list[str], list[str]]], suffixe
 
 
 def _dicom_hint(folder: str, look: int = 20) -> str:
-    """A hint to ask for DICOM series where ``folder``'s first files are DICOM files (``.dcm``, or
-    the ``DICM`` mark after the 128-byte preamble), which only ``inputs.format: dicom`` reads."""
+    """A hint to ask for DICOM series where ``folder``'s first files are DICOM files (``.dcm``, the
+    ``DICM`` mark after the 128-byte preamble, or a bare data set without either, as the series
+    reader takes them), which only ``inputs.format: dicom`` reads."""
     seen = 0
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # the same files every time
@@ -148,11 +149,27 @@ def _dicom_hint(folder: str, look: int = 20) -> str:
                 continue
             try:
                 with open(path, "rb") as f:
-                    if f.read(132)[128:] == b"DICM":
-                        return _DICOM_HINT
+                    head = f.read(132)
             except OSError:
                 continue
+            if head[128:] == b"DICM":
+                return _DICOM_HINT
+            if _bare_dicom(head):
+                from .dicom_series import read_header  # pydicom, only for a file that may be one
+
+                if read_header(path) is not None:
+                    return _DICOM_HINT
     return ""
+
+
+def _bare_dicom(head: bytes) -> bool:
+    """Whether ``head`` may start a DICOM data set written without its preamble: the first tag
+    in group 0002 or 0008 (little endian), then an explicit VR (two capitals) or an implicit
+    VR's short length."""
+    if len(head) < 8 or head[:2] not in (b"\x02\x00", b"\x08\x00"):
+        return False
+    vr = head[4:6]
+    return (vr.isalpha() and vr.isupper()) or int.from_bytes(head[4:8], "little") < 1 << 16
 
 
 _DICOM_HINT = "; it holds DICOM files: read them as series with --format dicom (inputs.format: dicom)"

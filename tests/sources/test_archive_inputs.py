@@ -7,6 +7,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -362,3 +363,20 @@ def test_a_folder_of_dicom_files_read_without_format_dicom_says_to_add_it(tmp_pa
         with pytest.raises(JobError) as err:
             discover(InputSpec(paths=(str(series),)), kind="volume")
         assert "DICOM" not in str(err.value)
+
+
+def test_dicom_files_without_the_preamble_are_recognised_too(tmp_path: Path) -> None:
+    """A series written without the preamble and ``DICM`` mark (which the series reader takes)
+    gets the same hint; a file that only starts like one does not."""
+    from geoseg_pipeline.demo.dicom_export import write_series
+
+    series = tmp_path / "series"
+    write_series(series, np.zeros((8, 8, 2), np.int16), np.diag([1.0, 1.0, 2.0, 1.0]), preamble=False)
+    assert all(p.read_bytes()[128:132] != b"DICM" for p in series.iterdir())
+    with pytest.raises(JobError, match=r"it holds DICOM files: read them as series with --format dicom"):
+        discover(InputSpec(paths=(str(series),)), kind="volume")
+    for p in series.iterdir():
+        p.write_bytes(b"\x08\x00\x05\x00CS" + b"\0" * 100)  # a DICOM-like start, not a data set
+    with pytest.raises(JobError) as err:
+        discover(InputSpec(paths=(str(series),)), kind="volume")
+    assert "DICOM" not in str(err.value)
