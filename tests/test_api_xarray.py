@@ -277,3 +277,50 @@ def test_on_ray_a_cube_runs_and_a_live_array_is_refused(tmp_path: Path, conv_mod
     assert not result.ok
     assert "lives in another process" in result.outcomes[0].error
     assert "not by Ray actors" in result.outcomes[0].error
+
+
+def test_dask_callbacks_see_every_read_and_survive_even_without_the_chunk_cache(
+    tmp_path: Path, conv_model: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A user's dask callback around ``predict_dataarray`` (two reading threads, the synchronous
+    scheduler) sees a computation for every read, also where the chunks are too large to cache,
+    and is still registered afterwards (dask's local scheduler, left to find it in its global set from
+    several threads at once, could lose it)."""
+    import threading
+
+    from dask.callbacks import Callback
+
+    from geoseg_pipeline.sources.dask_chunks import ChunkCache
+
+    monkeypatch.setattr(ChunkCache, "cacheable", lambda self: False)  # as for chunks over the budget
+    data = _scene(200, 220, seed=9)
+    computing: set[int] = set()
+    unseen: list[int] = []
+    lock = threading.Lock()
+
+    def chunk(block_info: Any = None) -> np.ndarray:
+        (b, r, c) = block_info[None]["array-location"]
+        with lock:
+            if threading.get_ident() not in computing:
+                unseen.append(threading.get_ident())
+        return data[b[0]:b[1], r[0]:r[1], c[0]:c[1]]
+
+    def start(dsk: Any, state: Any) -> None:
+        with lock:
+            computing.add(threading.get_ident())
+
+    def finish(dsk: Any, state: Any, errored: bool) -> None:
+        with lock:
+            computing.discard(threading.get_ident())
+
+    lazy = dask.array.map_blocks(chunk, chunks=((3,), (50,) * 4, (55,) * 4), dtype=data.dtype,
+                                 meta=np.empty((0, 0, 0), data.dtype))
+    da = xr.DataArray(lazy, dims=("band", "y", "x"), coords={"y": np.arange(200)[::-1] + 0.5,
+                                                              "x": np.arange(220) + 0.5})
+    watcher = Callback(start_state=start, finish=finish)
+    with dask.config.set(scheduler="synchronous"), watcher:  # each chunk in the thread that computes it
+        labels = predict_dataarray(da, str(conv_model(in_channels=3, classes=2)), tmp_path / "out", nodata=0,
+                                   workers=2, **TILING)
+        assert watcher._callback in Callback.active
+    assert unseen == []  # every chunk ran inside a computation the callback saw start
+    assert labels.shape == (200, 220)

@@ -44,7 +44,7 @@ class ChunkCache:
                  callbacks: Sequence[Any] | None = None) -> None:
         self.array = array
         #: The caller's dask callbacks, given to each computation (``None``: those registered
-        #: when it runs; see :func:`_callbacks`).
+        #: when it runs; see :func:`registered_callbacks`).
         self.callbacks = None if callbacks is None else list(callbacks)
         self.max_bytes = max_bytes
         self.spatial = spatial
@@ -144,7 +144,7 @@ class ChunkCache:
         return {k: [(where, np.asarray(next(values))) for _, where in self._lead_blocks] for k in keys}
 
     def _callbacks(self) -> list[Any]:
-        return list(self.callbacks) if self.callbacks is not None else _callbacks()
+        return list(self.callbacks) if self.callbacks is not None else registered_callbacks()
 
     def _low_level_graph(self) -> dict[Any, Any]:
         with self._lock:
@@ -187,8 +187,8 @@ class ChunkCache:
 __all__ = ["CACHE_BYTES", "GRAPH_CHUNKS", "ChunkCache"]
 
 
-def _callbacks() -> list[Any]:
-    """The caller's dask callbacks (a ``ProgressBar``, a ``Callback``), handed to each
+def registered_callbacks() -> list[Any]:
+    """The dask callbacks registered now (a ``ProgressBar``, a ``Callback``), to hand to each
     computation explicitly. Left to find them itself, dask's local scheduler empties the global
     set for the length of a computation and puts back what it found at the end: computations
     running at once in the engine's reading threads then start without the callbacks, and the
@@ -196,6 +196,15 @@ def _callbacks() -> list[Any]:
     from dask.callbacks import Callback
 
     return list(Callback.active)
+
+
+def compute_array(array: Any, callbacks: Sequence[Any]) -> Any:
+    """``array`` (a dask array) computed with ``callbacks`` given explicitly (see
+    :func:`registered_callbacks`) where the scheduler is one of dask's local ones."""
+    from dask.base import compute
+
+    how = {"callbacks": list(callbacks)} if _local_scheduler(array) else {}
+    return compute(array, **how)[0]  # type: ignore[no-untyped-call]
 
 
 def _local_scheduler(array: Any) -> bool:

@@ -272,7 +272,7 @@ def _web_series(path: str, dicomweb: Any) -> DicomSeries:
     return series
 
 
-def read_header(path: str) -> Any:
+def _read_header(path: str) -> Any:
     """The dataset of a file without its pixels, or ``None`` when it is not DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -300,7 +300,7 @@ def _scan(folder: str, files: Sequence[tuple[str, int, int]]) -> FolderScan:
     groups: dict[str, list[tuple[str, Any]]] = {}
     unplaced: dict[str, list[tuple[str, str]]] = {}
     for path, _, _ in files:
-        ds = read_header(path)
+        ds = _read_header(path)
         if ds is None:
             scan.skipped.append(Unusable(path, "not a DICOM file", skipped=True))
             continue
@@ -500,7 +500,6 @@ __all__ = [
     "Unusable",
     "find_series",
     "is_series_path",
-    "read_header",
     "scan_folder",
     "series_fingerprint",
     "series_path",

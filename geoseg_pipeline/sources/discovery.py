@@ -154,12 +154,30 @@ def _dicom_hint(folder: str, look: int = 20) -> str:
                 continue
             if head[128:] == b"DICM":
                 return _DICOM_HINT
-            if _bare_dicom(head):
-                from .dicom_series import read_header  # pydicom, only for a file that may be one
-
-                if read_header(path) is not None:
-                    return _DICOM_HINT
+            if _bare_dicom(head) and _bare_dicom_data_set(path):
+                return _DICOM_HINT
     return ""
+
+
+def _bare_dicom_data_set(path: str, limit: int = 1 << 16) -> bool:
+    """Whether the first ``limit`` bytes of ``path`` parse as a DICOM data set with a SOP class
+    (pydicom, only for a file whose first bytes look like one; no hint without pydicom)."""
+    try:
+        import pydicom
+    except ImportError:
+        return False
+    import io
+    import warnings
+
+    try:
+        with open(path, "rb") as f:
+            head = io.BytesIO(f.read(limit))
+        with warnings.catch_warnings():  # pydicom's notes on a file that is not DICOM
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(head, force=True, stop_before_pixels=True)
+            return "SOPClassUID" in ds
+    except Exception:  # pydicom raises many unrelated types for what is not DICOM
+        return False
 
 
 def _bare_dicom(head: bytes) -> bool:

@@ -37,7 +37,7 @@ from ..geometry import Grid, Window
 from ..storage import S3Config, zarr_open_kwargs
 from ..storage.transient import open_error, read_error
 from .base import SourceOptions, check_window, checked_indices
-from .dask_chunks import ChunkCache
+from .dask_chunks import ChunkCache, compute_array, registered_callbacks
 from .xarray_grid import (
     X_DIMS,
     Y_DIMS,
@@ -119,7 +119,7 @@ class XarrayBandsSource:
                 ref = self._bands[idx[k]]
                 var = self._variables[ref.variable]
                 if ref.index is None:
-                    out[k] = np.asarray(var.isel(where).values)
+                    out[k] = self._values(var.isel(where))
                     k += 1
                     continue
                 run = [ref.index]
@@ -128,13 +128,17 @@ class XarrayBandsSource:
                     run.append(nxt.index)
                 # a contiguous run as a slice: basic indexing, no gather of the bands
                 pick = slice(run[0], run[-1] + 1) if run == list(range(run[0], run[-1] + 1)) else run
-                out[k:k + len(run)] = np.asarray(var.isel({var.dims[0]: pick, **where}).values)
+                out[k:k + len(run)] = self._values(var.isel({var.dims[0]: pick, **where}))
                 k += len(run)
         except (ReadRequestError, MemoryError):
             raise
         except Exception as exc:  # a dask graph or a Zarr store can raise anything
             raise read_error(f"{self.path}: cannot read window {window}: {exc}", exc, self.path) from exc
         return out
+
+    def _values(self, selected: Any) -> np.ndarray:
+        """The pixels of a selection of one variable."""
+        return np.asarray(selected.values)
 
     def close(self) -> None:
         """Nothing to release (the subclasses close their datasets); may be called again."""
@@ -212,30 +216,26 @@ def live_dataarray(da: Any, folder: Path, name: str, spatial: int = 2) -> Iterat
     handle.write_text(json.dumps({"token": token, "pid": os.getpid(), "dims": [str(d) for d in da.dims],
                                   "shape": [int(n) for n in da.shape]}), encoding="utf-8")
     dasky = da.chunks is not None and hasattr(da.data, "blocks")
-    # The caller's dask callbacks (a ProgressBar) are taken out of dask's global set for the run
-    # and handed to each chunk computation: the reading threads' computations, left to find them
-    # there, would each empty and restore that set at once, losing them (see ChunkCache).
-    taking: contextlib.AbstractContextManager[Any] = contextlib.nullcontext(())
-    if dasky:
-        from dask.callbacks import local_callbacks
-
-        taking = local_callbacks()
-    with taking as callbacks:
-        cache = ChunkCache(da.data, spatial=spatial, callbacks=callbacks) if dasky else None
+    # The caller's dask callbacks (a ProgressBar) as they are now, handed to each chunk
+    # computation: computations left to find them in dask's global set would each empty and
+    # restore that set, at once in the reading threads, and lose them (see dask_chunks).
+    callbacks = registered_callbacks() if dasky else []
+    cache = ChunkCache(da.data, spatial=spatial, callbacks=callbacks) if dasky else None
+    with _LIVE_LOCK:
+        _LIVE[token] = (da, cache if cache is not None and cache.cacheable() else None, callbacks)
+    try:
+        yield handle
+    finally:
         with _LIVE_LOCK:
-            _LIVE[token] = (da, cache if cache is not None and cache.cacheable() else None)
-        try:
-            yield handle
-        finally:
-            with _LIVE_LOCK:
-                _LIVE.pop(token, None)
+            _LIVE.pop(token, None)
 
 
 class DataArraySource(XarrayBandsSource):
     """A live ``(band, y, x)`` (or ``(y, x)``) DataArray of this process (see the module's
     docstring); its bands are named by the band coordinate's labels."""
 
-    def __init__(self, path: str, da: Any, cache: ChunkCache | None = None) -> None:
+    def __init__(self, path: str, da: Any, cache: ChunkCache | None = None,
+                 callbacks: Sequence[Any] = ()) -> None:
         if da.ndim not in (2, 3):
             raise InputDataError(f"{path}: expected a (band, y, x) or (y, x) DataArray, got dimensions "
                                  f"{tuple(map(str, da.dims))}: select or stack the others first (.isel, .stack)")
@@ -248,6 +248,13 @@ class DataArraySource(XarrayBandsSource):
             bands = tuple(BandRef(label, key, i) for i, label in enumerate(band_labels(da, str(da.dims[0]))))
         super().__init__(path, {key: da}, bands, da.coords, dims)
         self._cache = cache
+        self._callbacks = list(callbacks)
+
+    def _values(self, selected: Any) -> np.ndarray:
+        """A dask-backed selection computed with the caller's callbacks (see :func:`live_dataarray`)."""
+        if selected.chunks is None:
+            return np.asarray(selected.values)
+        return np.asarray(compute_array(selected.data, self._callbacks))
 
     def read(self, window: Window, bands: Sequence[int]) -> np.ndarray:
         """Read ``bands`` (1-based) in ``window``: a dask array's through the chunk cache its
@@ -274,9 +281,9 @@ class DataArraySource(XarrayBandsSource):
         return cls(path, *live_array(path))
 
 
-def live_array(path: str) -> tuple[Any, ChunkCache | None]:
-    """The live DataArray the handle file ``path`` names, and its chunk cache (``None``: not
-    dask-backed, or chunks too large to keep).
+def live_array(path: str) -> tuple[Any, ChunkCache | None, list[Any]]:
+    """The live DataArray the handle file ``path`` names, its chunk cache (``None``: not
+    dask-backed, or chunks too large to keep) and the caller's dask callbacks.
 
     Raises:
         SourceError: the handle cannot be read, or its array lives in another process.
@@ -293,8 +300,8 @@ def live_array(path: str) -> tuple[Any, ChunkCache | None]:
         raise SourceError(f"{path}: the DataArray it names lives in {where}: a live DataArray is read by "
                           "threads of the process that holds it (predict_dataarray, resources.backend: local), "
                           "not by Ray actors; write it to Zarr and use format: xarray-zarr to run it on Ray")
-    da, cache = live
-    return da, cache
+    da, cache, callbacks = live
+    return da, cache, callbacks
 
 
 __all__ = ["HANDLE_SUFFIX", "DataArraySource", "XarrayBandsSource", "XarrayZarrSource", "live_array", "live_dataarray"]

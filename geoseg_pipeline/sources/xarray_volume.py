@@ -30,7 +30,7 @@ from ..geometry import Window
 from ..storage.transient import read_error
 from ..volumes import VolumeGrid
 from .base import SourceOptions, check_volume_channel_axis, check_window, checked_indices
-from .dask_chunks import ChunkCache
+from .dask_chunks import ChunkCache, compute_array
 from .xarray_source import live_array
 
 #: A coordinate's ``units`` attribute, in mm.
@@ -98,7 +98,7 @@ def _axis(path: str, da: Any, dim: str) -> tuple[float, float]:
 class DataArrayVolumeSource:
     """A live volume DataArray of this process (see the module's docstring)."""
 
-    def __init__(self, path: str, da: Any, cache: ChunkCache | None = None) -> None:
+    def __init__(self, path: str, da: Any, cache: ChunkCache | None = None, callbacks: Sequence[Any] = ()) -> None:
         if da.ndim not in (3, 4):
             raise InputDataError(f"{path}: expected a (z, y, x) or (channel, z, y, x) DataArray, got dimensions "
                                  f"{tuple(map(str, da.dims))}")
@@ -107,6 +107,7 @@ class DataArrayVolumeSource:
         self.path = path
         self._da = da
         self._cache = cache
+        self._callbacks = list(callbacks)
         self._channels = int(da.shape[0]) if da.ndim == 4 else 1
         shape = tuple(int(n) for n in da.shape[-3:])
         affine = volume_affine(path, da)
@@ -153,7 +154,12 @@ class DataArrayVolumeSource:
         region = window.slices()
         try:
             cached = self._cache
-            block = cached.read(*region) if cached is not None else np.asarray(self._da.data[(..., *region)])
+            if cached is not None:
+                block = cached.read(*region)
+            elif self._da.chunks is not None:  # dask-backed, chunks too large to keep
+                block = np.asarray(compute_array(self._da.data[(..., *region)], self._callbacks))
+            else:
+                block = np.asarray(self._da.data[(..., *region)])
         except (ReadRequestError, MemoryError):
             raise
         except Exception as exc:  # a dask graph can raise anything

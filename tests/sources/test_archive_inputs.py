@@ -365,9 +365,12 @@ def test_a_folder_of_dicom_files_read_without_format_dicom_says_to_add_it(tmp_pa
         assert "DICOM" not in str(err.value)
 
 
-def test_dicom_files_without_the_preamble_are_recognised_too(tmp_path: Path) -> None:
+def test_dicom_files_without_the_preamble_are_recognised_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A series written without the preamble and ``DICM`` mark (which the series reader takes)
-    gets the same hint; a file that only starts like one does not."""
+    gets the same hint; without pydicom (the ``dicom`` extra) no hint and no crash; a file that
+    only starts like one gets none."""
+    import sys
+
     from geoseg_pipeline.demo.dicom_export import write_series
 
     series = tmp_path / "series"
@@ -375,6 +378,11 @@ def test_dicom_files_without_the_preamble_are_recognised_too(tmp_path: Path) -> 
     assert all(p.read_bytes()[128:132] != b"DICM" for p in series.iterdir())
     with pytest.raises(JobError, match=r"it holds DICOM files: read them as series with --format dicom"):
         discover(InputSpec(paths=(str(series),)), kind="volume")
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "pydicom", None)  # import pydicom raises ImportError
+        with pytest.raises(JobError) as err:
+            discover(InputSpec(paths=(str(series),)), kind="volume")
+        assert "DICOM" not in str(err.value)
     for p in series.iterdir():
         p.write_bytes(b"\x08\x00\x05\x00CS" + b"\0" * 100)  # a DICOM-like start, not a data set
     with pytest.raises(JobError) as err:

@@ -160,15 +160,17 @@ def test_computations_at_once_keep_the_callers_dask_callbacks(monkeypatch: pytes
     assert counter._callback not in Callback.active
 
 
-def test_a_cache_given_the_callers_callbacks_uses_those() -> None:
-    """``live_dataarray`` takes the caller's callbacks out of dask's global set for the run and
-    gives them to the cache: they fire for each computation though the global set is empty."""
-    from dask.callbacks import Callback
+@pytest.mark.parametrize("graph_chunks", [dask_chunks.GRAPH_CHUNKS, 1])
+def test_a_cache_given_the_callers_callbacks_uses_those(monkeypatch: pytest.MonkeyPatch, graph_chunks: int) -> None:
+    """``live_dataarray`` gives the cache the callbacks registered when the call starts: they
+    fire for each computation, whatever the global set holds meanwhile."""
+    from dask.callbacks import Callback, local_callbacks
 
+    monkeypatch.setattr(dask_chunks, "GRAPH_CHUNKS", graph_chunks)
     started: list[int] = []
     counter = Callback(start_state=lambda dsk, state: started.append(1))
     array = dka.from_array(np.arange(40 * 40).reshape(40, 40), chunks=10)
     cache = ChunkCache(array, callbacks=[counter._callback])
-    assert not Callback.active
-    np.testing.assert_array_equal(cache.read(slice(5, 25), slice(0, 10)), np.asarray(array[5:25, :10]))
+    with local_callbacks():  # the global set empty: only the callbacks given can fire
+        np.testing.assert_array_equal(cache.read(slice(5, 25), slice(0, 10)), np.asarray(array[5:25, :10]))
     assert started == [1]
