@@ -258,3 +258,25 @@ def test_a_signed_map_without_nodata(tmp_path: Path) -> None:
     a = _other_tool_map(tmp_path / "a.tif", before, "int16", None)
     with pytest.raises(InputDataError, match=r"value -1 at row 7, col 9 is not one of its 3 classes"):
         change_runs(b, a, tmp_path / "out2")
+
+
+def test_a_reprojected_uint16_map_without_nodata_over_several_strips(tmp_path: Path) -> None:
+    """The warp's alpha band marks what AFTER does not cover on every strip (700 rows: two
+    strips of 512), for a uint16 map too; the change map is nodata exactly there."""
+    rng = np.random.default_rng(13)
+    before = rng.integers(0, 3, (700, 90))
+    after = rng.integers(0, 3, (700, 90))
+    b = _other_tool_map(tmp_path / "b.tif", before, "uint16", None)
+    shifted = tmp_path / "shifted.tif"  # 7 pixels (70 m) further north: BEFORE's last 7 rows, in the
+    # second strip, are not covered
+    with rasterio.open(shifted, "w", driver="GTiff", width=90, height=700, count=1, dtype="uint16",
+                       crs="EPSG:32633", transform=from_origin(500000, 4600000 + 70, 10, 10)) as ds:
+        ds.write(after.astype(np.uint16), 1)
+        ds.update_tags(GEOSEG_CLASSES=",".join(NAMES))
+    result = change_runs(b, shifted, tmp_path / "out", reproject=True).done["b"]
+    expected = np.zeros((3, 3), int)
+    np.add.at(expected, (before[:-7].ravel(), after[7:].ravel()), 1)
+    np.testing.assert_array_equal(result.counts, expected)
+    with rasterio.open(result.change_map) as ds:
+        change = ds.read(1)
+        assert (change[-7:] == ds.nodata).all() and not (change[:-7] == ds.nodata).any()
