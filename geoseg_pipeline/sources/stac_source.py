@@ -31,6 +31,7 @@ from ..geometry import Grid, Window
 from ..storage.transient import open_error, read_error
 from .base import SourceOptions, check_window, checked_indices
 from .stac_items import AssetBand, StacItemRef
+from .warp_tiles import SharedWarp
 
 
 def _same_grid(ds: Any, grid: Grid) -> bool:
@@ -222,6 +223,7 @@ class StacRasterSource:
         self.ref = ref
         self._datasets: dict[str, Any] = {}
         self._vrts: list[Any] = []
+        self._shared: list[SharedWarp] = []
         try:
             for band in ref.assets:
                 if band.href not in self._datasets:
@@ -272,14 +274,22 @@ class StacRasterSource:
             self._vrts.append(vrt)
             return vrt
 
+        def shared(vrt: Any, nodata: float | None) -> SharedWarp:
+            """``vrt`` read through tiles shared with the process's other reading threads."""
+            key = (band.href, band.band, tuple(self._grid.transform), self._grid.shape, self._grid.crs, resampling,
+                   repr(nodata))
+            warp = SharedWarp(vrt, key)
+            self._shared.append(warp)
+            return warp
+
         nodata = band.nodata if band.nodata is not None else ds.nodata
         if nodata is None or resampling == "nearest":  # nearest copies a nodata pixel as any other
             plain = view(nodata)
-            return AlignedRead.make(ds, self._grid, resampling, plain) or plain
+            return AlignedRead.make(ds, self._grid, resampling, plain) or shared(plain, nodata)
         if FastWarp.usable(ds, self._grid, resampling):
             fast = view(None)
             return FastWarp(ds, view(nodata), AlignedRead.make(ds, self._grid, resampling, fast) or fast, nodata)
-        return view(nodata)
+        return shared(view(nodata), nodata)
 
     def _band_nodata(self, band: AssetBand) -> float | None:
         if band.nodata is not None:
@@ -371,6 +381,9 @@ class StacRasterSource:
 
     def close(self) -> None:
         """Release the warped views and the assets' datasets; may be called again."""
+        for warp in self._shared:
+            warp.close()
+        self._shared = []
         for vrt in self._vrts:
             vrt.close()
         self._vrts = []
