@@ -184,8 +184,6 @@ class ChunkCache:
                 self._bytes -= sum(b.nbytes for _, b in self._blocks.popitem(last=False)[1])
 
 
-__all__ = ["CACHE_BYTES", "GRAPH_CHUNKS", "ChunkCache"]
-
 
 def registered_callbacks() -> list[Any]:
     """The dask callbacks registered now (a ``ProgressBar``, a ``Callback``), to hand to each
@@ -215,3 +213,6 @@ def _local_scheduler(array: Any) -> bool:
     scheduler = get_scheduler(collections=[array])  # type: ignore[no-untyped-call]
     function = getattr(scheduler, "func", scheduler)  # an executor's: functools.partial(get_async, ...)
     return str(getattr(function, "__module__", "")).startswith("dask.")
+
+
+__all__ = ["CACHE_BYTES", "GRAPH_CHUNKS", "ChunkCache", "compute_array", "registered_callbacks"]
